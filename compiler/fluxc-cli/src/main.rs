@@ -1,0 +1,239 @@
+//! The `fluxc` command. Exit codes (LANGUAGE.md §12.15): 0 success, 1 any user error (usage
+//! errors included), 130 interrupted.
+
+use std::io::{IsTerminal as _, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use fluxc_core::{TextStyle, render_json, render_text};
+use fluxc_syntax::limits::MAX_SOURCE_BYTES;
+use fluxc_syntax::{Code, Diagnostic, FileId, SourceMap, Span};
+
+#[derive(Parser)]
+#[command(
+    name = "fluxc",
+    version,
+    about = "Compile, check and run .flx models",
+    disable_help_subcommand = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a file: syntax, names, types, shapes and effects
+    Check {
+        file: PathBuf,
+        /// Output format for diagnostics
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Compile a file (today: print a stage with --emit)
+    Build {
+        file: PathBuf,
+        /// Model to build (default: every model in the file)
+        #[arg(long)]
+        model: Option<String>,
+        /// Output folder (default: build/ beside the file)
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Target device
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
+        /// Print an intermediate stage instead of building
+        #[arg(long, value_enum)]
+        emit: Option<Emit>,
+    },
+    /// Explain a diagnostic code, e.g. `fluxc explain E0301`
+    Explain { code: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Device {
+    Cpu,
+    Gpu,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Emit {
+    Ast,
+    Ir,
+    OptIr,
+    Kir,
+    Clif,
+}
+
+/// A user error outside any source file: one clear line, exit 1.
+struct UserError(String);
+
+fn main() -> ExitCode {
+    install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let informational = matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            );
+            let _ = e.print();
+            return if informational { ExitCode::SUCCESS } else { ExitCode::from(1) };
+        }
+    };
+    let result = match cli.command {
+        Command::Check { file, format } => check(&file, format),
+        Command::Build { file, emit, .. } => build(&file, emit),
+        Command::Explain { code } => explain(&code),
+    };
+    match result {
+        Ok(code) => code,
+        Err(UserError(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Internal errors become a request for a bug report, never a bare backtrace.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        eprintln!("error: internal compiler error: {info}");
+        eprintln!("note: this is a bug in fluxc {}, not in your program.", env!("CARGO_PKG_VERSION"));
+        eprintln!("note: please report it with the input file and this command: fluxc {}", args.join(" "));
+    }));
+    if std::env::var_os("FLUXC_TEST_INTERNAL_ERROR").is_some() {
+        // Lets the test suite prove the hook works.
+        panic!("deliberate internal error (FLUXC_TEST_INTERNAL_ERROR is set)");
+    }
+}
+
+/// Reads a source file for the compiler: bounded, UTF-8, one clear error otherwise. A file over
+/// the size limit is reported as E0102 through the normal diagnostic path.
+fn read_source(path: &Path) -> Result<Result<String, Diagnostic>, UserError> {
+    let shown = path.display();
+    let file = std::fs::File::open(path)
+        .map_err(|e| UserError(format!("cannot read {shown}: {}", io_reason(&e))))?;
+    let meta = file.metadata().map_err(|e| UserError(format!("cannot read {shown}: {}", io_reason(&e))))?;
+    if meta.is_dir() {
+        return Err(UserError(format!("cannot read {shown}: it is a directory, not a .flx file")));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SOURCE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| UserError(format!("cannot read {shown}: {}", io_reason(&e))))?;
+    if bytes.len() > MAX_SOURCE_BYTES {
+        let size = meta.len().max(bytes.len() as u64);
+        let d = Diagnostic::error(
+            Code::E0102,
+            Span::new(FileId(0), 0, 0),
+            format!("source file is {size} bytes; the limit is {MAX_SOURCE_BYTES} bytes (4 MiB)"),
+        )
+        .with_primary_label("this file is too large");
+        return Ok(Err(d));
+    }
+    String::from_utf8(bytes).map(Ok).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        UserError(format!("cannot read {shown}: it is not valid UTF-8 (bad byte at offset {at})"))
+    })
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => {
+            // Drop the "(os error N)" suffix: the words are what a user needs.
+            let text = e.to_string();
+            text.split(" (os error").next().unwrap_or(&text).to_owned()
+        }
+    }
+}
+
+/// Loads `path` into a fresh source map, or reports why it cannot be compiled.
+fn load(path: &Path, format: Format) -> Result<Result<(SourceMap, FileId), ExitCode>, UserError> {
+    let name = path.display().to_string();
+    let mut sources = SourceMap::new();
+    match read_source(path)? {
+        Ok(text) => {
+            let id = sources.add(name, text);
+            Ok(Ok((sources, id)))
+        }
+        Err(too_large) => {
+            sources.add(name, String::new());
+            report(&[too_large], &sources, format);
+            Ok(Err(ExitCode::from(1)))
+        }
+    }
+}
+
+fn report(diagnostics: &[Diagnostic], sources: &SourceMap, format: Format) {
+    match format {
+        Format::Json => {
+            for d in diagnostics {
+                println!("{}", render_json(d, sources));
+            }
+        }
+        Format::Text => {
+            let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            eprint!("{}", render_text(diagnostics, sources, TextStyle { color }));
+            let n = diagnostics.len();
+            if n > 0 {
+                eprintln!("error: could not compile: {n} error{}", if n == 1 { "" } else { "s" });
+            }
+        }
+    }
+}
+
+fn check(path: &Path, format: Format) -> Result<ExitCode, UserError> {
+    let (sources, id) = match load(path, format)? {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let checked = fluxc_core::check(&sources, id);
+    report(&checked.diagnostics, &sources, format);
+    Ok(if checked.diagnostics.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn build(path: &Path, emit: Option<Emit>) -> Result<ExitCode, UserError> {
+    if emit != Some(Emit::Ast) {
+        return Err(UserError(
+            "this fluxc can only print the syntax tree so far: use `fluxc build FILE --emit ast`; \
+             code generation is not built yet"
+                .into(),
+        ));
+    }
+    let (sources, id) = match load(path, Format::Text)? {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let checked = fluxc_core::check(&sources, id);
+    if !checked.diagnostics.is_empty() {
+        report(&checked.diagnostics, &sources, Format::Text);
+        return Ok(ExitCode::from(1));
+    }
+    if let (Some(ast), Some(source)) = (&checked.ast, sources.get(id)) {
+        print!("{}", fluxc_syntax::print::print_file(ast, source));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain(code: &str) -> Result<ExitCode, UserError> {
+    let Some(code) = Code::parse(code) else {
+        let known: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        return Err(UserError(format!(
+            "unknown diagnostic code `{code}`; the codes are {}",
+            known.join(", ")
+        )));
+    };
+    print!("{}", code.explanation());
+    Ok(ExitCode::SUCCESS)
+}
