@@ -18,11 +18,17 @@ fn ariadne_span(sources: &SourceMap, span: Span) -> (String, Range<usize>) {
     let Some(file) = sources.get(span.file) else {
         return (String::from("<unknown>"), 0..0);
     };
-    let len = file.text.len();
-    let start = (span.start as usize).min(len);
-    let mut end = (span.end as usize).clamp(start, len);
+    let text = &file.text;
+    let mut start = (span.start as usize).min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let mut end = (span.end as usize).clamp(start, text.len());
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
     if end == start {
-        end = file.text.get(start..).and_then(|s| s.chars().next()).map_or(start, |c| start + c.len_utf8());
+        end = text.get(start..).and_then(|s| s.chars().next()).map_or(start, |c| start + c.len_utf8());
     }
     (file.name.clone(), start..end)
 }

@@ -216,7 +216,10 @@ mod tests {
 
     #[test]
     fn else_on_the_next_line_continues_even_past_comments() {
-        assert_eq!(blanked("if c { a }\n// why\nelse { b }"), "if c { a }         else { b }");
+        assert_eq!(
+            blanked("if c { a }\n// why\nelse { b }"),
+            format!("if c {{ a }}{}else {{ b }}", " ".repeat(8))
+        );
         assert_eq!(blanked("if c { a }\nelsewhere"), "if c { a }\nelsewhere");
     }
 

@@ -127,9 +127,11 @@ fn children(pair: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
 }
 
 impl<'s> Lower<'s> {
+    /// The span of a pair, without the blanks and comment pest's implicit whitespace leaves on
+    /// its end (`let x = 1  // why` spans `let x = 1`).
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
         let s = pair.as_span();
-        Span::new(self.file, s.start(), s.end())
+        Span::new(self.file, s.start(), trim_end(self.src, s.start(), s.end()))
     }
 
     fn error(&mut self, span: Span, message: impl Into<String>, label: impl Into<String>) {
@@ -534,10 +536,11 @@ impl<'s> Lower<'s> {
                 let parts: Vec<_> = children(pair).collect();
                 let trailing_comma = has_trailing_comma(self.src, parts.last());
                 let mut items: Vec<Type> = parts.into_iter().map(|p| self.ty(p)).collect();
-                if items.len() == 1 && !trailing_comma {
-                    if let Some(only) = items.pop() {
-                        return Type { kind: only.kind, span };
-                    }
+                if items.len() == 1
+                    && !trailing_comma
+                    && let Some(only) = items.pop()
+                {
+                    return Type { kind: only.kind, span };
                 }
                 TypeKind::Tuple(items)
             }
@@ -614,10 +617,11 @@ impl<'s> Lower<'s> {
                 let parts: Vec<_> = children(pair).collect();
                 let trailing_comma = has_trailing_comma(self.src, parts.last());
                 let mut items: Vec<Pattern> = parts.into_iter().map(|p| self.pattern(p)).collect();
-                if items.len() == 1 && !trailing_comma {
-                    if let Some(only) = items.pop() {
-                        return Pattern { kind: only.kind, span };
-                    }
+                if items.len() == 1
+                    && !trailing_comma
+                    && let Some(only) = items.pop()
+                {
+                    return Pattern { kind: only.kind, span };
                 }
                 PatternKind::Tuple(items)
             }
@@ -722,8 +726,7 @@ impl<'s> Lower<'s> {
         let mut operand = None;
         for p in children(pair) {
             if p.as_rule() == Rule::prefix_op {
-                let op = if p.as_str() == "!" { UnaryOp::Not } else { UnaryOp::Neg };
-                ops.push((op, self.span(&p)));
+                ops.push((prefix(&p), self.span(&p)));
             } else {
                 operand = Some(p);
             }
@@ -754,74 +757,55 @@ impl<'s> Lower<'s> {
     /// `x₀ ^ p₁x₁ ^ … ^ pₙxₙ` = `x₀ ^ p₁(x₁ ^ p₂(… ^ pₙxₙ))`, folded from the right.
     fn power(&mut self, pair: Pair<'_, Rule>) -> Expr {
         let span = self.span(&pair);
-        let parts: Vec<_> = children(pair).collect();
-        // parts = base, (op, operand)*
-        let n = parts.len() / 2; // number of `^`
+        let mut parts = children(pair);
+        let Some(base) = parts.next() else {
+            return Expr { kind: ExprKind::Error, span };
+        };
+        let rest: Vec<_> = parts.collect();
+        let n = rest.len() / 2; // one `^` and one operand each
         if n == 0 {
-            return match parts.into_iter().next() {
-                Some(base) => self.expr_inner(base),
-                None => Expr { kind: ExprKind::Error, span },
-            };
+            return self.expr_inner(base);
         }
         if self.depth + n > MAX_NESTING {
             return self.too_deep(span);
         }
-        let mut it = parts.into_iter();
-        let Some(base) = it.next() else {
-            return Expr { kind: ExprKind::Error, span };
-        };
-        // Operands (with their own prefixes) and the spans of their `^`.
-        let mut tails: Vec<(Span, Vec<(UnaryOp, Span)>, Pair<'_, Rule>)> = Vec::new();
+        self.depth += n;
+        let base = self.expr_inner(base);
+        let mut tails: Vec<PowTail> = Vec::new();
+        let mut it = rest.into_iter();
         while let (Some(op), Some(operand)) = (it.next(), it.next()) {
             let op_span = self.span(&op);
             let mut prefixes = Vec::new();
-            let mut core = None;
+            let mut core = Expr { kind: ExprKind::Error, span: self.span(&operand) };
             for p in children(operand) {
                 if p.as_rule() == Rule::prefix_op {
-                    let u = if p.as_str() == "!" { UnaryOp::Not } else { UnaryOp::Neg };
-                    prefixes.push((u, self.span(&p)));
+                    prefixes.push((prefix(&p), self.span(&p)));
                 } else {
-                    core = Some(p);
+                    core = self.expr_inner(p);
                 }
             }
-            if let Some(core) = core {
-                tails.push((op_span, prefixes, core));
-            }
+            tails.push(PowTail { op_span, prefixes, core });
         }
-        self.depth += tails.len();
-        let base = self.expr_inner(base);
-        let mut lowered: Vec<(Span, Vec<(UnaryOp, Span)>, Expr)> = Vec::new();
-        for (op_span, prefixes, core) in tails {
-            let e = self.expr_inner(core);
-            lowered.push((op_span, prefixes, e));
-        }
-        self.depth -= lowered.len();
-        // Fold from the right.
-        let mut acc: Option<Expr> = None;
-        let mut pending_op: Option<Span> = None;
-        for (op_span, prefixes, e) in lowered.into_iter().rev() {
-            let combined = match (acc.take(), pending_op) {
-                (None, _) | (_, None) => e,
-                (Some(rhs), Some(op)) => Expr {
-                    span: e.span.to(rhs.span),
-                    kind: ExprKind::Binary {
-                        lhs: Box::new(e),
-                        rest: vec![BinaryTail { op: BinOp::Pow, op_span: op, rhs }],
-                    },
-                },
-            };
-            acc = Some(Self::wrap_prefixes(prefixes, combined));
-            pending_op = Some(op_span);
-        }
-        match (acc, pending_op) {
-            (Some(rhs), Some(op)) => Expr {
-                span: base.span.to(rhs.span),
-                kind: ExprKind::Binary {
-                    lhs: Box::new(base),
-                    rest: vec![BinaryTail { op: BinOp::Pow, op_span: op, rhs }],
-                },
+        self.depth -= n;
+        let pow = |lhs: Expr, op_span: Span, rhs: Expr| Expr {
+            span: lhs.span.to(rhs.span),
+            kind: ExprKind::Binary {
+                lhs: Box::new(lhs),
+                rest: vec![BinaryTail { op: BinOp::Pow, op_span, rhs }],
             },
-            _ => base,
+        };
+        // Fold from the right: each operand's prefixes wrap everything to its right.
+        let mut acc: Option<(Span, Expr)> = None;
+        for tail in tails.into_iter().rev() {
+            let value = match acc.take() {
+                None => tail.core,
+                Some((op_span, rhs)) => pow(tail.core, op_span, rhs),
+            };
+            acc = Some((tail.op_span, Self::wrap_prefixes(tail.prefixes, value)));
+        }
+        match acc {
+            Some((op_span, rhs)) => pow(base, op_span, rhs),
+            None => base,
         }
     }
 
@@ -1033,11 +1017,12 @@ impl<'s> Lower<'s> {
                 let parts: Vec<_> = children(pair).collect();
                 let trailing_comma = has_trailing_comma(self.src, parts.last());
                 let mut items: Vec<Expr> = parts.into_iter().map(|p| self.expr(p)).collect();
-                if items.len() == 1 && !trailing_comma {
-                    if let Some(only) = items.pop() {
-                        // Parentheses only group: keep the inner node, widened to include them.
-                        return Expr { kind: only.kind, span };
-                    }
+                // Parentheses only group: keep the inner node, widened to include them.
+                if items.len() == 1
+                    && !trailing_comma
+                    && let Some(only) = items.pop()
+                {
+                    return Expr { kind: only.kind, span };
                 }
                 ExprKind::Tuple(items)
             }
@@ -1109,8 +1094,55 @@ impl<'s> Lower<'s> {
     }
 }
 
+/// One operand of a `^` chain after its `^`: the operator's span, the operand's prefixes, the operand.
+struct PowTail {
+    op_span: Span,
+    prefixes: Vec<(UnaryOp, Span)>,
+    core: Expr,
+}
+
+fn prefix(pair: &Pair<'_, Rule>) -> UnaryOp {
+    if pair.as_str() == "!" { UnaryOp::Not } else { UnaryOp::Neg }
+}
+
 /// The prefix of the message for a keyword used as a name; train values drop such messages.
 const KEYWORD_NAME_MESSAGE: &str = "keyword used as a name";
+
+/// `end` moved back over trailing blanks and a trailing `//` comment (never before `start`).
+fn trim_end(src: &str, start: usize, mut end: usize) -> usize {
+    let bytes = src.as_bytes();
+    loop {
+        while end > start && bytes.get(end - 1).is_some_and(|b| b.is_ascii_whitespace()) {
+            end -= 1;
+        }
+        // Only a span that runs to the end of its line can end inside a comment.
+        if !matches!(bytes.get(end), None | Some(b'\n' | b'\r')) {
+            return end;
+        }
+        let line_start = src.get(..end).and_then(|t| t.rfind('\n')).map_or(0, |i| i + 1).max(start);
+        match comment_start(src.get(line_start..end).unwrap_or("")) {
+            Some(at) if line_start + at > start => end = line_start + at,
+            _ => return end,
+        }
+    }
+}
+
+/// Where a `//` comment starts in one line of code, skipping string literals.
+fn comment_start(line: &str) -> Option<usize> {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    let mut in_string = false;
+    while i < bytes.len() {
+        match (bytes.get(i), in_string) {
+            (Some(b'"'), _) => in_string = !in_string,
+            (Some(b'\\'), true) => i += 1,
+            (Some(b'/'), false) if bytes.get(i + 1) == Some(&b'/') => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
 
 /// Whether a `,` follows `last` (skipping blanks and comments): tells `(x)` from the one-tuple `(x,)`.
 fn has_trailing_comma(src: &str, last: Option<&Pair<'_, Rule>>) -> bool {

@@ -306,8 +306,10 @@ pub(super) fn syntax_error(id: FileId, original: &str, laid: &str, err: &Error<R
         InputLocation::Pos(p) => p,
         InputLocation::Span((p, _)) => p,
     };
-    if let ErrorVariant::CustomError { message } = &err.variant {
-        if message.contains("limit") {
+    if let ErrorVariant::CustomError { message } = &err.variant
+        && message.contains("limit")
+    {
+        {
             return Diagnostic::error(
                 Code::E0102,
                 Span::new(id, pos, pos),
@@ -369,7 +371,8 @@ pub(super) fn syntax_error(id: FileId, original: &str, laid: &str, err: &Error<R
     }
     // A bad escape: pest stops just after the backslash.
     if before.ends_with('\\') && open_string_start(before).is_some() {
-        let esc = Span::new(id, pos.saturating_sub(1), pos + found.len.min(1));
+        let escaped = rest.chars().next().map_or(0, char::len_utf8);
+        let esc = Span::new(id, pos.saturating_sub(1), pos + escaped);
         return Diagnostic::error(
             Code::E0101,
             esc,

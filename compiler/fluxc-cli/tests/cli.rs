@@ -1,0 +1,147 @@
+//! The `fluxc` command as a user runs it: exit codes, streams, and one clear line per error.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn fluxc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fluxc"))
+        .args(args)
+        .env_remove("FLUXC_TEST_INTERNAL_ERROR")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run fluxc: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn scratch(name: &str, contents: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fluxc-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+fn repo(relative: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative).display().to_string()
+}
+
+#[test]
+fn check_accepts_the_examples() {
+    for example in ["examples/mlp.flx", "examples/resnet.flx"] {
+        let out = fluxc(&["check", &repo(example)]);
+        assert!(out.status.success(), "{example}: {}", text(&out.stderr));
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn check_reports_a_syntax_error_in_text_and_json() {
+    let path = scratch("bad.flx", b"let x = (1 +\n");
+    let out = fluxc(&["check", path.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("[E0101]") && err.contains("found end of file"), "{err}");
+    assert!(err.contains("unclosed `(`"), "{err}");
+
+    let out = fluxc(&["check", "--format", "json", path.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_default();
+    assert_eq!(v["code"], "E0101");
+    assert_eq!((v["line"].as_u64(), v["column"].as_u64()), (Some(2), Some(1)));
+    assert!(out.stderr.is_empty(), "json mode keeps stderr clean: {}", text(&out.stderr));
+}
+
+#[test]
+fn unreadable_inputs_get_one_clear_line() {
+    let missing = fluxc(&["check", "no/such/file.flx"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(text(&missing.stderr), "error: cannot read no/such/file.flx: no such file\n");
+
+    let latin1 = scratch("latin1.flx", b"let x = 1 // caf\xe9\n");
+    let out = fluxc(&["check", latin1.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("error: cannot read") && err.contains("not valid UTF-8 (bad byte at offset 16)"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1);
+
+    let dir = std::env::temp_dir();
+    let out = fluxc(&["check", dir.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("is a directory"));
+}
+
+#[test]
+fn a_file_over_4_mib_is_e0102() {
+    let big = scratch("big.flx", &vec![b' '; 4 * 1024 * 1024 + 10]);
+    let out = fluxc(&["check", "--format", "json", big.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap_or_default();
+    assert_eq!(v["code"], "E0102");
+}
+
+#[test]
+fn usage_errors_exit_1_and_help_and_version_exit_0() {
+    for args in [
+        &["frobnicate"][..],
+        &["check"],
+        &["check", "x.flx", "--bogus"],
+        &["check", "x.flx", "--format", "xml"],
+    ] {
+        let out = fluxc(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out.stderr));
+        assert!(!out.stderr.is_empty());
+    }
+    let out = fluxc(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), format!("fluxc {}\n", env!("CARGO_PKG_VERSION")));
+    assert!(fluxc(&["--help"]).status.success());
+}
+
+#[test]
+fn explain_covers_every_code() {
+    for code in fluxc_syntax::Code::ALL {
+        let out = fluxc(&["explain", code.as_str()]);
+        assert!(out.status.success(), "{code}");
+        let body = text(&out.stdout);
+        assert!(body.starts_with(code.as_str()) && body.contains("Erroneous example"), "{code}");
+    }
+    let out = fluxc(&["explain", "E9999"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown diagnostic code `E9999`"));
+}
+
+#[test]
+fn build_emit_ast_prints_the_tree() {
+    let out = fluxc(&["build", &repo("examples/mlp.flx"), "--emit", "ast"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ast = text(&out.stdout);
+    assert!(ast.starts_with("file  @1:1"), "{ast}");
+    assert!(ast.contains("model Mlp: f32[B, 64] -> f32[B, 10]"), "{ast}");
+    // Code generation is not built yet: say so plainly.
+    let out = fluxc(&["build", &repo("examples/mlp.flx")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--emit ast"));
+}
+
+#[test]
+fn an_internal_error_asks_for_a_bug_report() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fluxc"))
+        .args(["check", "x.flx"])
+        .env("FLUXC_TEST_INTERNAL_ERROR", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("internal compiler error") && err.contains("please report"), "{err}");
+    assert!(!err.contains("stack backtrace"), "{err}");
+}

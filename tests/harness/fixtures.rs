@@ -1,0 +1,75 @@
+//! One test per fixture file, per stage:
+//! - `parse/*.flx` must parse without diagnostics; the snapshot is the source and its AST.
+//! - `syntax_errors/*.flx` must fail with the code and position of its `// error: CODE L:C` header;
+//!   the snapshot is the error as a user sees it (text and JSON).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
+
+use fluxc_syntax::print::print_file;
+use fluxc_tests::{fixtures, load, show_diagnostics};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn settings(folder: &str) -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(fluxc_tests::repo_dir().join("snapshots").join(folder));
+    s.set_prepend_module_to_snapshot(false);
+    s.set_omit_expression(true);
+    s
+}
+
+/// Runs an insta assertion and turns its panic into a test failure with the message.
+fn snapshot(folder: &str, name: &str, relative: &str, value: String) -> Result<(), Failed> {
+    let mut s = settings(folder);
+    s.set_input_file(fluxc_tests::repo_dir().join(relative));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        s.bind(|| insta::assert_snapshot!(name, value))
+    }));
+    outcome.map_err(|e| {
+        let text =
+            e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+        Failed::from(text.unwrap_or_else(|| "snapshot mismatch".into()))
+    })
+}
+
+fn parse_case(name: &str, relative: &str) -> Result<(), Failed> {
+    let (sources, id) = load(relative)?;
+    let checked = fluxc_syntax::parse_file(id, &sources.get(id).ok_or("no source")?.text);
+    if !checked.diagnostics.is_empty() {
+        return Err(show_diagnostics(&checked.diagnostics, &sources).into());
+    }
+    let ast = checked.file.ok_or("no AST")?;
+    let source = sources.get(id).ok_or("no source")?;
+    let body = format!("{}\n--- ast ---\n{}", source.text.trim_end(), print_file(&ast, source));
+    snapshot("parse", name, relative, body)
+}
+
+fn syntax_error_case(name: &str, relative: &str) -> Result<(), Failed> {
+    let (sources, id) = load(relative)?;
+    let source = sources.get(id).ok_or("no source")?;
+    let header = source.text.lines().next().unwrap_or("");
+    let want = header.strip_prefix("// error: ").ok_or("fixture lacks its `// error: CODE L:C` header")?;
+    let parsed = fluxc_syntax::parse_file(id, &source.text);
+    let first = parsed.diagnostics.first().ok_or("the file parsed without errors")?;
+    let at = source.line_col(first.primary.span.start as usize);
+    let got = format!("{} {}:{}", first.code, at.line, at.column);
+    if got != want.trim() {
+        return Err(
+            format!("want {want}, got {got}\n{}", show_diagnostics(&parsed.diagnostics, &sources)).into()
+        );
+    }
+    snapshot("syntax_errors", name, relative, show_diagnostics(&parsed.diagnostics, &sources))
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let mut trials = Vec::new();
+    for (name, path) in fixtures("parse") {
+        let n = name.clone();
+        trials.push(Trial::test(format!("parse::{name}"), move || parse_case(&n, &path)));
+    }
+    for (name, path) in fixtures("syntax_errors") {
+        let n = name.clone();
+        trials.push(Trial::test(format!("syntax_errors::{name}"), move || syntax_error_case(&n, &path)));
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
