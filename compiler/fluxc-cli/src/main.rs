@@ -80,12 +80,13 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let informational = matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            );
-            let _ = e.print();
-            return if informational { ExitCode::SUCCESS } else { ExitCode::from(1) };
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("{}", usage_error_line(&e));
+            return ExitCode::from(1);
         }
     };
     let result = match cli.command {
@@ -100,6 +101,31 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A usage error as one line: clap's first line (with the missing arguments or the possible
+/// values when those follow), then where to look.
+fn usage_error_line(e: &clap::Error) -> String {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let commands: Vec<String> = <Cli as clap::CommandFactory>::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        return format!(
+            "error: no command given; the commands are {} (see `fluxc --help`)",
+            commands.join(", ")
+        );
+    }
+    let rendered = e.render().to_string();
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut line = lines.next().unwrap_or("error: invalid arguments").to_owned();
+    let details: Vec<&str> = lines
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more") && !l.starts_with("tip:"))
+        .collect();
+    if !details.is_empty() {
+        line = format!("{} {}", line.trim_end_matches(':'), details.join(", "));
+    }
+    format!("{line} (see `fluxc --help`)")
 }
 
 /// Internal errors become a request for a bug report, never a bare backtrace.

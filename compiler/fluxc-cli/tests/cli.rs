@@ -92,14 +92,17 @@ fn a_file_over_4_mib_is_e0102() {
 #[test]
 fn usage_errors_exit_1_and_help_and_version_exit_0() {
     for args in [
-        &["frobnicate"][..],
+        &[][..],
+        &["frobnicate"],
         &["check"],
         &["check", "x.flx", "--bogus"],
         &["check", "x.flx", "--format", "xml"],
     ] {
         let out = fluxc(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out.stderr));
-        assert!(!out.stderr.is_empty());
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: ") && err.contains("fluxc --help"), "{err}");
     }
     let out = fluxc(&["--version"]);
     assert!(out.status.success());
