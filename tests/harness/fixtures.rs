@@ -2,6 +2,7 @@
 //! - `parse/*.flx` must parse without diagnostics; the snapshot is the source and its AST.
 //! - `syntax_errors/*.flx` must fail with the code and position of its `// error: CODE L:C` header;
 //!   the snapshot is the error as a user sees it (text and JSON).
+//! - `examples/*.flx` and `stdlib/*.flx` must check clean.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
 
@@ -60,6 +61,16 @@ fn syntax_error_case(name: &str, relative: &str) -> Result<(), Failed> {
     snapshot("syntax_errors", name, relative, show_diagnostics(&parsed.diagnostics, &sources))
 }
 
+fn checks_clean(relative: &str) -> Result<(), Failed> {
+    let (sources, id) = load(relative)?;
+    let checked = fluxc_core::check(&sources, id);
+    if checked.diagnostics.is_empty() {
+        Ok(())
+    } else {
+        Err(show_diagnostics(&checked.diagnostics, &sources).into())
+    }
+}
+
 fn main() {
     let args = Arguments::from_args();
     let mut trials = Vec::new();
@@ -70,6 +81,11 @@ fn main() {
     for (name, path) in fixtures("syntax_errors") {
         let n = name.clone();
         trials.push(Trial::test(format!("syntax_errors::{name}"), move || syntax_error_case(&n, &path)));
+    }
+    for folder in ["examples", "stdlib"] {
+        for (name, path) in fluxc_tests::flx_files(folder) {
+            trials.push(Trial::test(format!("{folder}::{name}"), move || checks_clean(&path)));
+        }
     }
     libtest_mimic::run(&args, trials).exit();
 }

@@ -18,7 +18,12 @@ pub fn repo_dir() -> PathBuf {
 
 /// Every `*.flx` file in `tests/fixtures/<folder>`, sorted, as (name, repo-relative path).
 pub fn fixtures(folder: &str) -> Vec<(String, String)> {
-    let dir = tests_dir().join("fixtures").join(folder);
+    flx_files(&format!("tests/fixtures/{folder}"))
+}
+
+/// Every `*.flx` file in a repo-relative folder, sorted, as (name, repo-relative path).
+pub fn flx_files(folder: &str) -> Vec<(String, String)> {
+    let dir = repo_dir().join(folder);
     let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
         .map(|entries| {
             entries
@@ -28,7 +33,7 @@ pub fn fixtures(folder: &str) -> Vec<(String, String)> {
                 .filter_map(|p| {
                     let stem = p.file_stem()?.to_str()?.to_owned();
                     let name = p.file_name()?.to_str()?.to_owned();
-                    Some((stem, format!("tests/fixtures/{folder}/{name}")))
+                    Some((stem, format!("{folder}/{name}")))
                 })
                 .collect()
         })
