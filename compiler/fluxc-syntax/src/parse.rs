@@ -66,7 +66,8 @@ pub fn parse_on_this_thread(id: FileId, text: &str) -> Parsed {
     }
     match FluxParser::parse(Rule::file, &laid.text) {
         Ok(mut pairs) => {
-            let mut lower = Lower { file: id, src: text, diagnostics: Vec::new(), depth: 0 };
+            let mut lower =
+                Lower { file: id, src: text, diagnostics: Vec::new(), depth: 0, keyword_names: false };
             let file = pairs.next().map(|pair| lower.file(pair));
             Parsed { file, diagnostics: lower.diagnostics }
         }
@@ -97,6 +98,8 @@ struct Lower<'s> {
     src: &'s str,
     diagnostics: Vec<Diagnostic>,
     depth: usize,
+    /// Inside a train value, where `loss` may name a built-in metric.
+    keyword_names: bool,
 }
 
 fn is_keyword_token(rule: Rule) -> bool {
@@ -155,11 +158,12 @@ impl<'s> Lower<'s> {
         let before = self.src.get(..span.start as usize)?;
         let mut lines: Vec<&str> = Vec::new();
         // Skip the rest of the current line before the item (indentation).
-        let mut rest = match before.rfind('\n') {
-            Some(i) if before.get(i + 1..).is_some_and(|s| s.trim().is_empty()) => before.get(..i)?,
-            None if before.trim().is_empty() => return None,
-            _ => return None,
-        };
+        // Only an item that starts its line can have doc lines above it.
+        let line_start = before.rfind('\n')?;
+        if !before.get(line_start + 1..)?.trim().is_empty() {
+            return None;
+        }
+        let mut rest = before.get(..line_start)?;
         loop {
             let (head, line) = match rest.rfind('\n') {
                 Some(i) => (rest.get(..i), rest.get(i + 1..)?),
@@ -498,17 +502,9 @@ impl<'s> Lower<'s> {
 
     /// Lowers a train value, where keywords may serve as built-in names (§12.2).
     fn with_keyword_names<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
-        let before = self.diagnostics.len();
+        let before = std::mem::replace(&mut self.keyword_names, true);
         let value = f(self);
-        // Keyword names were reported as they were met; inside a train value they are fine.
-        let mut i = before;
-        while i < self.diagnostics.len() {
-            if self.diagnostics.get(i).is_some_and(|d| d.message.starts_with(KEYWORD_NAME_MESSAGE)) {
-                self.diagnostics.remove(i);
-            } else {
-                i += 1;
-            }
-        }
+        self.keyword_names = before;
         value
     }
 
@@ -1006,11 +1002,13 @@ impl<'s> Lower<'s> {
                 }
             }
             Rule::keyword_name => {
-                self.error(
-                    span,
-                    format!("{KEYWORD_NAME_MESSAGE}: `{}` cannot be used as a name here", pair.as_str()),
-                    "a keyword (it may name a built-in only inside a `train` block's values)",
-                );
+                if !self.keyword_names {
+                    self.error(
+                        span,
+                        format!("keyword used as a name: `{}` cannot be used as a name here", pair.as_str()),
+                        "a keyword (it may name a built-in only inside a `train` block's values)",
+                    );
+                }
                 ExprKind::Name(self.ident(&pair))
             }
             Rule::paren => {
@@ -1104,9 +1102,6 @@ struct PowTail {
 fn prefix(pair: &Pair<'_, Rule>) -> UnaryOp {
     if pair.as_str() == "!" { UnaryOp::Not } else { UnaryOp::Neg }
 }
-
-/// The prefix of the message for a keyword used as a name; train values drop such messages.
-const KEYWORD_NAME_MESSAGE: &str = "keyword used as a name";
 
 /// `end` moved back over trailing blanks and a trailing `//` comment (never before `start`).
 fn trim_end(src: &str, start: usize, mut end: usize) -> usize {
