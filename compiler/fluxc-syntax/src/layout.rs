@@ -95,17 +95,27 @@ impl Scanner<'_> {
 
 /// Runs the layout pass over `src`.
 pub fn layout(src: &str) -> Layout {
+    scan(src, src.len()).0
+}
+
+/// The brackets still open at `offset`, innermost last, with their offsets (for "unclosed `(`").
+pub fn open_brackets_at(src: &str, offset: usize) -> Vec<(usize, char)> {
+    scan(src, offset).1.into_iter().map(|(at, b)| (at, b as char)).collect()
+}
+
+/// The layout pass up to `stop`: the laid-out text and the brackets open there.
+fn scan(src: &str, stop: usize) -> (Layout, Vec<(usize, u8)>) {
     let bytes = src.as_bytes();
     let mut out = bytes.to_vec();
     let mut s = Scanner { src: bytes, pos: 0 };
-    let mut stack: Vec<u8> = Vec::new();
+    let mut stack: Vec<(usize, u8)> = Vec::new();
     let mut too_deep = None;
     let mut continues = false; // the last token was a continuing operator
     let mut after_path_separator = false; // the last operator was `::`
     let mut comment_start: Option<usize> = None;
     let mut else_ahead: (usize, bool) = (0, false);
 
-    while s.pos < bytes.len() {
+    while s.pos < bytes.len() && s.pos < stop {
         let b = s.peek(0);
         match b {
             b'\n' => {
@@ -114,7 +124,7 @@ pub fn layout(src: &str) -> Layout {
                     else_ahead = s.next_token_is_else();
                     s.pos -= 1;
                 }
-                let inside_brackets = matches!(stack.last(), Some(b'(' | b'['));
+                let inside_brackets = matches!(stack.last(), Some((_, b'(' | b'[')));
                 if inside_brackets || continues || else_ahead.1 {
                     if let Some(start) = comment_start {
                         for byte in out.get_mut(start..s.pos).into_iter().flatten() {
@@ -138,7 +148,7 @@ pub fn layout(src: &str) -> Layout {
                 continues = false;
             }
             b'(' | b'[' | b'{' => {
-                stack.push(b);
+                stack.push((s.pos, b));
                 if stack.len() > MAX_NESTING && too_deep.is_none() {
                     too_deep = Some(s.pos);
                 }
@@ -168,30 +178,7 @@ pub fn layout(src: &str) -> Layout {
     // Only ASCII bytes and whole comments (which end before a newline) were replaced by spaces,
     // so the result is still UTF-8; fall back to the input if that ever failed.
     let text = String::from_utf8(out).unwrap_or_else(|_| src.to_owned());
-    Layout { text, too_deep }
-}
-
-/// The brackets still open at `offset`, innermost last, with their offsets (for "unclosed `(`").
-pub fn open_brackets_at(src: &str, offset: usize) -> Vec<(usize, char)> {
-    let bytes = src.as_bytes();
-    let mut s = Scanner { src: bytes, pos: 0 };
-    let mut stack = Vec::new();
-    while s.pos < bytes.len() && s.pos < offset {
-        match s.peek(0) {
-            b'"' => s.skip_string(),
-            b'/' if s.peek(1) == b'/' => s.skip_comment(),
-            b @ (b'(' | b'[' | b'{') => {
-                stack.push((s.pos, b as char));
-                s.pos += 1;
-            }
-            b')' | b']' | b'}' => {
-                stack.pop();
-                s.pos += 1;
-            }
-            _ => s.pos += 1,
-        }
-    }
-    stack
+    (Layout { text, too_deep }, stack)
 }
 
 #[cfg(test)]
