@@ -61,14 +61,67 @@ fn syntax_error_case(name: &str, relative: &str) -> Result<(), Failed> {
     snapshot("syntax_errors", name, relative, show_diagnostics(&parsed.diagnostics, &sources))
 }
 
+/// Checks a repo-relative file as `fluxc check` would, with its folder as the project folder.
+fn check_file(relative: &str) -> Result<(fluxc_syntax::SourceMap, fluxc_core::Checked), Failed> {
+    let (mut sources, id) = load(relative)?;
+    let root = fluxc_tests::repo_dir();
+    let mut loader = fluxc_cli::loader::DiskLoader::new(&root, std::path::Path::new(relative), None);
+    let checked = fluxc_core::check(&mut sources, id, &mut loader);
+    Ok((sources, checked))
+}
+
 fn checks_clean(relative: &str) -> Result<(), Failed> {
-    let (sources, id) = load(relative)?;
-    let checked = fluxc_core::check(&sources, id);
+    let (sources, checked) = check_file(relative)?;
     if checked.diagnostics.is_empty() {
         Ok(())
     } else {
         Err(show_diagnostics(&checked.diagnostics, &sources).into())
     }
+}
+
+/// A pass fixture: no diagnostics; the snapshot is the source and a `name : type !effect` line
+/// per binding.
+fn check_pass_case(name: &str, relative: &str) -> Result<(), Failed> {
+    let (sources, checked) = check_file(relative)?;
+    if !checked.diagnostics.is_empty() {
+        return Err(show_diagnostics(&checked.diagnostics, &sources).into());
+    }
+    let text = sources.get(fluxc_syntax::FileId(0)).map(|s| s.text.trim_end().to_owned()).unwrap_or_default();
+    let lines: Vec<&str> = checked.info.bindings.iter().map(|b| b.text.as_str()).collect();
+    snapshot("check_pass", name, relative, format!("{text}\n--- bindings ---\n{}\n", lines.join("\n")))
+}
+
+/// An error fixture: exactly the diagnostics of its `// error: CODE L:C` header lines, in order.
+fn check_error_case(name: &str, relative: &str) -> Result<(), Failed> {
+    let (sources, checked) = check_file(relative)?;
+    let source = sources.get(fluxc_syntax::FileId(0)).ok_or("no source")?;
+    let want: Vec<String> = source
+        .text
+        .lines()
+        .map_while(|l| l.strip_prefix("// error: "))
+        .map(|w| w.trim().to_owned())
+        .collect();
+    if want.is_empty() {
+        return Err("fixture lacks its `// error: CODE L:C` header".into());
+    }
+    let got: Vec<String> = checked
+        .diagnostics
+        .iter()
+        .map(|d| {
+            let file = sources.get(d.primary.span.file);
+            let at = file.map(|f| f.line_col(d.primary.span.start as usize));
+            let here = if d.primary.span.file == fluxc_syntax::FileId(0) { "" } else { "(other file) " };
+            at.map_or(format!("{} ?", d.code), |at| format!("{} {here}{}:{}", d.code, at.line, at.column))
+        })
+        .collect();
+    if got != want {
+        return Err(format!(
+            "want {want:?}, got {got:?}\n{}",
+            show_diagnostics(&checked.diagnostics, &sources)
+        )
+        .into());
+    }
+    snapshot("check_errors", name, relative, show_diagnostics(&checked.diagnostics, &sources))
 }
 
 fn main() {
@@ -81,6 +134,14 @@ fn main() {
     for (name, path) in fixtures("syntax_errors") {
         let n = name.clone();
         trials.push(Trial::test(format!("syntax_errors::{name}"), move || syntax_error_case(&n, &path)));
+    }
+    for (name, path) in fixtures("check_pass") {
+        let n = name.clone();
+        trials.push(Trial::test(format!("check_pass::{name}"), move || check_pass_case(&n, &path)));
+    }
+    for (name, path) in fixtures("check_errors") {
+        let n = name.clone();
+        trials.push(Trial::test(format!("check_errors::{name}"), move || check_error_case(&n, &path)));
     }
     for folder in ["examples", "stdlib"] {
         for (name, path) in fluxc_tests::flx_files(folder) {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use fluxc_cli::loader::DiskLoader;
 use fluxc_core::{TextStyle, render_json, render_text};
 use fluxc_syntax::limits::MAX_SOURCE_BYTES;
 use fluxc_syntax::{Code, Diagnostic, FileId, SourceMap, Span};
@@ -220,11 +221,12 @@ fn report(diagnostics: &[Diagnostic], sources: &SourceMap, format: Format) {
 }
 
 fn check(path: &Path, format: Format) -> Result<ExitCode, UserError> {
-    let (sources, id) = match load(path, format)? {
+    let (mut sources, id) = match load(path, format)? {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
-    let checked = fluxc_core::check(&sources, id);
+    let mut loader = DiskLoader::new(Path::new(""), path, None);
+    let checked = fluxc_core::check(&mut sources, id, &mut loader);
     report(&checked.diagnostics, &sources, format);
     Ok(if checked.diagnostics.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -237,11 +239,12 @@ fn build(path: &Path, emit: Option<Emit>) -> Result<ExitCode, UserError> {
                 .into(),
         ));
     }
-    let (sources, id) = match load(path, Format::Text)? {
+    let (mut sources, id) = match load(path, Format::Text)? {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
-    let checked = fluxc_core::check(&sources, id);
+    let mut loader = DiskLoader::new(Path::new(""), path, None);
+    let checked = fluxc_core::check(&mut sources, id, &mut loader);
     if !checked.diagnostics.is_empty() {
         report(&checked.diagnostics, &sources, Format::Text);
         return Ok(ExitCode::from(1));

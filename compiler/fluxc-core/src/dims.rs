@@ -66,6 +66,20 @@ impl Dim {
         }
     }
 
+    /// The least value over every assignment of naturals (variables and products at least 1),
+    /// when that is plain to see: no opaque division, and no negative coefficient on a
+    /// non-constant term (then every variable at 1 gives the minimum).
+    pub fn min_over_naturals(&self) -> Option<i64> {
+        let mut sum: i64 = 0;
+        for (m, c) in &self.terms {
+            if m.iter().any(|a| matches!(a, Atom::FloorDiv(..))) || (!m.is_empty() && *c < 0) {
+                return None;
+            }
+            sum = sum.checked_add(*c)?;
+        }
+        Some(sum)
+    }
+
     /// The dimension variables (and shape variables of `product`) it mentions, sorted.
     pub fn variables(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();

@@ -1,9 +1,12 @@
 //! fluxc-core: the pure middle of the compiler. It takes text and returns values; it does no I/O
-//! (clippy.toml's disallowed-methods keeps it so).
+//! (clippy.toml's disallowed-methods keeps it so). What it needs from outside comes through the
+//! `SourceLoader` trait, which the edges implement.
 
+pub mod check;
 pub mod dims;
 pub mod pipeline;
 pub mod render;
 
-pub use pipeline::{Checked, check};
+pub use check::{CheckInfo, Folder, PathPolicy};
+pub use pipeline::{Checked, LoadError, NoFiles, SourceLoader, check, lexically_inside};
 pub use render::{TextStyle, render_json, render_text};

@@ -1,20 +1,187 @@
-//! The pipeline: one function per command that reads top to bottom. Today it parses; the checker,
-//! lowering, autodiff, optimizer and scheduling stages join here as they are built.
+//! The pipeline: one function per command that reads top to bottom. Today: parse the file and the
+//! files it `use`s, parse the embedded std, then resolve and check everything. Lowering, autodiff,
+//! the optimizer and scheduling join here as they are built.
 
-use fluxc_syntax::ast::File;
-use fluxc_syntax::{Diagnostic, FileId, SourceMap, parse_file};
+use std::collections::{HashMap, VecDeque};
 
-/// What checking one file produced: its AST (when it parsed) and every diagnostic.
+use fluxc_syntax::ast::{File, Item, Top, UseTarget};
+use fluxc_syntax::{Code, Diagnostic, FileId, SourceMap, parse_file};
+
+use crate::check::{CheckInfo, Folder, PathPolicy, Unit, check_units};
+
+/// The std package, embedded in the binary (§7).
+pub const STDLIB: [(&str, &str); 5] = [
+    ("act", include_str!("../../../stdlib/act.flx")),
+    ("init", include_str!("../../../stdlib/init.flx")),
+    ("layers", include_str!("../../../stdlib/layers.flx")),
+    ("losses", include_str!("../../../stdlib/losses.flx")),
+    ("optim", include_str!("../../../stdlib/optim.flx")),
+];
+
+/// Why a `use "file.flx"` could not be loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadError {
+    /// The path leaves the project folder (E0502).
+    Outside,
+    /// No such file inside it (E0202).
+    NotFound,
+    /// Anything else, in words (E0202).
+    Unreadable(String),
+}
+
+/// What the core needs from the outside world (DESIGN.md rule 1): the text of `use`d files, and
+/// whether paths stay inside the project or output folder. The CLI implements it on disk.
+pub trait SourceLoader: PathPolicy {
+    /// The file `path` as written in the file named `from`: its name for the source map and its text.
+    fn load(&mut self, from: &str, path: &str) -> Result<(String, String), LoadError>;
+}
+
+/// A loader with no files: every `use "…"` is missing; paths are judged lexically.
+pub struct NoFiles;
+
+impl PathPolicy for NoFiles {
+    fn stays_inside(&self, from: &str, path: &str, _folder: Folder) -> bool {
+        let _ = from;
+        lexically_inside(path)
+    }
+}
+
+impl SourceLoader for NoFiles {
+    fn load(&mut self, _from: &str, path: &str) -> Result<(String, String), LoadError> {
+        if lexically_inside(path) { Err(LoadError::NotFound) } else { Err(LoadError::Outside) }
+    }
+}
+
+/// Whether a relative path stays below its starting folder, by its components alone
+/// (`a/../b` does; `../x`, `/abs` and `a/../../x` do not).
+pub fn lexically_inside(path: &str) -> bool {
+    if path.starts_with('/') || path.starts_with('\\') || path.contains(':') {
+        return false;
+    }
+    let mut depth: i64 = 0;
+    for part in path.split(['/', '\\']) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
+}
+
+/// What checking one file produced: its AST (when it parsed), every diagnostic, and the
+/// per-binding and per-expression types.
 pub struct Checked {
     pub ast: Option<File>,
     pub diagnostics: Vec<Diagnostic>,
+    pub info: CheckInfo,
 }
 
-/// `fluxc check`: parse (and, as later stages land, resolve and check) one file.
-pub fn check(sources: &SourceMap, file: FileId) -> Checked {
+/// `fluxc check`: parse the file, the files it uses and std; resolve and check them all.
+pub fn check(sources: &mut SourceMap, file: FileId, loader: &mut dyn SourceLoader) -> Checked {
     let Some(source) = sources.get(file) else {
-        return Checked { ast: None, diagnostics: Vec::new() };
+        return Checked { ast: None, diagnostics: Vec::new(), info: CheckInfo::default() };
     };
     let parsed = parse_file(file, &source.text);
-    Checked { ast: parsed.file, diagnostics: parsed.diagnostics }
+    let mut diagnostics = parsed.diagnostics;
+    let Some(main_ast) = parsed.file else {
+        return Checked { ast: None, diagnostics, info: CheckInfo::default() };
+    };
+    if !diagnostics.is_empty() {
+        return Checked { ast: Some(main_ast), diagnostics, info: CheckInfo::default() };
+    }
+    // The files `use`d, transitively; each once.
+    let mut asts: Vec<(FileId, File, Option<&'static str>)> = Vec::new();
+    let mut uses: HashMap<FileId, Vec<FileId>> = HashMap::new();
+    let mut by_name: HashMap<String, FileId> = HashMap::new();
+    let mut queue: VecDeque<(FileId, File)> = VecDeque::new();
+    queue.push_back((file, main_ast.clone()));
+    while let Some((id, ast)) = queue.pop_front() {
+        let from = sources.get(id).map(|s| s.name.clone()).unwrap_or_default();
+        for top in &ast.tops {
+            let Top::Item(Item::Use(u)) = top else { continue };
+            let UseTarget::File { path, span } = &u.target else { continue };
+            match loader.load(&from, path) {
+                Ok((name, text)) => {
+                    let used = match by_name.get(&name) {
+                        Some(existing) => *existing,
+                        None => {
+                            let new_id = sources.add(name.clone(), text);
+                            by_name.insert(name, new_id);
+                            let text = sources.get(new_id).map(|s| s.text.clone()).unwrap_or_default();
+                            let p = parse_file(new_id, &text);
+                            let ok = p.diagnostics.is_empty();
+                            diagnostics.extend(p.diagnostics);
+                            if let (Some(f), true) = (p.file, ok) {
+                                queue.push_back((new_id, f));
+                            }
+                            new_id
+                        }
+                    };
+                    uses.entry(id).or_default().push(used);
+                }
+                Err(LoadError::Outside) => diagnostics.push(
+                    Diagnostic::error(Code::E0502, *span, format!("`use \"{path}\"` leaves the project folder"))
+                        .with_primary_label("outside the project folder")
+                        .with_note("a `use` path must stay inside the folder of the file given to the command"),
+                ),
+                Err(LoadError::NotFound) => diagnostics.push(
+                    Diagnostic::error(Code::E0202, *span, format!("cannot find the file \"{path}\""))
+                        .with_primary_label("no such file")
+                        .with_note("a `use` path is relative to the file that contains it"),
+                ),
+                Err(LoadError::Unreadable(why)) => diagnostics.push(
+                    Diagnostic::error(Code::E0202, *span, format!("cannot read \"{path}\": {why}"))
+                        .with_primary_label("unreadable file"),
+                ),
+            }
+        }
+        asts.push((id, ast, None));
+    }
+    // The embedded std.
+    for (module, text) in STDLIB {
+        let id = sources.add(format!("<std>/{module}.flx"), text);
+        let p = parse_file(id, text);
+        diagnostics.extend(p.diagnostics);
+        if let Some(f) = p.file {
+            asts.push((id, f, Some(module)));
+        }
+    }
+    let names: HashMap<FileId, String> = asts
+        .iter()
+        .map(|(id, _, _)| (*id, sources.get(*id).map(|s| s.name.clone()).unwrap_or_default()))
+        .collect();
+    let units: Vec<Unit<'_>> = asts
+        .iter()
+        .map(|(id, ast, module)| Unit {
+            file: *id,
+            name: names.get(id).map(String::as_str).unwrap_or(""),
+            ast,
+            std_module: *module,
+            uses: uses.get(id).cloned().unwrap_or_default(),
+        })
+        .collect();
+    let (checked, info) = check_units(&units, file, &*loader);
+    diagnostics.extend(checked);
+    Checked { ast: Some(main_ast), diagnostics, info }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lexically_inside;
+
+    #[test]
+    fn lexical_confinement() {
+        assert!(lexically_inside("data/x.csv"));
+        assert!(lexically_inside("a/../b.flx"));
+        assert!(lexically_inside("./x"));
+        assert!(!lexically_inside("../x"));
+        assert!(!lexically_inside("a/../../x"));
+        assert!(!lexically_inside("/tmp/x.npy"));
+    }
 }

@@ -1,0 +1,4 @@
+//! The edges of the `fluxc` command that other crates (the test harnesses) share: loading source
+//! files from disk for the core, confined to the project folder.
+
+pub mod loader;
