@@ -400,7 +400,7 @@ impl<'a> Checker<'a> {
                 let id = *id;
                 let name = self.items.get(id).map(|i| i.name.clone()).unwrap_or_default();
                 let Some(Sig::Fn(sig)) = self.sig(id, Some(callee_span)) else { return Ty::Error };
-                if env.elementwise_only && !is_scalar_fn(&sig) {
+                if env.elementwise_only && !is_scalar_fn(&sig) && sig.effects.effect == Effect::Pure {
                     self.not_elementwise(callee_span, &format!("`{name}`"));
                 }
                 let t = self.instantiate(env, &sig, &name, span, callee_span, gens, args, hint);
@@ -752,6 +752,8 @@ impl<'a> Checker<'a> {
         span: Span,
         name: &str,
     ) {
+        // One error per instantiation: the first fact that fails.
+        let mut reported = false;
         for c in cs {
             let sub = |d: &Dim| rename.dim(d).and_then(|x| solved.dim(&x));
             let (kind, proof) = match &c.kind {
@@ -768,7 +770,9 @@ impl<'a> Checker<'a> {
             };
             match proof {
                 Proof::Yes => {}
+                Proof::No if reported => {}
                 Proof::No => {
+                    reported = true;
                     let d = self.error(Code::E0301, span, format!("`{name}` cannot take these dimensions"));
                     d.primary.message = "shape error inside".into();
                     d.notes.push(c.message.clone());

@@ -446,8 +446,13 @@ impl<'a> Checker<'a> {
                 };
                 let name = self.show_layer(l);
                 let t = self.instantiate(env, &inst, &name, call, call, None, &[probe(input, arg)], None);
+                // The layer's own check reported any effect its context forbids; record it only.
                 let w = Witness { span: call, callee: Callee::Item(*item), name: name.clone() };
-                self.apply_effect(env, fwd.effects.effect, w);
+                if !env.ctx.forbids(fwd.effects.effect) {
+                    self.apply_effect(env, fwd.effects.effect, w);
+                } else {
+                    env.effects.add(fwd.effects.effect, &w);
+                }
                 t
             }
             LayerVal::Chain(ls) => {
@@ -704,7 +709,7 @@ impl<'a> Checker<'a> {
         if input.is_error() || output.is_error() {
             return Sig::Model { input, output };
         }
-        let out = self.apply_model_layer(&mut env, &layer, &input, m.value.span);
+        let out = self.apply_model_layer(&mut env, &layer, &input, &m.value, m.input.span);
         if !out.is_error() && !self.expect_exact_silent(&output, &out) {
             let none = BTreeSet::new();
             let mut u = Unifier::new(&none);
@@ -727,8 +732,38 @@ impl<'a> Checker<'a> {
 
     /// Applies a model's layer; inside a `Chain` written in place, an error points at the
     /// sub-layer that cannot take its input.
-    fn apply_model_layer(&mut self, env: &mut Env, layer: &LayerVal, input: &Ty, span: Span) -> Ty {
-        self.apply_layer(env, layer, input, span, span)
+    fn apply_model_layer(&mut self, env: &mut Env, layer: &LayerVal, input: &Ty, value: &ast::Expr, input_span: Span) -> Ty {
+        let elements: Option<Vec<Span>> = match (&value.kind, layer) {
+            (ast::ExprKind::Call { callee, args, .. }, LayerVal::Chain(ls))
+                if matches!(&callee.kind, ast::ExprKind::Name(n) if n.name == "Chain") && args.len() == ls.len() =>
+            {
+                Some(args.iter().map(|a| a.span).collect())
+            }
+            _ => None,
+        };
+        let (Some(spans), LayerVal::Chain(ls)) = (elements, layer) else {
+            return self.apply_layer(env, layer, input, value.span, value.span);
+        };
+        let mut t = input.clone();
+        let mut from = (input_span, "the model's input is".to_owned());
+        for (sub, span) in ls.iter().zip(spans) {
+            let before = self.diags.len();
+            let shown = self.show_ty(&t);
+            let next = self.apply_layer(env, sub, &t, span, span);
+            // Point at the sub-layer that cannot take its input, and at where that input comes from.
+            for d in self.diags.iter_mut().skip(before) {
+                if d.primary.span == span {
+                    d.labels.retain(|l| l.span != span);
+                    d.labels.push(Label { span: from.0, message: format!("{} {shown}", from.1) });
+                }
+            }
+            if next.is_error() {
+                return Ty::Error;
+            }
+            t = next;
+            from = (span, "this produces".to_owned());
+        }
+        t
     }
 
     pub(crate) fn apply_model(&mut self, env: &mut Env, item: usize, span: Span, args: &[ArgV<'_>]) -> Ty {

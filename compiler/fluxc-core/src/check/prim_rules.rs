@@ -22,7 +22,7 @@ impl<'a> Checker<'a> {
         args: &[ArgV<'_>],
         hint: Option<Ty>,
     ) -> Ty {
-        if env.elementwise_only && !p.is_elementwise() && p.effect() != super::ty::Effect::Rng {
+        if env.elementwise_only && !p.is_elementwise() && p.effect() == super::ty::Effect::Pure {
             let two_arg_minmax = matches!(p, Prim::Max | Prim::Min) && args.iter().filter(|a| a.name.is_none()).count() == 2;
             if !two_arg_minmax {
                 self.not_elementwise(callee_span, &format!("`{}`", p.name()));
