@@ -118,7 +118,8 @@ impl SourceLoader for DiskLoader {
         if bytes.len() > MAX_SOURCE_BYTES {
             return Err(LoadError::Unreadable("the file is larger than 4 MiB".into()));
         }
-        let text = String::from_utf8(bytes).map_err(|_| LoadError::Unreadable("it is not valid UTF-8".into()))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| LoadError::Unreadable("it is not valid UTF-8".into()))?;
         Ok((name_path.display().to_string(), text))
     }
 }

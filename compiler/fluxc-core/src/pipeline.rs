@@ -126,9 +126,13 @@ pub fn check(sources: &mut SourceMap, file: FileId, loader: &mut dyn SourceLoade
                     uses.entry(id).or_default().push(used);
                 }
                 Err(LoadError::Outside) => diagnostics.push(
-                    Diagnostic::error(Code::E0502, *span, format!("`use \"{path}\"` leaves the project folder"))
-                        .with_primary_label("outside the project folder")
-                        .with_note("a `use` path must stay inside the folder of the file given to the command"),
+                    Diagnostic::error(
+                        Code::E0502,
+                        *span,
+                        format!("`use \"{path}\"` leaves the project folder"),
+                    )
+                    .with_primary_label("outside the project folder")
+                    .with_note("a `use` path must stay inside the folder of the file given to the command"),
                 ),
                 Err(LoadError::NotFound) => diagnostics.push(
                     Diagnostic::error(Code::E0202, *span, format!("cannot find the file \"{path}\""))

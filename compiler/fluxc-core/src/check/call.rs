@@ -8,7 +8,7 @@ use fluxc_syntax::{Code, Label, Span};
 
 use super::expr::{Proof, prove_eq, prove_le};
 use super::prims::Prim;
-use super::ty::{Callee, Effect, Elem, FnVal, Sh, Shape, Subst, Ty, dim_below_one, shape_to_string, show_dim, tensor_to_string};
+use super::ty::{Callee, Effect, FnVal, Sh, Shape, Subst, Ty, dim_below_one, show_dim};
 use super::unify::Unifier;
 use super::{Checker, Constraint, ConstraintKind, Ctx, DimParamSig, Env, FnSig, Global, Sig, Witness};
 use crate::dims::Dim;
@@ -62,10 +62,12 @@ impl<'a> Checker<'a> {
     ) -> Ty {
         let hint = env.init_hint.take();
         // `product(S)` of a shape variable is a dimension (§12.12).
-        if let ExprKind::Name(id) = &callee.kind {
-            if id.name == "product" && env.lookup("product").is_none() && self.global(env.file, "product").is_none() {
-                return self.product_call(env, span, args);
-            }
+        if let ExprKind::Name(id) = &callee.kind
+            && id.name == "product"
+            && env.lookup("product").is_none()
+            && self.global(env.file, "product").is_none()
+        {
+            return self.product_call(env, span, args);
         }
         let gens = generics.map(|g| self.generic_args(env, g));
         let argv = self.eval_args(env, args);
@@ -73,7 +75,8 @@ impl<'a> Checker<'a> {
             // Item names are resolved here so that a layer or optimizer is constructed with its
             // arguments rather than first as a bare value.
             ExprKind::Name(id) if env.lookup(&id.name).is_none() => {
-                let builtin = if env.train_value { super::config::train_builtin_value(&id.name) } else { None };
+                let builtin =
+                    if env.train_value { super::config::train_builtin_value(&id.name) } else { None };
                 match (builtin, self.global(env.file, &id.name)) {
                     (Some(t), _) => {
                         return self.call_train_builtin(env, &t, span, callee.span, &argv);
@@ -104,9 +107,8 @@ impl<'a> Checker<'a> {
             }
             other => {
                 let shown = self.show_ty(&other);
-                self.error(Code::E0302, callee.span, format!("{shown} is not callable"))
-                    .primary
-                    .message = format!("this is {}", other.describe_kind());
+                self.error(Code::E0302, callee.span, format!("{shown} is not callable")).primary.message =
+                    format!("this is {}", other.describe_kind());
                 Ty::Error
             }
         }
@@ -121,17 +123,18 @@ impl<'a> Checker<'a> {
 
     fn no_generics(&mut self, gens: Option<&[GenV]>, what: &str) {
         if let Some(first) = gens.and_then(|g| g.first()) {
-            self.error(Code::E0303, first.span(), format!("{what} takes no `[…]` arguments")).primary.message =
-                "unexpected".into();
+            self.error(Code::E0303, first.span(), format!("{what} takes no `[…]` arguments"))
+                .primary
+                .message = "unexpected".into();
         }
     }
 
     fn product_call(&mut self, env: &mut Env, span: Span, args: &[ast::Arg]) -> Ty {
         if let [ast::Arg { kind: ArgKind::Positional(e), .. }] = args {
-            if let ExprKind::Name(id) = &e.kind {
-                if env.shape_vars.contains(&id.name) {
-                    return Ty::Dim(Dim::product_of(&id.name));
-                }
+            if let ExprKind::Name(id) = &e.kind
+                && env.shape_vars.contains(&id.name)
+            {
+                return Ty::Dim(Dim::product_of(&id.name));
             }
             self.error(Code::E0302, e.span, "`product` takes a shape variable").primary.message =
                 "not a shape variable".into();
@@ -147,15 +150,13 @@ impl<'a> Checker<'a> {
         for g in gens {
             match g {
                 GenericArg::Expr(e) => {
-                    if let ExprKind::Name(id) = &e.kind {
-                        if env.lookup(&id.name).is_none() {
-                            if let Some(Global::Item(i)) = self.global(env.file, &id.name) {
-                                if matches!(self.items.get(i).map(|x| x.item), Some(ast::Item::Model(_))) {
-                                    out.push(GenV::Type(Ty::Model(i), e.span));
-                                    continue;
-                                }
-                            }
-                        }
+                    if let ExprKind::Name(id) = &e.kind
+                        && env.lookup(&id.name).is_none()
+                        && let Some(Global::Item(i)) = self.global(env.file, &id.name)
+                        && matches!(self.items.get(i).map(|x| x.item), Some(ast::Item::Model(_)))
+                    {
+                        out.push(GenV::Type(Ty::Model(i), e.span));
+                        continue;
                     }
                     match self.dim_value(env, e) {
                         Some(d) => out.push(GenV::Dim(d, e.span)),
@@ -182,10 +183,16 @@ impl<'a> Checker<'a> {
     pub(crate) fn eval_args<'e>(&mut self, env: &mut Env, args: &'e [ast::Arg]) -> Vec<ArgV<'e>> {
         args.iter()
             .map(|a| match &a.kind {
-                ArgKind::Positional(e) => ArgV { name: None, ty: self.expr(env, e), span: e.span, pair: None, expr: Some(e) },
-                ArgKind::Named { name, value } => {
-                    ArgV { name: Some(name), ty: self.expr(env, value), span: value.span, pair: None, expr: Some(value) }
+                ArgKind::Positional(e) => {
+                    ArgV { name: None, ty: self.expr(env, e), span: e.span, pair: None, expr: Some(e) }
                 }
+                ArgKind::Named { name, value } => ArgV {
+                    name: Some(name),
+                    ty: self.expr(env, value),
+                    span: value.span,
+                    pair: None,
+                    expr: Some(value),
+                },
                 ArgKind::Pair { from, to } => {
                     let f = self.expr(env, from);
                     let t = self.expr(env, to);
@@ -209,9 +216,13 @@ impl<'a> Checker<'a> {
         let mut next = 0;
         for (ai, a) in args.iter().enumerate() {
             if a.pair.is_some() {
-                self.error(Code::E0303, a.span, format!("`=>` arguments only build layers; {what} takes none"))
-                    .primary
-                    .message = "unexpected `=>`".into();
+                self.error(
+                    Code::E0303,
+                    a.span,
+                    format!("`=>` arguments only build layers; {what} takes none"),
+                )
+                .primary
+                .message = "unexpected `=>`".into();
                 ok = false;
                 continue;
             }
@@ -221,7 +232,11 @@ impl<'a> Checker<'a> {
                         let d = self.error(
                             Code::E0303,
                             a.span,
-                            format!("{what} takes {} argument{}, but more were given", params.len(), plural(params.len())),
+                            format!(
+                                "{what} takes {} argument{}, but more were given",
+                                params.len(),
+                                plural(params.len())
+                            ),
                         );
                         d.primary.message = "unexpected argument".into();
                         ok = false;
@@ -235,16 +250,21 @@ impl<'a> Checker<'a> {
                 Some(n) => match params.iter().position(|p| p.name == n.name) {
                     Some(pi) => {
                         if slots.get(pi).copied().flatten().is_some() {
-                            self.error(Code::E0303, n.span, format!("argument `{}` is given twice", n.name))
-                                .primary
-                                .message = "repeated".into();
+                            self.error(
+                                Code::E0303,
+                                n.span,
+                                format!("argument `{}` is given twice", n.name),
+                            )
+                            .primary
+                            .message = "repeated".into();
                             ok = false;
                         } else if let Some(s) = slots.get_mut(pi) {
                             *s = Some(ai);
                         }
                     }
                     None => {
-                        let d = self.error(Code::E0303, n.span, format!("{what} has no parameter `{}`", n.name));
+                        let d =
+                            self.error(Code::E0303, n.span, format!("{what} has no parameter `{}`", n.name));
                         d.primary.message = "unknown argument".into();
                         if let Some(s) = super::suggest(&n.name, params.iter().map(|p| p.name)) {
                             d.help = Some(format!("did you mean `{s}`?"));
@@ -257,8 +277,12 @@ impl<'a> Checker<'a> {
                 },
             }
         }
-        let missing: Vec<&str> =
-            params.iter().zip(&slots).filter(|(p, s)| p.required && s.is_none()).map(|(p, _)| p.name).collect();
+        let missing: Vec<&str> = params
+            .iter()
+            .zip(&slots)
+            .filter(|(p, s)| p.required && s.is_none())
+            .map(|(p, _)| p.name)
+            .collect();
         if !missing.is_empty() && ok {
             let list: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
             let d = self.error(
@@ -281,11 +305,8 @@ impl<'a> Checker<'a> {
             return;
         }
         if env.ctx.forbids(effect) {
-            let (code, what) = if effect == Effect::Io {
-                (Code::E0401, "I/O")
-            } else {
-                (Code::E0402, "randomness")
-            };
+            let (code, what) =
+                if effect == Effect::Io { (Code::E0401, "I/O") } else { (Code::E0402, "randomness") };
             let place = match env.ctx {
                 Ctx::Forward => "a layer's forward",
                 Ctx::LayerInit => "a layer's initialiser",
@@ -323,7 +344,7 @@ impl<'a> Checker<'a> {
                 break;
             }
             let Some(super::SigState::Done(sig)) = self.sigs.get(id) else { break };
-            let effects = match sig {
+            let effects = match &**sig {
                 Sig::Fn(f) => &f.effects,
                 Sig::Layer(l) => match &l.forward {
                     Some(f) => &f.effects,
@@ -331,7 +352,11 @@ impl<'a> Checker<'a> {
                 },
                 _ => break,
             };
-            let next = if effect == Effect::Io { effects.io.as_ref() } else { effects.rng.as_ref().or(effects.io.as_ref()) };
+            let next = if effect == Effect::Io {
+                effects.io.as_ref()
+            } else {
+                effects.rng.as_ref().or(effects.io.as_ref())
+            };
             let Some(next) = next else { break };
             let from = self.items.get(id).map(|i| i.name.clone()).unwrap_or_default();
             out.push(Label { span: next.span, message: format!("`{from}` calls `{}` here", next.name) });
@@ -415,7 +440,11 @@ impl<'a> Checker<'a> {
                     params: params
                         .iter()
                         .enumerate()
-                        .map(|(i, t)| super::ParamSig { name: format!("#{i}"), ty: t.clone(), has_default: false })
+                        .map(|(i, t)| super::ParamSig {
+                            name: format!("#{i}"),
+                            ty: t.clone(),
+                            has_default: false,
+                        })
                         .collect(),
                     ret: (**ret).clone(),
                     effects: Default::default(),
@@ -423,9 +452,13 @@ impl<'a> Checker<'a> {
                 };
                 if args.iter().any(|a| a.name.is_some()) {
                     if let Some(a) = args.iter().find(|a| a.name.is_some()) {
-                        self.error(Code::E0303, a.span, "a function parameter takes positional arguments only")
-                            .primary
-                            .message = "named argument".into();
+                        self.error(
+                            Code::E0303,
+                            a.span,
+                            "a function parameter takes positional arguments only",
+                        )
+                        .primary
+                        .message = "named argument".into();
                     }
                     return Ty::Error;
                 }
@@ -458,10 +491,10 @@ impl<'a> Checker<'a> {
         let params: Vec<Ty> = sig.params.iter().map(|p| rename.ty(&p.ty).unwrap_or(Ty::Error)).collect();
         let ret = rename.ty(&sig.ret).unwrap_or(Ty::Error);
         let mut u = Unifier::new(&unknowns);
-        if let Some(g) = gens {
-            if !self.apply_generics(&sig.dims, &rename, g, &mut u, span, &what) {
-                return Ty::Error;
-            }
+        if let Some(g) = gens
+            && !self.apply_generics(&sig.dims, &rename, g, &mut u, span, &what)
+        {
+            return Ty::Error;
         }
         // Scalar functions lift over tensors of one broadcast shape (§3.1).
         if is_scalar_fn(sig) {
@@ -512,16 +545,18 @@ impl<'a> Checker<'a> {
             return Ty::Error;
         }
         if let Err(m) = u.finish() {
-            self.error(m.code, span, format!("the arguments of `{name}` do not fit together")).notes.push(m.note);
+            self.error(m.code, span, format!("the arguments of `{name}` do not fit together"))
+                .notes
+                .push(m.note);
             return Ty::Error;
         }
         // Dimension defaults, then the declared type of an initialiser (§10.4).
         self.fill_defaults(&sig.dims, &rename, &mut u);
-        if let Some(h) = hint {
-            if !u.unsolved().is_empty() {
-                let _ = u.ty(&ret, &h);
-                let _ = u.finish();
-            }
+        if let Some(h) = hint
+            && !u.unsolved().is_empty()
+        {
+            let _ = u.ty(&ret, &h);
+            let _ = u.finish();
         }
         let open = u.unsolved();
         if !open.is_empty() {
@@ -547,13 +582,15 @@ impl<'a> Checker<'a> {
         d.notes.push("every dimension must be at least 1 once its variables are known".into());
     }
 
-    pub(crate) fn cannot_infer(&mut self, span: Span, name: &str, open: &BTreeSet<String>, dims: &[DimParamSig]) {
+    pub(crate) fn cannot_infer(
+        &mut self,
+        span: Span,
+        name: &str,
+        open: &BTreeSet<String>,
+        dims: &[DimParamSig],
+    ) {
         let names: Vec<String> = open.iter().map(|n| format!("`{}`", super::ty::strip(n))).collect();
-        let d = self.error(
-            Code::E0304,
-            span,
-            format!("cannot infer {} for `{name}`", names.join(", ")),
-        );
+        let d = self.error(Code::E0304, span, format!("cannot infer {} for `{name}`", names.join(", ")));
         d.primary.message = "give the dimensions explicitly".into();
         let all: Vec<String> =
             dims.iter().map(|d| if d.shape { format!("..{}", d.name) } else { d.name.clone() }).collect();
@@ -592,9 +629,13 @@ impl<'a> Checker<'a> {
         let fixed = dims.len() - shape_params;
         if (shape_params == 0 && gens.len() > dims.len()) || gens.len() < fixed.min(gens.len()) {
             let at = gens.get(dims.len()).map_or(span, GenV::span);
-            self.error(Code::E0303, at, format!("{what} takes {} dimension argument{}", dims.len(), plural(dims.len())))
-                .primary
-                .message = "too many `[…]` arguments".into();
+            self.error(
+                Code::E0303,
+                at,
+                format!("{what} takes {} dimension argument{}", dims.len(), plural(dims.len())),
+            )
+            .primary
+            .message = "too many `[…]` arguments".into();
             return false;
         }
         let mut gi = 0;
@@ -619,7 +660,8 @@ impl<'a> Checker<'a> {
                         GenV::Shape(s, _) => shape.extend(s.iter().cloned()),
                         GenV::Type(Ty::Error, _) => return false,
                         GenV::Type(_, sp) => {
-                            self.error(Code::E0302, *sp, "expected a dimension").primary.message = "a type".into();
+                            self.error(Code::E0302, *sp, "expected a dimension").primary.message =
+                                "a type".into();
                             return false;
                         }
                     }
@@ -632,9 +674,13 @@ impl<'a> Checker<'a> {
                 match g {
                     GenV::Dim(v, sp) => {
                         if v.as_constant().is_some_and(|c| c < 1) {
-                            self.error(Code::E0301, *sp, format!("dimension `{}` must be at least 1", d.name))
-                                .primary
-                                .message = format!("this is {}", show_dim(v));
+                            self.error(
+                                Code::E0301,
+                                *sp,
+                                format!("dimension `{}` must be at least 1", d.name),
+                            )
+                            .primary
+                            .message = format!("this is {}", show_dim(v));
                             return false;
                         }
                         u.subst.dims.insert(fresh_name(d), v.clone());
@@ -651,9 +697,13 @@ impl<'a> Checker<'a> {
         }
         if gi < gens.len() {
             if let Some(g) = gens.get(gi) {
-                self.error(Code::E0303, g.span(), format!("{what} takes {} dimension argument{}", dims.len(), plural(dims.len())))
-                    .primary
-                    .message = "too many `[…]` arguments".into();
+                self.error(
+                    Code::E0303,
+                    g.span(),
+                    format!("{what} takes {} dimension argument{}", dims.len(), plural(dims.len())),
+                )
+                .primary
+                .message = "too many `[…]` arguments".into();
             }
             return false;
         }
@@ -704,7 +754,8 @@ impl<'a> Checker<'a> {
             Ty::Fn(f) => f.clone(),
             other => {
                 let want = Ty::Fn(FnVal::Param { params: params.to_vec(), ret: Box::new(ret.clone()) });
-                let d = self.error(Code::E0302, span, format!("expected {want}, found {}", self.show_ty(other)));
+                let d =
+                    self.error(Code::E0302, span, format!("expected {want}, found {}", self.show_ty(other)));
                 d.primary.message = format!("this is {}", other.describe_kind());
                 return false;
             }
@@ -807,13 +858,4 @@ impl Witness {
     pub fn callee_is_prim(&self) -> bool {
         matches!(self.callee, Callee::Prim(_))
     }
-}
-
-/// The shape of a tensor for messages.
-pub(crate) fn show_tensor(t: &(Elem, Shape)) -> String {
-    tensor_to_string(t.0, &t.1)
-}
-
-pub(crate) fn show_shape(s: &[Sh]) -> String {
-    format!("[{}]", shape_to_string(s))
 }

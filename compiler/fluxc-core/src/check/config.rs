@@ -60,8 +60,13 @@ impl<'a> Checker<'a> {
                 let from = self.file_names.get(&file).cloned().unwrap_or_default();
                 if !self.paths.stays_inside(&from, path, folder) {
                     let (what, fix) = match folder {
-                        Folder::Project => ("the project folder", "data and `use` paths stay inside the folder of the `.flx` file"),
-                        Folder::Output => ("the output folder", "files written by callbacks land in the output folder"),
+                        Folder::Project => (
+                            "the project folder",
+                            "data and `use` paths stay inside the folder of the `.flx` file",
+                        ),
+                        Folder::Output => {
+                            ("the output folder", "files written by callbacks land in the output folder")
+                        }
                     };
                     let d = self.error(Code::E0502, a.span, format!("the path \"{path}\" leaves {what}"));
                     d.primary.message = "outside the allowed folder".into();
@@ -87,16 +92,18 @@ impl<'a> Checker<'a> {
                     None
                 }
                 None => {
-                    self.error(Code::E0302, a.span, format!("`{name}` must be an integer literal")).primary.message =
-                        "not a constant".into();
+                    self.error(Code::E0302, a.span, format!("`{name}` must be an integer literal"))
+                        .primary
+                        .message = "not a constant".into();
                     None
                 }
             },
             Ty::Error => None,
             other => {
                 let shown = self.show_ty(other);
-                self.error(Code::E0302, a.span, format!("`{name}` must be an integer, found {shown}")).primary.message =
-                    "not an integer".into();
+                self.error(Code::E0302, a.span, format!("`{name}` must be an integer, found {shown}"))
+                    .primary
+                    .message = "not an integer".into();
                 None
             }
         }
@@ -107,9 +114,13 @@ impl<'a> Checker<'a> {
             Ty::List(items) | Ty::Tuple(items) => items.clone(),
             Ty::Error => return None,
             _ => {
-                self.error(Code::E0302, a.span, format!("`{name}` is a list of dimensions: `{name} = [1, 8, 8]`"))
-                    .primary
-                    .message = "not a list".into();
+                self.error(
+                    Code::E0302,
+                    a.span,
+                    format!("`{name}` is a list of dimensions: `{name} = [1, 8, 8]`"),
+                )
+                .primary
+                .message = "not a list".into();
                 return None;
             }
         };
@@ -133,28 +144,37 @@ impl<'a> Checker<'a> {
     pub(crate) fn check_data(&mut self, file: FileId, d: &ast::DataDef) -> Sig {
         let mut env = Env::new(file, Ctx::Data);
         let ExprKind::Call { callee, generics: None, args } = &d.value.kind else {
-            self.error(Code::E0501, d.value.span, "a data source is `idx(…)`, `csv(…)`, `npy(…)`, `safetensors(…)` or `split(…)`")
-                .primary
-                .message = "not a data source".into();
+            self.error(
+                Code::E0501,
+                d.value.span,
+                "a data source is `idx(…)`, `csv(…)`, `npy(…)`, `safetensors(…)` or `split(…)`",
+            )
+            .primary
+            .message = "not a data source".into();
             return Sig::Error;
         };
         let ExprKind::Name(kind) = &callee.kind else {
-            self.error(Code::E0501, callee.span, "expected a data source kind").primary.message = "here".into();
+            self.error(Code::E0501, callee.span, "expected a data source kind").primary.message =
+                "here".into();
             return Sig::Error;
         };
         if kind.name == "split" {
             return self.check_split(&mut env, d, args);
         }
-        let common: [(&str, bool); 4] = [("classes", false), ("scale", false), ("shape", false), ("target_shape", false)];
+        let common: [(&str, bool); 4] =
+            [("classes", false), ("scale", false), ("shape", false), ("target_shape", false)];
         let (own, paths): (Vec<(&str, bool)>, usize) = match kind.name.as_str() {
             "idx" => (vec![("images", true), ("labels", true)], 2),
             "csv" => (vec![("path", true), ("label", false)], 1),
             "npy" => (vec![("x", true), ("y", true)], 2),
             "safetensors" => (vec![("path", true), ("x", true), ("y", true)], 1),
             _ => {
-                let d = self.error(Code::E0201, kind.span, format!("unknown data source kind `{}`", kind.name));
+                let d =
+                    self.error(Code::E0201, kind.span, format!("unknown data source kind `{}`", kind.name));
                 d.primary.message = "not a data source".into();
-                if let Some(s) = super::suggest(&kind.name, ["idx", "csv", "npy", "safetensors", "split"].into_iter()) {
+                if let Some(s) =
+                    super::suggest(&kind.name, ["idx", "csv", "npy", "safetensors", "split"].into_iter())
+                {
                     d.help = Some(format!("did you mean `{s}`?"));
                 }
                 return Sig::Error;
@@ -177,8 +197,11 @@ impl<'a> Checker<'a> {
         let base = own.len();
         let classes = slot(&argv, &slots, base).and_then(|a| self.dim_const(a, "classes", 1));
         if let Some(a) = slot(&argv, &slots, base + 1) {
-            if !matches!(&a.ty, Ty::Dim(_) | Ty::Error) && !matches!(&a.ty, Ty::Tensor(Elem::F32, s) if s.is_empty()) {
-                self.error(Code::E0302, a.span, "`scale` is a number").primary.message = "not a number".into();
+            if !matches!(&a.ty, Ty::Dim(_) | Ty::Error)
+                && !matches!(&a.ty, Ty::Tensor(Elem::F32, s) if s.is_empty())
+            {
+                self.error(Code::E0302, a.span, "`scale` is a number").primary.message =
+                    "not a number".into();
             }
             self.positive_value(a, "scale", false);
         }
@@ -201,9 +224,13 @@ impl<'a> Checker<'a> {
             match v {
                 Some(f) if f > 0.0 && f < 1.0 => {}
                 Some(f) => {
-                    self.error(Code::E0501, a.span, format!("a split fraction is between 0 and 1, found {f}"))
-                        .primary
-                        .message = "out of range".into();
+                    self.error(
+                        Code::E0501,
+                        a.span,
+                        format!("a split fraction is between 0 and 1, found {f}"),
+                    )
+                    .primary
+                    .message = "out of range".into();
                 }
                 None => {
                     self.error(Code::E0302, a.span, "a split fraction is a number literal").primary.message =
@@ -219,8 +246,9 @@ impl<'a> Checker<'a> {
             Some((Ty::Error, _)) | None => Sig::Error,
             Some((other, sp)) => {
                 let shown = self.show_ty(other);
-                self.error(Code::E0302, sp, format!("`split` takes a data source, found {shown}")).primary.message =
-                    "not a data source".into();
+                self.error(Code::E0302, sp, format!("`split` takes a data source, found {shown}"))
+                    .primary
+                    .message = "not a data source".into();
                 Sig::Error
             }
         }
@@ -255,9 +283,13 @@ impl<'a> Checker<'a> {
                     Some(Sig::Data(d)) => Some(d),
                     Some(Sig::Error) | None => None,
                     Some(_) => {
-                        self.error(Code::E0302, t.source.span, format!("`{}` is not a data source", t.source.name))
-                            .primary
-                            .message = "expected a `data` name".into();
+                        self.error(
+                            Code::E0302,
+                            t.source.span,
+                            format!("`{}` is not a data source", t.source.name),
+                        )
+                        .primary
+                        .message = "expected a `data` name".into();
                         None
                     }
                 },
@@ -300,7 +332,8 @@ impl<'a> Checker<'a> {
             seen.insert(key.to_owned(), entry.key.span);
             self.train_value(&mut env, key, &entry.value, model.as_ref(), target.as_ref(), data_fits);
         }
-        let missing: Vec<&str> = ["loss", "optimizer"].into_iter().filter(|k| !seen.contains_key(*k)).collect();
+        let missing: Vec<&str> =
+            ["loss", "optimizer"].into_iter().filter(|k| !seen.contains_key(*k)).collect();
         if !missing.is_empty() {
             let list: Vec<String> = missing.iter().map(|k| format!("`{k}`")).collect();
             let start = Span { end: t.span.start + 5, ..t.span };
@@ -310,7 +343,8 @@ impl<'a> Checker<'a> {
                 format!("train block for `{}` is missing {}", t.model.name, list.join(" and ")),
             );
             d.primary.message = "missing required keys".into();
-            d.help = Some("`loss` and `optimizer` are required, e.g. `loss = mse`, `optimizer = Adam()`".into());
+            d.help =
+                Some("`loss` and `optimizer` are required, e.g. `loss = mse`, `optimizer = Adam()`".into());
         }
     }
 
@@ -323,27 +357,27 @@ impl<'a> Checker<'a> {
             }
         };
         let mut problems = Vec::new();
-        if let (Some((_, shape)), Some(want)) = (&d.input, rest(input)) {
-            if *shape != want {
-                problems.push(format!(
-                    "its elements are [{}] but the model takes {}",
-                    shape_to_string(shape),
-                    self.show_ty(input)
-                ));
-            }
+        if let (Some((_, shape)), Some(want)) = (&d.input, rest(input))
+            && *shape != want
+        {
+            problems.push(format!(
+                "its elements are [{}] but the model takes {}",
+                shape_to_string(shape),
+                self.show_ty(input)
+            ));
         }
         if let (Some(n), Some(out)) = (d.classes, rest(output)) {
             if out != vec![Sh::Dim(Dim::constant(n))] {
                 problems.push(format!("it has {n} classes but the model returns {}", self.show_ty(output)));
             }
-        } else if let (Some((_, ts)), Some(out)) = (&d.target, rest(output)) {
-            if *ts != out {
-                problems.push(format!(
-                    "its targets are [{}] but the model returns {}",
-                    shape_to_string(ts),
-                    self.show_ty(output)
-                ));
-            }
+        } else if let (Some((_, ts)), Some(out)) = (&d.target, rest(output))
+            && *ts != out
+        {
+            problems.push(format!(
+                "its targets are [{}] but the model returns {}",
+                shape_to_string(ts),
+                self.show_ty(output)
+            ));
         }
         if problems.is_empty() {
             return true;
@@ -374,13 +408,18 @@ impl<'a> Checker<'a> {
                 match (&t, key) {
                     (Ty::Error, _) => {}
                     (Ty::Optimizer(n), "clip") if !matches!(n.as_str(), "ClipNorm" | "ClipValue") => {
-                        self.error(Code::E0302, value.span, "`clip` is `ClipNorm(n)` or `ClipValue(v)`").primary.message =
-                            format!("this is `{n}`");
+                        self.error(Code::E0302, value.span, "`clip` is `ClipNorm(n)` or `ClipValue(v)`")
+                            .primary
+                            .message = format!("this is `{n}`");
                     }
                     (Ty::Optimizer(_), _) => {}
                     (other, _) => {
                         let shown = self.show_ty(other);
-                        let want = if key == "clip" { "`ClipNorm(n)` or `ClipValue(v)`" } else { "an optimizer such as `Adam(lr = 0.001)`" };
+                        let want = if key == "clip" {
+                            "`ClipNorm(n)` or `ClipValue(v)`"
+                        } else {
+                            "an optimizer such as `Adam(lr = 0.001)`"
+                        };
                         self.error(Code::E0302, value.span, format!("`{key}` takes {want}, found {shown}"))
                             .primary
                             .message = format!("this is {}", other.describe_kind());
@@ -396,24 +435,33 @@ impl<'a> Checker<'a> {
                 let t = self.expr(env, value);
                 if !matches!(t, Ty::ConstBool(Some(_)) | Ty::Error) {
                     let shown = self.show_ty(&t);
-                    self.error(Code::E0302, value.span, format!("`shuffle` is `true` or `false`, found {shown}"))
-                        .primary
-                        .message = "not a boolean".into();
+                    self.error(
+                        Code::E0302,
+                        value.span,
+                        format!("`shuffle` is `true` or `false`, found {shown}"),
+                    )
+                    .primary
+                    .message = "not a boolean".into();
                 }
             }
             "validation" => {
                 let t = self.expr(env, value);
                 if !matches!(t, Ty::Data(_) | Ty::Error) {
                     let shown = self.show_ty(&t);
-                    self.error(Code::E0302, value.span, format!("`validation` names a data source, found {shown}"))
-                        .primary
-                        .message = "not a data source".into();
+                    self.error(
+                        Code::E0302,
+                        value.span,
+                        format!("`validation` names a data source, found {shown}"),
+                    )
+                    .primary
+                    .message = "not a data source".into();
                 }
             }
             "metrics" | "callbacks" | "freeze" => {
                 let ExprKind::List(items) = &value.kind else {
-                    self.error(Code::E0302, value.span, format!("`{key}` is a list: `{key} = [ … ]`")).primary.message =
-                        "not a list".into();
+                    self.error(Code::E0302, value.span, format!("`{key}` is a list: `{key} = [ … ]`"))
+                        .primary
+                        .message = "not a list".into();
                     return;
                 };
                 for item in items {
@@ -451,14 +499,25 @@ impl<'a> Checker<'a> {
     fn expect_schedule(&mut self, t: &Ty, span: Span) {
         if !matches!(t, Ty::TrainBuiltin("constant" | "step_decay" | "cosine" | "warmup") | Ty::Error) {
             let shown = self.show_ty(t);
-            self.error(Code::E0302, span, format!("expected a schedule (`constant`, `step_decay`, `cosine`, `warmup`), found {shown}"))
-                .primary
-                .message = "not a schedule".into();
+            self.error(
+                Code::E0302,
+                span,
+                format!("expected a schedule (`constant`, `step_decay`, `cosine`, `warmup`), found {shown}"),
+            )
+            .primary
+            .message = "not a schedule".into();
         }
     }
 
     /// Calls of train built-ins: schedules and callbacks, with their arguments checked.
-    pub(crate) fn call_train_builtin(&mut self, env: &mut Env, t: &Ty, span: Span, callee_span: Span, args: &[ArgV<'_>]) -> Ty {
+    pub(crate) fn call_train_builtin(
+        &mut self,
+        env: &mut Env,
+        t: &Ty,
+        span: Span,
+        callee_span: Span,
+        args: &[ArgV<'_>],
+    ) -> Ty {
         let Ty::TrainBuiltin(name) = t else { return Ty::Error };
         let what = format!("`{name}`");
         let params: &[(&str, bool)] = match *name {
@@ -475,7 +534,9 @@ impl<'a> Checker<'a> {
                 return Ty::Error;
             }
         };
-        let Some(slots) = self.bind_args(&super::call::spec(params), args, span, &what) else { return Ty::Error };
+        let Some(slots) = self.bind_args(&super::call::spec(params), args, span, &what) else {
+            return Ty::Error;
+        };
         for (i, (pname, _)) in params.iter().enumerate() {
             let Some(a) = slot(args, &slots, i) else { continue };
             match *pname {
@@ -483,19 +544,25 @@ impl<'a> Checker<'a> {
                     self.dim_const(a, pname, 1);
                 }
                 "gamma" => {
-                    if !matches!(&a.ty, Ty::Dim(_) | Ty::Error) && !matches!(&a.ty, Ty::Tensor(Elem::F32, s) if s.is_empty()) {
-                        self.error(Code::E0302, a.span, "`gamma` is a number").primary.message = "not a number".into();
+                    if !matches!(&a.ty, Ty::Dim(_) | Ty::Error)
+                        && !matches!(&a.ty, Ty::Tensor(Elem::F32, s) if s.is_empty())
+                    {
+                        self.error(Code::E0302, a.span, "`gamma` is a number").primary.message =
+                            "not a number".into();
                     }
                     self.positive_value(a, "gamma", false);
                 }
                 "then" => self.expect_schedule(&a.ty, a.span),
                 "path" => self.path_arg(env.file, a, Folder::Output),
-                "monitor" => {
-                    if !matches!(a.ty, Ty::TrainBuiltin("loss" | "val_loss" | "val_accuracy") | Ty::Error) {
-                        self.error(Code::E0302, a.span, "`monitor` is `loss`, `val_loss` or `val_accuracy`")
-                            .primary
-                            .message = "not a metric name".into();
-                    }
+                "monitor"
+                    if !matches!(
+                        a.ty,
+                        Ty::TrainBuiltin("loss" | "val_loss" | "val_accuracy") | Ty::Error
+                    ) =>
+                {
+                    self.error(Code::E0302, a.span, "`monitor` is `loss`, `val_loss` or `val_accuracy`")
+                        .primary
+                        .message = "not a metric name".into();
                 }
                 _ => {}
             }
@@ -530,29 +597,39 @@ impl<'a> Checker<'a> {
         let id = *id;
         let Some(Sig::Fn(sig)) = self.sig(id, Some(callee.span)) else { return };
         if sig.params.len() < 2 {
-            self.error(Code::E0303, value.span, "a loss takes the model's output and the target").primary.message =
-                "takes fewer than two arguments".into();
+            self.error(Code::E0303, value.span, "a loss takes the model's output and the target")
+                .primary
+                .message = "takes fewer than two arguments".into();
             return;
         }
         // Hyperparameters by name only; the first two arguments come from training.
         let mut argv = self.eval_args(env, hyper);
         for a in &argv {
             if a.name.is_none() {
-                self.error(Code::E0303, a.span, "a loss's hyperparameters are given by name: `huber_loss(delta = 0.5)`")
-                    .primary
-                    .message = "positional argument".into();
+                self.error(
+                    Code::E0303,
+                    a.span,
+                    "a loss's hyperparameters are given by name: `huber_loss(delta = 0.5)`",
+                )
+                .primary
+                .message = "positional argument".into();
                 return;
             }
-            if let Some(n) = a.name {
-                if sig.params.iter().take(2).any(|p| p.name == n.name) || !sig.params.iter().any(|p| p.name == n.name) {
-                    let d = self.error(Code::E0303, n.span, format!("`{}` has no hyperparameter `{}`", self.show_fn(f), n.name));
-                    d.primary.message = "unknown argument".into();
-                    let names: Vec<&str> = sig.params.iter().skip(2).map(|p| p.name.as_str()).collect();
-                    if let Some(s) = super::suggest(&n.name, names.iter().copied()) {
-                        d.help = Some(format!("did you mean `{s}`?"));
-                    }
-                    return;
+            if let Some(n) = a.name
+                && (sig.params.iter().take(2).any(|p| p.name == n.name)
+                    || !sig.params.iter().any(|p| p.name == n.name))
+            {
+                let d = self.error(
+                    Code::E0303,
+                    n.span,
+                    format!("`{}` has no hyperparameter `{}`", self.show_fn(f), n.name),
+                );
+                d.primary.message = "unknown argument".into();
+                let names: Vec<&str> = sig.params.iter().skip(2).map(|p| p.name.as_str()).collect();
+                if let Some(s) = super::suggest(&n.name, names.iter().copied()) {
+                    d.help = Some(format!("did you mean `{s}`?"));
                 }
+                return;
             }
         }
         let (Some((_, _, out)), Some(target), true) = (model, target, data_fits) else { return };
@@ -568,9 +645,12 @@ impl<'a> Checker<'a> {
         let got = self.instantiate(&mut scratch, &sig, &name, value.span, value.span, None, &probe, None);
         let new: Vec<_> = self.diags.drain(before..).collect();
         // Named hyperparameter errors keep their own place; shape errors become one loss/model message.
-        let (hyper_errs, shape_errs): (Vec<_>, Vec<_>) = new.into_iter().partition(|d| d.primary.span != value.span);
+        let (hyper_errs, shape_errs): (Vec<_>, Vec<_>) =
+            new.into_iter().partition(|d| d.primary.span != value.span);
         self.diags.extend(hyper_errs);
-        if !shape_errs.is_empty() || !matches!(&got, Ty::Tensor(Elem::F32, s) if s.is_empty()) && !got.is_error() {
+        if !shape_errs.is_empty()
+            || !matches!(&got, Ty::Tensor(Elem::F32, s) if s.is_empty()) && !got.is_error()
+        {
             let d = self.error(
                 Code::E0301,
                 value.span,

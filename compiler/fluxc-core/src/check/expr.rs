@@ -244,9 +244,13 @@ impl<'a> Checker<'a> {
                         ast::Dim::Spread { name, span } => {
                             spreads += 1;
                             if spreads > 1 {
-                                self.error(Code::E0301, *span, "at most one shape variable per tensor type")
-                                    .primary
-                                    .message = "second shape variable".into();
+                                self.error(
+                                    Code::E0301,
+                                    *span,
+                                    "at most one shape variable per tensor type",
+                                )
+                                .primary
+                                .message = "second shape variable".into();
                                 return Ty::Error;
                             }
                             if !env.shape_vars.contains(&name.name) {
@@ -270,7 +274,9 @@ impl<'a> Checker<'a> {
                     ret: Box::new(Ty::scalar(Elem::F32)),
                 }),
                 _ => match self.global(env.file, &id.name) {
-                    Some(Global::Item(i)) if matches!(self.items.get(i).map(|x| x.item), Some(ast::Item::Model(_))) => {
+                    Some(Global::Item(i))
+                        if matches!(self.items.get(i).map(|x| x.item), Some(ast::Item::Model(_))) =>
+                    {
                         Ty::Model(i)
                     }
                     _ => {
@@ -342,7 +348,9 @@ impl<'a> Checker<'a> {
                 }
                 acc
             }
-            ExprKind::Call { callee, generics, args } => self.call(env, e.span, callee, generics.as_deref(), args),
+            ExprKind::Call { callee, generics, args } => {
+                self.call(env, e.span, callee, generics.as_deref(), args)
+            }
             ExprKind::Index { base, indices } => {
                 let t = self.expr(env, base);
                 if env.elementwise_only {
@@ -363,16 +371,13 @@ impl<'a> Checker<'a> {
         if let Some(local) = env.lookup(&id.name) {
             return local.ty.clone();
         }
-        if env.train_value {
-            if let Some(t) = super::config::train_builtin_value(&id.name) {
-                return t;
-            }
+        if env.train_value
+            && let Some(t) = super::config::train_builtin_value(&id.name)
+        {
+            return t;
         }
         match self.global(env.file, &id.name) {
-            Some(Global::Prim(p)) if p.is_layer() => match p {
-                // Layers without arguments may omit the parentheses (§10.10); these need some.
-                _ => Ty::Fn(FnVal::Prim(p)),
-            },
+            Some(Global::Prim(p)) if p.is_layer() => Ty::Fn(FnVal::Prim(p)),
             Some(Global::Prim(p)) => Ty::Fn(FnVal::Prim(p)),
             Some(Global::Item(i)) => self.item_value(env, i, id.span),
             None => {
@@ -380,7 +385,10 @@ impl<'a> Checker<'a> {
                     self.error(
                         Code::E0302,
                         id.span,
-                        format!("`{}` is a shape variable; use `..{}` in a type or `product({})`", id.name, id.name, id.name),
+                        format!(
+                            "`{}` is a shape variable; use `..{}` in a type or `product({})`",
+                            id.name, id.name, id.name
+                        ),
                     )
                     .primary
                     .message = "not a value".into();
@@ -444,9 +452,14 @@ impl<'a> Checker<'a> {
     pub(crate) fn binary(&mut self, op: BinOp, l: &Ty, ls: Span, r: &Ty, rs: Span) -> Ty {
         if l.is_error() || r.is_error() {
             return match op {
-                BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::And | BinOp::Or => {
-                    Ty::Error
-                }
+                BinOp::Eq
+                | BinOp::Ne
+                | BinOp::Lt
+                | BinOp::Le
+                | BinOp::Gt
+                | BinOp::Ge
+                | BinOp::And
+                | BinOp::Or => Ty::Error,
                 _ => Ty::Error,
             };
         }
@@ -486,15 +499,15 @@ impl<'a> Checker<'a> {
                 None => {}
             }
         }
-        if matches!(op, BinOp::And | BinOp::Or) {
-            if let (Ty::ConstBool(a), Ty::ConstBool(b)) = (l, r) {
-                let v = match (a, b, op) {
-                    (Some(x), Some(y), BinOp::And) => Some(*x && *y),
-                    (Some(x), Some(y), _) => Some(*x || *y),
-                    _ => None,
-                };
-                return Ty::ConstBool(v);
-            }
+        if matches!(op, BinOp::And | BinOp::Or)
+            && let (Ty::ConstBool(a), Ty::ConstBool(b)) = (l, r)
+        {
+            let v = match (a, b, op) {
+                (Some(x), Some(y), BinOp::And) => Some(*x && *y),
+                (Some(x), Some(y), _) => Some(*x || *y),
+                _ => None,
+            };
+            return Ty::ConstBool(v);
         }
         let (Some((le, lsh)), Some((re, rsh))) = (self.operand(l, ls), self.operand(r, rs)) else {
             return Ty::Error;
@@ -525,7 +538,10 @@ impl<'a> Checker<'a> {
                 ),
             );
             d.primary.message = format!("this is {}", tensor_to_string(re, &rsh));
-            d.labels.push(fluxc_syntax::Label { span: ls, message: format!("this is {}", tensor_to_string(le, &lsh)) });
+            d.labels.push(fluxc_syntax::Label {
+                span: ls,
+                message: format!("this is {}", tensor_to_string(le, &lsh)),
+            });
             return Ty::Error;
         }
         if op == BinOp::MatMul {
@@ -533,7 +549,14 @@ impl<'a> Checker<'a> {
         }
         let Some(shape) = self.broadcast2(&lsh, ls, &rsh, rs, op.as_str()) else { return Ty::Error };
         let elem = match op {
-            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::And | BinOp::Or => Elem::Bool,
+            BinOp::Eq
+            | BinOp::Ne
+            | BinOp::Lt
+            | BinOp::Le
+            | BinOp::Gt
+            | BinOp::Ge
+            | BinOp::And
+            | BinOp::Or => Elem::Bool,
             _ => le,
         };
         Ty::Tensor(elem, shape)
@@ -546,15 +569,23 @@ impl<'a> Checker<'a> {
             None => {
                 if !t.is_error() {
                     let shown = self.show_ty(t);
-                    self.error(Code::E0302, span, format!("expected a tensor, found {shown}")).primary.message =
-                        format!("this is {}", t.describe_kind());
+                    self.error(Code::E0302, span, format!("expected a tensor, found {shown}"))
+                        .primary
+                        .message = format!("this is {}", t.describe_kind());
                 }
                 None
             }
         }
     }
 
-    pub(crate) fn broadcast2(&mut self, a: &[Sh], asp: Span, b: &[Sh], bsp: Span, what: &str) -> Option<Shape> {
+    pub(crate) fn broadcast2(
+        &mut self,
+        a: &[Sh],
+        asp: Span,
+        b: &[Sh],
+        bsp: Span,
+        what: &str,
+    ) -> Option<Shape> {
         match broadcast(a, b) {
             Ok(s) => Some(s),
             Err(note) => {
@@ -583,14 +614,13 @@ impl<'a> Checker<'a> {
             let d = c.error(
                 Code::E0301,
                 bsp,
-                format!(
-                    "cannot multiply {} @ {}",
-                    tensor_to_string(elem, a),
-                    tensor_to_string(elem, b)
-                ),
+                format!("cannot multiply {} @ {}", tensor_to_string(elem, a), tensor_to_string(elem, b)),
             );
             d.primary.message = format!("this is {}", tensor_to_string(elem, b));
-            d.labels.push(fluxc_syntax::Label { span: asp, message: format!("this is {}", tensor_to_string(elem, a)) });
+            d.labels.push(fluxc_syntax::Label {
+                span: asp,
+                message: format!("this is {}", tensor_to_string(elem, a)),
+            });
             d.notes.push(note);
             Ty::Error
         };
@@ -617,7 +647,10 @@ impl<'a> Checker<'a> {
         if b.len() == 1 && !b_has_spread {
             let Some(Sh::Dim(k_b)) = b.first() else { return Ty::Error };
             if *k_b != k_a {
-                return err(self, format!("inner dimensions differ: {} vs {}", show_dim(&k_a), show_dim(k_b)));
+                return err(
+                    self,
+                    format!("inner dimensions differ: {} vs {}", show_dim(&k_a), show_dim(k_b)),
+                );
             }
             return Ty::Tensor(elem, a.get(..a.len() - 1).unwrap_or_default().to_vec());
         }
@@ -752,7 +785,9 @@ impl<'a> Checker<'a> {
             );
             d.primary.message = "index out of range of the rank".into();
             if spread.is_some() {
-                d.notes.push("indices cannot reach into a shape variable `..S`; index from the other end".into());
+                d.notes.push(
+                    "indices cannot reach into a shape variable `..S`; index from the other end".into(),
+                );
             }
             return Ty::Error;
         }
@@ -868,14 +903,18 @@ impl<'a> Checker<'a> {
                 );
                 let Ok(start1) = start.add(&Dim::constant(1)) else { return None };
                 let checks = [
-                    (prove_le(&Dim::constant(0), &start), ConstraintKind::Le(Dim::constant(0), start.clone())),
+                    (
+                        prove_le(&Dim::constant(0), &start),
+                        ConstraintKind::Le(Dim::constant(0), start.clone()),
+                    ),
                     (prove_le(&start1, &end), ConstraintKind::Le(start1.clone(), end.clone())),
                     (prove_le(&end, size), ConstraintKind::Le(end.clone(), size.clone())),
                 ];
                 if checks.iter().any(|(p, _)| *p == Proof::No) {
                     let empty = prove_le(&start1, &end) == Proof::No;
                     let d = self.error(Code::E0301, span, msg);
-                    d.primary.message = if empty { "empty or reversed range".into() } else { "out of bounds".into() };
+                    d.primary.message =
+                        if empty { "empty or reversed range".into() } else { "out of bounds".into() };
                     return None;
                 }
                 for (p, k) in checks {
@@ -907,7 +946,10 @@ impl<'a> Checker<'a> {
                     let d = self.error(
                         Code::E0301,
                         name.span,
-                        format!("`.T` swaps the last two dimensions, but {} has fewer known", tensor_to_string(*e, s)),
+                        format!(
+                            "`.T` swaps the last two dimensions, but {} has fewer known",
+                            tensor_to_string(*e, s)
+                        ),
                     );
                     d.primary.message = "needs at least two trailing dimensions".into();
                     return Ty::Error;
@@ -974,7 +1016,11 @@ impl<'a> Checker<'a> {
                 }
                 if !self.expect_exact_silent(t, f) {
                     let (tt, ft) = (self.show_ty(t), self.show_ty(f));
-                    let d = self.error(Code::E0301, fs, format!("the branches of `if training` differ: {tt} and {ft}"));
+                    let d = self.error(
+                        Code::E0301,
+                        fs,
+                        format!("the branches of `if training` differ: {tt} and {ft}"),
+                    );
                     d.primary.message = format!("this is {ft}");
                     d.labels.push(fluxc_syntax::Label { span: ts, message: format!("this is {tt}") });
                     return Ty::Error;
@@ -985,15 +1031,23 @@ impl<'a> Checker<'a> {
                 // A bool tensor: `where(c, a, b)` with broadcasting.
                 let Some((ce, csh)) = self.operand(c, cs) else { return Ty::Error };
                 if ce != Elem::Bool {
-                    self.error(Code::E0302, cs, format!("an `if` condition must be bool, found {}", tensor_to_string(ce, &csh)))
-                        .primary
-                        .message = "not a bool".into();
+                    self.error(
+                        Code::E0302,
+                        cs,
+                        format!("an `if` condition must be bool, found {}", tensor_to_string(ce, &csh)),
+                    )
+                    .primary
+                    .message = "not a bool".into();
                     return Ty::Error;
                 }
                 if !has_else {
-                    self.error(Code::E0301, cs, "an `if` on a bool tensor needs an `else` (it is `where(c, a, b)`)")
-                        .primary
-                        .message = "tensor condition".into();
+                    self.error(
+                        Code::E0301,
+                        cs,
+                        "an `if` on a bool tensor needs an `else` (it is `where(c, a, b)`)",
+                    )
+                    .primary
+                    .message = "tensor condition".into();
                     return Ty::Error;
                 }
                 let (Some((te, tsh)), Some((fe, fsh))) = (self.operand(t, ts), self.operand(f, fs)) else {
@@ -1029,7 +1083,10 @@ impl<'a> Checker<'a> {
     }
 
     /// Renames a signature's dimension and shape variables apart for one instantiation.
-    pub(crate) fn renaming(&mut self, dims: &[super::DimParamSig]) -> (Subst, std::collections::BTreeSet<String>) {
+    pub(crate) fn renaming(
+        &mut self,
+        dims: &[super::DimParamSig],
+    ) -> (Subst, std::collections::BTreeSet<String>) {
         let suffix = self.fresh_suffix();
         let mut s = Subst::default();
         let mut unknowns = std::collections::BTreeSet::new();
@@ -1089,7 +1146,8 @@ pub(crate) fn broadcast(a: &[Sh], b: &[Sh]) -> Result<Shape, String> {
         pb.to_vec()
     } else if pb.is_empty() || pa == pb {
         pa.to_vec()
-    } else if !pa.iter().any(|x| matches!(x, Sh::Spread(_))) && !pb.iter().any(|x| matches!(x, Sh::Spread(_))) {
+    } else if !pa.iter().any(|x| matches!(x, Sh::Spread(_))) && !pb.iter().any(|x| matches!(x, Sh::Spread(_)))
+    {
         return broadcast(pa, pb).map(|mut p| {
             p.extend(out_tail.clone());
             p

@@ -9,9 +9,7 @@ use fluxc_syntax::{Code, Label, Span};
 use super::call::{ArgV, GenV, PSpec};
 use super::ty::{Callee, Elem, FnVal, LayerVal, Sh, Subst, Ty, dim_below_one, show_dim, tensor_to_string};
 use super::unify::Unifier;
-use super::{
-    Checker, Ctx, DimParamSig, Env, FnSig, LayerSig, MemberKind, OptSig, ParamSig, Sig, Witness,
-};
+use super::{Checker, Ctx, DimParamSig, Env, FnSig, LayerSig, MemberKind, OptSig, ParamSig, Sig, Witness};
 use crate::dims::Dim;
 
 impl<'a> Checker<'a> {
@@ -54,9 +52,13 @@ impl<'a> Checker<'a> {
                 self.check_arg(env, &mut u, &ty, &t, &t, d.span, p.name.span, &p.name.name);
             }
             if out.iter().any(|o| o.name == p.name.name) {
-                self.error(Code::E0203, p.name.span, format!("parameter `{}` is declared twice", p.name.name))
-                    .primary
-                    .message = "second declaration".into();
+                self.error(
+                    Code::E0203,
+                    p.name.span,
+                    format!("parameter `{}` is declared twice", p.name.name),
+                )
+                .primary
+                .message = "second declaration".into();
                 continue;
             }
             env.bind(&p.name.name, ty.clone());
@@ -71,14 +73,24 @@ impl<'a> Checker<'a> {
         let mut u = Unifier::new(&none);
         if let Err(m) = u.ty(declared, found) {
             let (want, got) = (self.show_ty(declared), self.show_ty(found));
-            let d = self.error(m.code, tail, format!("`{name}` is declared to return {want}, but its body gives {got}"));
+            let d = self.error(
+                m.code,
+                tail,
+                format!("`{name}` is declared to return {want}, but its body gives {got}"),
+            );
             d.primary.message = format!("this is {got}");
             d.labels.push(Label { span: ret_span, message: "declared here".into() });
             d.notes.push(m.note);
         }
     }
 
-    pub(crate) fn check_fn(&mut self, file: fluxc_syntax::FileId, f: &ast::FnDef, ctx: Ctx, kind: &'static str) -> Sig {
+    pub(crate) fn check_fn(
+        &mut self,
+        file: fluxc_syntax::FileId,
+        f: &ast::FnDef,
+        ctx: Ctx,
+        kind: &'static str,
+    ) -> Sig {
         let mut env = Env::new(file, ctx);
         env.owner = Some((f.name.name.clone(), kind));
         let dims = self.declare_dims(&mut env, &f.dims);
@@ -88,10 +100,17 @@ impl<'a> Checker<'a> {
         let ret = match ret {
             Some((declared, span)) => {
                 self.check_result(&f.name.name, &declared, &body, tail, span);
-                if ctx == Ctx::Loss && !matches!(&declared, Ty::Tensor(Elem::F32, s) if s.is_empty()) && !declared.is_error() {
-                    self.error(Code::E0302, span, format!("a loss returns a scalar f32, not {}", self.show_ty(&declared)))
-                        .primary
-                        .message = "not f32".into();
+                if ctx == Ctx::Loss
+                    && !matches!(&declared, Ty::Tensor(Elem::F32, s) if s.is_empty())
+                    && !declared.is_error()
+                {
+                    self.error(
+                        Code::E0302,
+                        span,
+                        format!("a loss returns a scalar f32, not {}", self.show_ty(&declared)),
+                    )
+                    .primary
+                    .message = "not f32".into();
                 }
                 declared
             }
@@ -138,9 +157,13 @@ impl<'a> Checker<'a> {
                 }
                 ast::LayerMember::Forward(fw) => {
                     if forward.is_some() {
-                        self.error(Code::E0203, fw.span, format!("layer `{}` has two `forward`s", l.name.name))
-                            .primary
-                            .message = "second forward".into();
+                        self.error(
+                            Code::E0203,
+                            fw.span,
+                            format!("layer `{}` has two `forward`s", l.name.name),
+                        )
+                        .primary
+                        .message = "second forward".into();
                     } else {
                         forward = Some(fw);
                     }
@@ -149,7 +172,8 @@ impl<'a> Checker<'a> {
             };
             if let Some(first) = seen.get(&name.name) {
                 let first = *first;
-                let d = self.error(Code::E0203, name.span, format!("member `{}` is defined twice", name.name));
+                let d =
+                    self.error(Code::E0203, name.span, format!("member `{}` is defined twice", name.name));
                 d.primary.message = "second definition".into();
                 d.labels.push(Label { span: first, message: "first defined here".into() });
                 continue;
@@ -210,7 +234,13 @@ impl<'a> Checker<'a> {
             }
             None => body,
         };
-        FnSig { dims, params, ret, effects: std::mem::take(&mut env.effects), constraints: std::mem::take(&mut env.constraints) }
+        FnSig {
+            dims,
+            params,
+            ret,
+            effects: std::mem::take(&mut env.effects),
+            constraints: std::mem::take(&mut env.constraints),
+        }
     }
 
     fn layer_sig(&mut self, item: usize, span: Span) -> Option<LayerSig> {
@@ -251,7 +281,12 @@ impl<'a> Checker<'a> {
             let d = self.error(
                 Code::E0303,
                 at,
-                format!("{what} takes {} dimension{}, but {} were given", dim_names.len(), plural(dim_names.len()), lead.len()),
+                format!(
+                    "{what} takes {} dimension{}, but {} were given",
+                    dim_names.len(),
+                    plural(dim_names.len()),
+                    lead.len()
+                ),
             );
             d.primary.message = "too many dimensions".into();
             if !dim_names.is_empty() {
@@ -267,37 +302,49 @@ impl<'a> Checker<'a> {
         // Named dimension arguments (`Stride = 2`), then value arguments.
         let mut values: Vec<ArgV<'_>> = Vec::new();
         for a in rest {
-            if let Some(n) = a.name {
-                if let Some(pi) = sig.dims.iter().position(|d| d.name == n.name) {
-                    match &a.ty {
-                        Ty::Dim(v) => {
-                            if given.get(pi).is_some_and(Option::is_some) {
-                                self.error(Code::E0303, n.span, format!("dimension `{}` is given twice", n.name))
-                                    .primary
-                                    .message = "repeated".into();
-                                return Ty::Error;
-                            }
-                            if v.as_constant().is_some_and(|c| c < 1) {
-                                self.error(Code::E0301, a.span, format!("dimension `{}` must be at least 1", n.name))
-                                    .primary
-                                    .message = format!("this is {}", show_dim(v));
-                                return Ty::Error;
-                            }
-                            if let Some(g) = given.get_mut(pi) {
-                                *g = Some(v.clone());
-                            }
-                        }
-                        Ty::Error => return Ty::Error,
-                        other => {
-                            let shown = self.show_ty(other);
-                            self.error(Code::E0302, a.span, format!("dimension `{}` must be a dimension, found {shown}", n.name))
-                                .primary
-                                .message = "not a dimension".into();
+            if let Some(n) = a.name
+                && let Some(pi) = sig.dims.iter().position(|d| d.name == n.name)
+            {
+                match &a.ty {
+                    Ty::Dim(v) => {
+                        if given.get(pi).is_some_and(Option::is_some) {
+                            self.error(
+                                Code::E0303,
+                                n.span,
+                                format!("dimension `{}` is given twice", n.name),
+                            )
+                            .primary
+                            .message = "repeated".into();
                             return Ty::Error;
                         }
+                        if v.as_constant().is_some_and(|c| c < 1) {
+                            self.error(
+                                Code::E0301,
+                                a.span,
+                                format!("dimension `{}` must be at least 1", n.name),
+                            )
+                            .primary
+                            .message = format!("this is {}", show_dim(v));
+                            return Ty::Error;
+                        }
+                        if let Some(g) = given.get_mut(pi) {
+                            *g = Some(v.clone());
+                        }
                     }
-                    continue;
+                    Ty::Error => return Ty::Error,
+                    other => {
+                        let shown = self.show_ty(other);
+                        self.error(
+                            Code::E0302,
+                            a.span,
+                            format!("dimension `{}` must be a dimension, found {shown}", n.name),
+                        )
+                        .primary
+                        .message = "not a dimension".into();
+                        return Ty::Error;
+                    }
                 }
+                continue;
             }
             values.push(a.clone());
         }
@@ -312,7 +359,11 @@ impl<'a> Checker<'a> {
                     Err(_) => return Ty::Error,
                 },
                 (None, None) => {
-                    let d = self.error(Code::E0303, span, format!("{what} is missing its dimension `{}`", p.name));
+                    let d = self.error(
+                        Code::E0303,
+                        span,
+                        format!("{what} is missing its dimension `{}`", p.name),
+                    );
                     d.primary.message = "missing dimension".into();
                     d.help = Some(format!("its dimensions are [{}]", dim_names.join(", ")));
                     return Ty::Error;
@@ -322,7 +373,8 @@ impl<'a> Checker<'a> {
             dims.push(v);
         }
         // Value arguments against the parameters, with the dimensions substituted.
-        let specs: Vec<PSpec<'_>> = sig.params.iter().map(|p| PSpec { name: &p.name, required: !p.has_default }).collect();
+        let specs: Vec<PSpec<'_>> =
+            sig.params.iter().map(|p| PSpec { name: &p.name, required: !p.has_default }).collect();
         let Some(slots) = self.bind_args(&specs, &values, span, &what) else { return Ty::Error };
         let none = BTreeSet::new();
         for (pi, slot) in slots.iter().enumerate() {
@@ -348,11 +400,11 @@ impl<'a> Checker<'a> {
             return Ty::Error;
         }
         for (_, _, t) in &sig.members {
-            if let Ok(t) = so_far.ty(t) {
-                if let Some(v) = dim_below_one(&t) {
-                    self.below_one(span, &name, &t, v);
-                    return Ty::Error;
-                }
+            if let Ok(t) = so_far.ty(t)
+                && let Some(v) = dim_below_one(&t)
+            {
+                self.below_one(span, &name, &t, v);
+                return Ty::Error;
             }
         }
         Ty::Layer(LayerVal::User { item, dims })
@@ -369,12 +421,19 @@ impl<'a> Checker<'a> {
                     Some((_, _, t)) => s.ty(t).unwrap_or(Ty::Error),
                     None => {
                         let lname = self.show_layer(l);
-                        let d = self.error(Code::E0201, name.span, format!("`{lname}` has no field `{}`", name.name));
+                        let d = self.error(
+                            Code::E0201,
+                            name.span,
+                            format!("`{lname}` has no field `{}`", name.name),
+                        );
                         d.primary.message = "unknown field".into();
-                        if let Some(sug) = super::suggest(&name.name, sig.members.iter().map(|m| m.0.as_str())) {
+                        if let Some(sug) =
+                            super::suggest(&name.name, sig.members.iter().map(|m| m.0.as_str()))
+                        {
                             d.help = Some(format!("did you mean `{sug}`?"));
                         } else if !sig.members.is_empty() {
-                            let names: Vec<String> = sig.members.iter().map(|m| format!("`{}`", m.0)).collect();
+                            let names: Vec<String> =
+                                sig.members.iter().map(|m| format!("`{}`", m.0)).collect();
                             d.notes.push(format!("its fields are {}", names.join(", ")));
                         }
                         Ty::Error
@@ -382,7 +441,9 @@ impl<'a> Checker<'a> {
                 }
             }
             LayerVal::Recur(cell) if name.name == "cell" => Ty::Layer((**cell).clone()),
-            LayerVal::BatchNorm { c } if ["weight", "bias", "running_mean", "running_var"].contains(&name.name.as_str()) => {
+            LayerVal::BatchNorm { c }
+                if ["weight", "bias", "running_mean", "running_var"].contains(&name.name.as_str()) =>
+            {
                 Ty::f32s(vec![Sh::Dim(c.clone())])
             }
             LayerVal::GroupNorm { c, .. } if ["weight", "bias"].contains(&name.name.as_str()) => {
@@ -398,7 +459,13 @@ impl<'a> Checker<'a> {
         }
     }
 
-    pub(crate) fn apply_layer_args(&mut self, env: &mut Env, l: &LayerVal, span: Span, args: &[ArgV<'_>]) -> Ty {
+    pub(crate) fn apply_layer_args(
+        &mut self,
+        env: &mut Env,
+        l: &LayerVal,
+        span: Span,
+        args: &[ArgV<'_>],
+    ) -> Ty {
         match args {
             [a] if a.name.is_none() && a.pair.is_none() => self.apply_layer(env, l, &a.ty, a.span, span),
             _ => {
@@ -412,7 +479,14 @@ impl<'a> Checker<'a> {
     }
 
     /// Applies a layer value to an input of type `input` (the argument at `arg`).
-    pub(crate) fn apply_layer(&mut self, env: &mut Env, l: &LayerVal, input: &Ty, arg: Span, call: Span) -> Ty {
+    pub(crate) fn apply_layer(
+        &mut self,
+        env: &mut Env,
+        l: &LayerVal,
+        input: &Ty,
+        arg: Span,
+        call: Span,
+    ) -> Ty {
         if input.is_error() {
             return Ty::Error;
         }
@@ -428,7 +502,11 @@ impl<'a> Checker<'a> {
                     params: fwd
                         .params
                         .iter()
-                        .map(|p| ParamSig { name: p.name.clone(), ty: sub_ty(&p.ty), has_default: p.has_default })
+                        .map(|p| ParamSig {
+                            name: p.name.clone(),
+                            ty: sub_ty(&p.ty),
+                            has_default: p.has_default,
+                        })
                         .collect(),
                     ret: sub_ty(&fwd.ret),
                     effects: Default::default(),
@@ -437,8 +515,12 @@ impl<'a> Checker<'a> {
                         .iter()
                         .filter_map(|c| {
                             let kind = match &c.kind {
-                                super::ConstraintKind::Eq(a, b) => super::ConstraintKind::Eq(s.dim(a).ok()?, s.dim(b).ok()?),
-                                super::ConstraintKind::Le(a, b) => super::ConstraintKind::Le(s.dim(a).ok()?, s.dim(b).ok()?),
+                                super::ConstraintKind::Eq(a, b) => {
+                                    super::ConstraintKind::Eq(s.dim(a).ok()?, s.dim(b).ok()?)
+                                }
+                                super::ConstraintKind::Le(a, b) => {
+                                    super::ConstraintKind::Le(s.dim(a).ok()?, s.dim(b).ok()?)
+                                }
                             };
                             Some(super::Constraint { kind, message: c.message.clone() })
                         })
@@ -487,7 +569,10 @@ impl<'a> Checker<'a> {
             LayerVal::BatchNorm { c } | LayerVal::GroupNorm { c, .. } => {
                 let kind = if matches!(l, LayerVal::BatchNorm { .. }) { "BatchNorm" } else { "GroupNorm" };
                 match input {
-                    Ty::Tensor(Elem::F32, s) if matches!(s.get(1), Some(Sh::Dim(d)) if d == c) && matches!(s.first(), Some(Sh::Dim(_))) => {
+                    Ty::Tensor(Elem::F32, s)
+                        if matches!(s.get(1), Some(Sh::Dim(d)) if d == c)
+                            && matches!(s.first(), Some(Sh::Dim(_))) =>
+                    {
                         input.clone()
                     }
                     other => {
@@ -498,7 +583,10 @@ impl<'a> Checker<'a> {
                             format!("expected f32[B, {}, ..S], found {shown}", show_dim(c)),
                         );
                         d.primary.message = format!("this is {shown}");
-                        d.labels.push(Label { span: call, message: format!("`{kind}[{}]` normalises over axis 1", show_dim(c)) });
+                        d.labels.push(Label {
+                            span: call,
+                            message: format!("`{kind}[{}]` normalises over axis 1", show_dim(c)),
+                        });
                         Ty::Error
                     }
                 }
@@ -519,14 +607,21 @@ impl<'a> Checker<'a> {
             return bad(self, format!("`Recur` takes a sequence [B, T, …], found {shown}"));
         };
         let (Some(b), Some(Sh::Dim(t))) = (s.first(), s.get(1)) else {
-            return bad(self, format!("`Recur` takes a sequence [B, T, …], found {}", tensor_to_string(*e, s)));
+            return bad(
+                self,
+                format!("`Recur` takes a sequence [B, T, …], found {}", tensor_to_string(*e, s)),
+            );
         };
         let mut step: Vec<Sh> = vec![b.clone()];
         step.extend(s.iter().skip(2).cloned());
         let x_t = Ty::Tensor(*e, step);
         // The cell's state type: from its forward's second input, once B and the cell's dims are known.
         let LayerVal::User { item, dims } = cell else {
-            return bad(self, "`Recur` takes a cell layer (`RNNCell`, `LSTMCell`, `GRUCell` or a layer of that form)".into());
+            return bad(
+                self,
+                "`Recur` takes a cell layer (`RNNCell`, `LSTMCell`, `GRUCell` or a layer of that form)"
+                    .into(),
+            );
         };
         let Some(sig) = self.layer_sig(*item, call) else { return Ty::Error };
         let Some(fwd) = sig.forward.clone() else { return Ty::Error };
@@ -545,7 +640,11 @@ impl<'a> Checker<'a> {
         if let Err(m) = u.ty(px, &x_t) {
             let want = u.subst.ty(px).unwrap_or(Ty::Error);
             let (xs, ws, is) = (self.show_ty(&x_t), self.show_ty(&want), self.show_ty(input));
-            let d = self.error(m.code, arg, format!("each step of the sequence is {xs}, but the cell takes {ws}"));
+            let d = self.error(
+                m.code,
+                arg,
+                format!("each step of the sequence is {xs}, but the cell takes {ws}"),
+            );
             d.primary.message = format!("this is {is}");
             d.notes.push(m.note);
             return Ty::Error;
@@ -582,11 +681,13 @@ impl<'a> Checker<'a> {
         env.owner = Some((o.name.name.clone(), "optimizer"));
         let params = self.declare_params(&mut env, &o.params);
         for p in &params {
-            if !matches!(&p.ty, Ty::Tensor(Elem::F32, s) if s.is_empty()) && !p.ty.is_error() {
-                if let Some(ast_p) = o.params.iter().find(|x| x.name.name == p.name) {
-                    self.error(Code::E0302, ast_p.ty.span, "optimizer hyperparameters are f32 scalars").primary.message =
-                        "not f32".into();
-                }
+            if !matches!(&p.ty, Ty::Tensor(Elem::F32, s) if s.is_empty())
+                && !p.ty.is_error()
+                && let Some(ast_p) = o.params.iter().find(|x| x.name.name == p.name)
+            {
+                self.error(Code::E0302, ast_p.ty.span, "optimizer hyperparameters are f32 scalars")
+                    .primary
+                    .message = "not f32".into();
             }
         }
         let update = o.members.iter().find_map(|m| match m {
@@ -627,9 +728,13 @@ impl<'a> Checker<'a> {
             };
             if !t.is_error() && !self.expect_exact_silent(&pty, &t) {
                 let shown = self.show_ty(&t);
-                self.error(Code::E0301, s.init.span, format!("an optimizer state has the parameter's shape f32[..P], found {shown}"))
-                    .primary
-                    .message = format!("this is {shown}");
+                self.error(
+                    Code::E0301,
+                    s.init.span,
+                    format!("an optimizer state has the parameter's shape f32[..P], found {shown}"),
+                )
+                .primary
+                .message = format!("this is {shown}");
             }
             env.bind(&s.name.name, pty.clone());
             states.push(s.name.name.clone());
@@ -645,7 +750,11 @@ impl<'a> Checker<'a> {
         env.pop();
         if !body.is_error() && !self.expect_exact_silent(&pty, &body) {
             let shown = self.show_ty(&body);
-            let d = self.error(Code::E0301, tail, format!("`update` returns the new parameter f32[..P], found {shown}"));
+            let d = self.error(
+                Code::E0301,
+                tail,
+                format!("`update` returns the new parameter f32[..P], found {shown}"),
+            );
             d.primary.message = format!("this is {shown}");
         }
         Sig::Optimizer(OptSig { params })
@@ -655,7 +764,8 @@ impl<'a> Checker<'a> {
     pub(crate) fn construct_optimizer(&mut self, _env: &mut Env, item: usize, span: Span, args: &[ArgV<'_>]) {
         let name = self.items.get(item).map(|i| i.name.clone()).unwrap_or_default();
         let Some(Sig::Optimizer(sig)) = self.sig(item, Some(span)) else { return };
-        let specs: Vec<PSpec<'_>> = sig.params.iter().map(|p| PSpec { name: &p.name, required: !p.has_default }).collect();
+        let specs: Vec<PSpec<'_>> =
+            sig.params.iter().map(|p| PSpec { name: &p.name, required: !p.has_default }).collect();
         let Some(slots) = self.bind_args(&specs, args, span, &format!("`{name}`")) else { return };
         for (pi, slot) in slots.iter().enumerate() {
             let Some(a) = slot.and_then(|ai| args.get(ai)) else { continue };
@@ -697,9 +807,13 @@ impl<'a> Checker<'a> {
             };
             if !batch_first && !t.is_error() {
                 let shown = self.show_ty(t);
-                self.error(Code::E0301, sp, format!("a model's input and output are batched: [B, …], found {shown}"))
-                    .primary
-                    .message = "the first dimension must be `B`".into();
+                self.error(
+                    Code::E0301,
+                    sp,
+                    format!("a model's input and output are batched: [B, …], found {shown}"),
+                )
+                .primary
+                .message = "the first dimension must be `B`".into();
             }
         }
         let value = self.expr(&mut env, &m.value);
@@ -732,10 +846,18 @@ impl<'a> Checker<'a> {
 
     /// Applies a model's layer; inside a `Chain` written in place, an error points at the
     /// sub-layer that cannot take its input.
-    fn apply_model_layer(&mut self, env: &mut Env, layer: &LayerVal, input: &Ty, value: &ast::Expr, input_span: Span) -> Ty {
+    fn apply_model_layer(
+        &mut self,
+        env: &mut Env,
+        layer: &LayerVal,
+        input: &Ty,
+        value: &ast::Expr,
+        input_span: Span,
+    ) -> Ty {
         let elements: Option<Vec<Span>> = match (&value.kind, layer) {
             (ast::ExprKind::Call { callee, args, .. }, LayerVal::Chain(ls))
-                if matches!(&callee.kind, ast::ExprKind::Name(n) if n.name == "Chain") && args.len() == ls.len() =>
+                if matches!(&callee.kind, ast::ExprKind::Name(n) if n.name == "Chain")
+                    && args.len() == ls.len() =>
             {
                 Some(args.iter().map(|a| a.span).collect())
             }

@@ -67,7 +67,6 @@ pub(crate) struct ItemInfo<'a> {
     pub name_span: Span,
     pub item: &'a Item,
     pub file: FileId,
-    pub std_module: Option<&'static str>,
 }
 
 /// An effect's origin: the call that brought it into a body, for the chain of labels (§5).
@@ -161,7 +160,10 @@ pub(crate) enum Sig {
     Fn(FnSig),
     Layer(Box<LayerSig>),
     Optimizer(OptSig),
-    Model { input: Ty, output: Ty },
+    Model {
+        input: Ty,
+        output: Ty,
+    },
     Data(Box<ty::DataTy>),
     Train,
     /// Checked already, and what it would give is an error (reported once).
@@ -171,7 +173,7 @@ pub(crate) enum Sig {
 enum SigState {
     Todo,
     InProgress,
-    Done(Sig),
+    Done(Box<Sig>),
 }
 
 /// The kind of body being checked: what effects and statements it allows.
@@ -344,8 +346,12 @@ impl<'a> Checker<'a> {
                 }
                 if let Some(&first) = table.get(&name.name) {
                     let first_span = c.items.get(first).map(|i| i.name_span);
-                    let mut d = Diagnostic::error(Code::E0203, name.span, format!("`{}` is defined twice", name.name))
-                        .with_primary_label("second definition");
+                    let mut d = Diagnostic::error(
+                        Code::E0203,
+                        name.span,
+                        format!("`{}` is defined twice", name.name),
+                    )
+                    .with_primary_label("second definition");
                     if let Some(s) = first_span {
                         d = d.with_label(s, "first defined here");
                     }
@@ -377,13 +383,7 @@ impl<'a> Checker<'a> {
     }
 
     fn push_item(&mut self, item: &'a Item, name: &'a ast::Ident, unit: &Unit<'a>) -> usize {
-        self.items.push(ItemInfo {
-            name: name.name.clone(),
-            name_span: name.span,
-            item,
-            file: unit.file,
-            std_module: unit.std_module,
-        });
+        self.items.push(ItemInfo { name: name.name.clone(), name_span: name.span, item, file: unit.file });
         self.sigs.push(SigState::Todo);
         self.items.len() - 1
     }
@@ -421,7 +421,9 @@ impl<'a> Checker<'a> {
             self.diags.push(
                 Diagnostic::error(Code::E0202, first.span, format!("unknown module `{}`", first.name))
                     .with_primary_label("not a module")
-                    .with_help("modules are `std::act`, `std::init`, `std::layers`, `std::losses`, `std::optim`"),
+                    .with_help(
+                        "modules are `std::act`, `std::init`, `std::layers`, `std::losses`, `std::optim`",
+                    ),
             );
             return;
         }
@@ -436,8 +438,9 @@ impl<'a> Checker<'a> {
         let Some(module) = module else { return };
         let Some(exports) = self.modules.get(module.name.as_str()) else {
             let names: Vec<&str> = prims::STD_MODULES.to_vec();
-            let mut d = Diagnostic::error(Code::E0202, module.span, format!("unknown module `std::{}`", module.name))
-                .with_primary_label("no such module in std");
+            let mut d =
+                Diagnostic::error(Code::E0202, module.span, format!("unknown module `std::{}`", module.name))
+                    .with_primary_label("no such module in std");
             if let Some(s) = suggest(&module.name, names.iter().copied()) {
                 d = d.with_help(format!("did you mean `std::{s}`?"));
             }
@@ -530,7 +533,7 @@ impl<'a> Checker<'a> {
     /// asks (for E0204); `None` when the driver walks every item.
     pub(crate) fn sig(&mut self, id: usize, call: Option<Span>) -> Option<Sig> {
         match self.sigs.get(id) {
-            Some(SigState::Done(sig)) => return Some(sig.clone()),
+            Some(SigState::Done(sig)) => return Some((**sig).clone()),
             Some(SigState::InProgress) => {
                 self.report_cycle(id, call);
                 return None;
@@ -545,7 +548,7 @@ impl<'a> Checker<'a> {
         let sig = self.check_item(id);
         self.stack.pop();
         if let Some(s) = self.sigs.get_mut(id) {
-            *s = SigState::Done(sig.clone());
+            *s = SigState::Done(Box::new(sig.clone()));
         }
         Some(sig)
     }
@@ -584,12 +587,13 @@ impl<'a> Checker<'a> {
         } else {
             format!("recursive cycle: {} and back", names.join(" → "))
         };
-        let mut d = Diagnostic::error(Code::E0204, first.1, message).with_primary_label("this use closes the cycle");
+        let mut d =
+            Diagnostic::error(Code::E0204, first.1, message).with_primary_label("this use closes the cycle");
         for (i, span) in &cycle {
-            if *span != first.1 {
-                if let Some(it) = self.items.get(*i) {
-                    d = d.with_label(*span, format!("`{}` calls on from here", it.name));
-                }
+            if *span != first.1
+                && let Some(it) = self.items.get(*i)
+            {
+                d = d.with_label(*span, format!("`{}` calls on from here", it.name));
             }
         }
         self.diags.push(d.with_note("functions and layers are inlined at compile time, so recursion (direct or mutual) is not allowed"));
@@ -654,7 +658,9 @@ impl<'a> Checker<'a> {
         let params = |ps: &[ParamSig]| {
             let parts: Vec<String> = ps
                 .iter()
-                .map(|p| format!("{}: {}{}", p.name, self.show_ty(&p.ty), if p.has_default { " = …" } else { "" }))
+                .map(|p| {
+                    format!("{}: {}{}", p.name, self.show_ty(&p.ty), if p.has_default { " = …" } else { "" })
+                })
                 .collect();
             parts.join(", ")
         };
@@ -692,7 +698,12 @@ impl<'a> Checker<'a> {
                         format!("{kw}{n}: {}", self.show_ty(t))
                     })
                     .collect();
-                format!("{name} : layer{}({}) {{ {} }}{fwd}", dims(&l.dims), params(&l.params), members.join("; "))
+                format!(
+                    "{name} : layer{}({}) {{ {} }}{fwd}",
+                    dims(&l.dims),
+                    params(&l.params),
+                    members.join("; ")
+                )
             }
             Sig::Optimizer(o) => format!("{name} : optimizer({}) !pure", params(&o.params)),
             Sig::Model { input, output } => {
@@ -720,7 +731,11 @@ impl<'a> Checker<'a> {
             Ty::Fn(f) => self.show_fn(f),
             Ty::Tuple(items) => {
                 let parts: Vec<String> = items.iter().map(|t| self.show_ty(t)).collect();
-                if parts.len() == 1 { format!("({},)", parts.join(", ")) } else { format!("({})", parts.join(", ")) }
+                if parts.len() == 1 {
+                    format!("({},)", parts.join(", "))
+                } else {
+                    format!("({})", parts.join(", "))
+                }
             }
             Ty::Data(d) => format!("data {}", self.show_data(d)),
             other => other.to_string(),
@@ -729,7 +744,9 @@ impl<'a> Checker<'a> {
 
     pub(crate) fn show_fn(&self, f: &ty::FnVal) -> String {
         match f {
-            ty::FnVal::Item(id) => format!("fn {}", self.items.get(*id).map(|i| i.name.as_str()).unwrap_or("?")),
+            ty::FnVal::Item(id) => {
+                format!("fn {}", self.items.get(*id).map(|i| i.name.as_str()).unwrap_or("?"))
+            }
             ty::FnVal::Prim(p) => format!("fn {}", p.name()),
             ty::FnVal::Param { .. } => Ty::Fn(f.clone()).to_string(),
         }

@@ -23,7 +23,8 @@ impl<'a> Checker<'a> {
         hint: Option<Ty>,
     ) -> Ty {
         if env.elementwise_only && !p.is_elementwise() && p.effect() == super::ty::Effect::Pure {
-            let two_arg_minmax = matches!(p, Prim::Max | Prim::Min) && args.iter().filter(|a| a.name.is_none()).count() == 2;
+            let two_arg_minmax =
+                matches!(p, Prim::Max | Prim::Min) && args.iter().filter(|a| a.name.is_none()).count() == 2;
             if !two_arg_minmax {
                 self.not_elementwise(callee_span, &format!("`{}`", p.name()));
             }
@@ -52,12 +53,10 @@ impl<'a> Checker<'a> {
                 | Prim::Arange
                 | Prim::Load
         );
-        if !takes_shape {
-            if let Some(g) = gens.and_then(|g| g.first()) {
-                self.error(Code::E0303, g.span(), format!("{what} takes no `[…]` arguments")).primary.message =
-                    "unexpected".into();
-                return Ty::Error;
-            }
+        if !takes_shape && let Some(g) = gens.and_then(|g| g.first()) {
+            self.error(Code::E0303, g.span(), format!("{what} takes no `[…]` arguments")).primary.message =
+                "unexpected".into();
+            return Ty::Error;
         }
         let shape_gen = |c: &mut Self| -> Option<Option<Shape>> {
             let Some(g) = gens else { return Some(None) };
@@ -86,16 +85,18 @@ impl<'a> Checker<'a> {
         let creation_shape = |c: &mut Self| -> Option<Shape> {
             match shape_gen(c)? {
                 Some(s) => Some(s),
-                None => match &hint {
-                    Some(Ty::Tensor(_, s)) => Some(s.clone()),
-                    _ => {
-                        let d = c.error(Code::E0304, span, format!("cannot infer the shape of {what}"));
-                        d.primary.message = "give the dimensions explicitly".into();
-                        d.help = Some(format!("write `{}[D1, D2, …](…)`", p.name()));
-                        d.notes.push("only a `param` or `state` initialiser takes its shape from the declared type".into());
-                        None
+                None => {
+                    match &hint {
+                        Some(Ty::Tensor(_, s)) => Some(s.clone()),
+                        _ => {
+                            let d = c.error(Code::E0304, span, format!("cannot infer the shape of {what}"));
+                            d.primary.message = "give the dimensions explicitly".into();
+                            d.help = Some(format!("write `{}[D1, D2, …](…)`", p.name()));
+                            d.notes.push("only a `param` or `state` initialiser takes its shape from the declared type".into());
+                            None
+                        }
                     }
-                },
+                }
             }
         };
         let f32_scalar = Ty::scalar(Elem::F32);
@@ -110,7 +111,9 @@ impl<'a> Checker<'a> {
                 Ty::Tensor(elem, s)
             }
             Prim::Full => {
-                let Some(slots) = self.bind_args(&spec(&[("v", true)]), args, span, &what) else { return Ty::Error };
+                let Some(slots) = self.bind_args(&spec(&[("v", true)]), args, span, &what) else {
+                    return Ty::Error;
+                };
                 self.scalar_args(args, &slots, Elem::F32);
                 let Some(s) = creation_shape(self) else { return Ty::Error };
                 Ty::f32s(s)
@@ -119,17 +122,21 @@ impl<'a> Checker<'a> {
                 let Some(slots) = self.bind_args(&spec(&[("seed", true)]), args, span, &what) else {
                     return Ty::Error;
                 };
-                if let Some(a) = slot(args, &slots, 0) {
-                    if !matches!(a.ty, Ty::Dim(_) | Ty::Error) {
-                        self.error(Code::E0302, a.span, "`seed` must be an integer").primary.message =
-                            "not an integer".into();
-                    }
+                if let Some(a) = slot(args, &slots, 0)
+                    && !matches!(a.ty, Ty::Dim(_) | Ty::Error)
+                {
+                    self.error(Code::E0302, a.span, "`seed` must be an integer").primary.message =
+                        "not an integer".into();
                 }
                 let Some(s) = creation_shape(self) else { return Ty::Error };
                 Ty::f32s(s)
             }
             Prim::RandUniform | Prim::RandNormal => {
-                let names = if p == Prim::RandUniform { [("lo", true), ("hi", true)] } else { [("mean", true), ("std", true)] };
+                let names = if p == Prim::RandUniform {
+                    [("lo", true), ("hi", true)]
+                } else {
+                    [("mean", true), ("std", true)]
+                };
                 let Some(slots) = self.bind_args(&spec(&names), args, span, &what) else { return Ty::Error };
                 self.scalar_args(args, &slots, Elem::F32);
                 let Some(s) = creation_shape(self) else { return Ty::Error };
@@ -145,24 +152,30 @@ impl<'a> Checker<'a> {
                 self.scalar_args(args, &slots, Elem::F32);
                 let Some(s) = creation_shape(self) else { return Ty::Error };
                 if p == Prim::Orthogonal && s.iter().filter(|x| matches!(x, Sh::Dim(_))).count() < 2 {
-                    self.error(Code::E0301, span, "`orthogonal` needs at least two dimensions").primary.message =
-                        format!("shape [{}]", super::ty::shape_to_string(&s));
+                    self.error(Code::E0301, span, "`orthogonal` needs at least two dimensions")
+                        .primary
+                        .message = format!("shape [{}]", super::ty::shape_to_string(&s));
                     return Ty::Error;
                 }
                 Ty::f32s(s)
             }
             Prim::ZerosLike | Prim::OnesLike => {
-                let Some(slots) = self.bind_args(&spec(&[("x", true)]), args, span, &what) else { return Ty::Error };
+                let Some(slots) = self.bind_args(&spec(&[("x", true)]), args, span, &what) else {
+                    return Ty::Error;
+                };
                 let Some((e, s)) = self.tensor_slot(args, &slots, 0) else { return Ty::Error };
                 Ty::Tensor(e, s)
             }
             Prim::Arange => {
                 self.bind_args(&[], args, span, &what);
                 match shape_gen(self) {
-                    Some(Some(s)) if s.len() == 1 && matches!(s.first(), Some(Sh::Dim(_))) => Ty::Tensor(Elem::I32, s),
+                    Some(Some(s)) if s.len() == 1 && matches!(s.first(), Some(Sh::Dim(_))) => {
+                        Ty::Tensor(Elem::I32, s)
+                    }
                     Some(Some(_)) => {
-                        self.error(Code::E0303, span, "`arange` takes one dimension: `arange[N]()`").primary.message =
-                            "wrong `[…]` arguments".into();
+                        self.error(Code::E0303, span, "`arange` takes one dimension: `arange[N]()`")
+                            .primary
+                            .message = "wrong `[…]` arguments".into();
                         Ty::Error
                     }
                     Some(None) => {
@@ -175,15 +188,20 @@ impl<'a> Checker<'a> {
                 }
             }
             Prim::Onehot => {
-                let Some(slots) = self.bind_args(&spec(&[("labels", true), ("n", true)]), args, span, &what) else {
+                let Some(slots) = self.bind_args(&spec(&[("labels", true), ("n", true)]), args, span, &what)
+                else {
                     return Ty::Error;
                 };
                 let Some((e, s)) = self.tensor_slot(args, &slots, 0) else { return Ty::Error };
                 if e != Elem::I32 {
                     if let Some(a) = slot(args, &slots, 0) {
-                        self.error(Code::E0302, a.span, format!("`onehot` takes i32 labels, found {}", tensor_to_string(e, &s)))
-                            .primary
-                            .message = "not i32".into();
+                        self.error(
+                            Code::E0302,
+                            a.span,
+                            format!("`onehot` takes i32 labels, found {}", tensor_to_string(e, &s)),
+                        )
+                        .primary
+                        .message = "not i32".into();
                     }
                     return Ty::Error;
                 }
@@ -193,14 +211,20 @@ impl<'a> Checker<'a> {
                 Ty::f32s(out)
             }
             _ if p.is_unary_elementwise() => {
-                let Some(slots) = self.bind_args(&spec(&[("x", true)]), args, span, &what) else { return Ty::Error };
+                let Some(slots) = self.bind_args(&spec(&[("x", true)]), args, span, &what) else {
+                    return Ty::Error;
+                };
                 let Some((e, s)) = self.tensor_slot(args, &slots, 0) else { return Ty::Error };
                 let dim_arg = slot(args, &slots, 0).is_some_and(|a| matches!(a.ty, Ty::Dim(_)));
                 if e != Elem::F32 && !dim_arg && !(matches!(p, Prim::Abs | Prim::Sign) && e == Elem::I32) {
                     if let Some(a) = slot(args, &slots, 0) {
-                        self.error(Code::E0302, a.span, format!("{what} takes f32, found {}", tensor_to_string(e, &s)))
-                            .primary
-                            .message = format!("this is {}", tensor_to_string(e, &s));
+                        self.error(
+                            Code::E0302,
+                            a.span,
+                            format!("{what} takes f32, found {}", tensor_to_string(e, &s)),
+                        )
+                        .primary
+                        .message = format!("this is {}", tensor_to_string(e, &s));
                     }
                     return Ty::Error;
                 }
@@ -223,9 +247,13 @@ impl<'a> Checker<'a> {
                 };
                 if slots.get(1).copied().flatten().is_some() {
                     if let Some(a) = slot(args, &slots, 2) {
-                        self.error(Code::E0303, a.span, format!("two-argument {what} is elementwise and takes no `axis`"))
-                            .primary
-                            .message = "unexpected".into();
+                        self.error(
+                            Code::E0303,
+                            a.span,
+                            format!("two-argument {what} is elementwise and takes no `axis`"),
+                        )
+                        .primary
+                        .message = "unexpected".into();
                         return Ty::Error;
                     }
                     return self.elementwise(args, &slots, false, &what);
@@ -234,7 +262,8 @@ impl<'a> Checker<'a> {
                 self.reduction(args, &reduce_slots, None)
             }
             Prim::Sum | Prim::Mean | Prim::Prod | Prim::Logsumexp | Prim::Argmax => {
-                let Some(slots) = self.bind_args(&spec(&[("x", true), ("axis", false)]), args, span, &what) else {
+                let Some(slots) = self.bind_args(&spec(&[("x", true), ("axis", false)]), args, span, &what)
+                else {
                     return Ty::Error;
                 };
                 let out_elem = match p {
@@ -245,7 +274,9 @@ impl<'a> Checker<'a> {
                 self.reduction(args, &slots, out_elem)
             }
             Prim::Reshape => {
-                let Some(slots) = self.bind_args(&spec(&[("x", true)]), args, span, &what) else { return Ty::Error };
+                let Some(slots) = self.bind_args(&spec(&[("x", true)]), args, span, &what) else {
+                    return Ty::Error;
+                };
                 let Some((e, s)) = self.tensor_slot(args, &slots, 0) else { return Ty::Error };
                 let target = match shape_gen(self) {
                     Some(Some(t)) => t,
@@ -274,13 +305,16 @@ impl<'a> Checker<'a> {
                         return Ty::Error;
                     }
                     super::expr::Proof::Unknown => {
-                        env.constraints.push(super::Constraint { kind: super::ConstraintKind::Eq(a, b), message: msg });
+                        env.constraints
+                            .push(super::Constraint { kind: super::ConstraintKind::Eq(a, b), message: msg });
                     }
                 }
                 Ty::Tensor(e, target)
             }
             Prim::Broadcast => {
-                let Some(slots) = self.bind_args(&spec(&[("x", true)]), args, span, &what) else { return Ty::Error };
+                let Some(slots) = self.bind_args(&spec(&[("x", true)]), args, span, &what) else {
+                    return Ty::Error;
+                };
                 let Some((e, s)) = self.tensor_slot(args, &slots, 0) else { return Ty::Error };
                 let target = match shape_gen(self) {
                     Some(Some(t)) => t,
@@ -298,7 +332,11 @@ impl<'a> Checker<'a> {
                         let d = self.error(
                             Code::E0301,
                             arg_span,
-                            format!("cannot broadcast {} to [{}]", tensor_to_string(e, &s), super::ty::shape_to_string(&target)),
+                            format!(
+                                "cannot broadcast {} to [{}]",
+                                tensor_to_string(e, &s),
+                                super::ty::shape_to_string(&target)
+                            ),
                         );
                         d.primary.message = "does not broadcast".into();
                         Ty::Error
@@ -306,7 +344,8 @@ impl<'a> Checker<'a> {
                 }
             }
             Prim::Transpose => {
-                let Some(slots) = self.bind_args(&spec(&[("x", true), ("perm", false)]), args, span, &what) else {
+                let Some(slots) = self.bind_args(&spec(&[("x", true), ("perm", false)]), args, span, &what)
+                else {
                     return Ty::Error;
                 };
                 let Some((e, s)) = self.tensor_slot(args, &slots, 0) else { return Ty::Error };
@@ -337,8 +376,9 @@ impl<'a> Checker<'a> {
                             norm.iter().map(|x| usize::try_from(*x).unwrap_or(0)).collect()
                         }
                         None => {
-                            self.error(Code::E0302, a.span, "`perm` must be a tuple of integers").primary.message =
-                                "not a tuple of integers".into();
+                            self.error(Code::E0302, a.span, "`perm` must be a tuple of integers")
+                                .primary
+                                .message = "not a tuple of integers".into();
                             return Ty::Error;
                         }
                     },
@@ -346,7 +386,8 @@ impl<'a> Checker<'a> {
                 Ty::Tensor(e, perm.iter().filter_map(|i| s.get(*i).cloned()).collect())
             }
             Prim::Concat => {
-                let Some(slots) = self.bind_args(&spec(&[("xs", true), ("axis", false)]), args, span, &what) else {
+                let Some(slots) = self.bind_args(&spec(&[("xs", true), ("axis", false)]), args, span, &what)
+                else {
                     return Ty::Error;
                 };
                 let Some(xs) = slot(args, &slots, 0) else { return Ty::Error };
@@ -354,9 +395,13 @@ impl<'a> Checker<'a> {
                     Ty::Tuple(ts) if !ts.is_empty() => ts.clone(),
                     Ty::Error => return Ty::Error,
                     _ => {
-                        self.error(Code::E0302, xs.span, "`concat` takes a tuple of tensors: `concat((a, b), axis = k)`")
-                            .primary
-                            .message = "not a tuple".into();
+                        self.error(
+                            Code::E0302,
+                            xs.span,
+                            "`concat` takes a tuple of tensors: `concat((a, b), axis = k)`",
+                        )
+                        .primary
+                        .message = "not a tuple".into();
                         return Ty::Error;
                     }
                 };
@@ -373,7 +418,9 @@ impl<'a> Checker<'a> {
                         }
                     },
                 };
-                let Some(ax) = self.axis_index(&s0, axis, axis_arg.map_or(span, |a| a.span)) else { return Ty::Error };
+                let Some(ax) = self.axis_index(&s0, axis, axis_arg.map_or(span, |a| a.span)) else {
+                    return Ty::Error;
+                };
                 let mut total = Dim::constant(0);
                 for t in &parts {
                     let Some((e, s)) = t.as_tensor() else { return Ty::Error };
@@ -408,7 +455,9 @@ impl<'a> Checker<'a> {
                 Ty::Tensor(e0, out)
             }
             Prim::Flatten => {
-                let Some(slots) = self.bind_args(&spec(&[("x", true)]), args, span, &what) else { return Ty::Error };
+                let Some(slots) = self.bind_args(&spec(&[("x", true)]), args, span, &what) else {
+                    return Ty::Error;
+                };
                 let Some((e, s)) = self.tensor_slot(args, &slots, 0) else { return Ty::Error };
                 match s.split_first() {
                     Some((first @ Sh::Dim(_), rest)) => {
@@ -417,8 +466,9 @@ impl<'a> Checker<'a> {
                     }
                     _ => {
                         let sp = slot(args, &slots, 0).map_or(span, |a| a.span);
-                        self.error(Code::E0301, sp, "`flatten` needs a known first (batch) dimension").primary.message =
-                            format!("this is {}", tensor_to_string(e, &s));
+                        self.error(Code::E0301, sp, "`flatten` needs a known first (batch) dimension")
+                            .primary
+                            .message = format!("this is {}", tensor_to_string(e, &s));
                         Ty::Error
                     }
                 }
@@ -426,7 +476,8 @@ impl<'a> Checker<'a> {
             Prim::Conv1d | Prim::Conv2d | Prim::ConvTranspose2d => self.conv(p, span, args, &what),
             Prim::Maxpool2d | Prim::Meanpool2d => self.pool(span, args, &what),
             Prim::Softmax | Prim::Logsoftmax => {
-                let Some(slots) = self.bind_args(&spec(&[("x", true), ("axis", false)]), args, span, &what) else {
+                let Some(slots) = self.bind_args(&spec(&[("x", true), ("axis", false)]), args, span, &what)
+                else {
                     return Ty::Error;
                 };
                 let Some((e, s)) = self.tensor_slot(args, &slots, 0) else { return Ty::Error };
@@ -448,7 +499,8 @@ impl<'a> Checker<'a> {
                 self.axis_index(&s, axis, sp).map_or(Ty::Error, |_| Ty::Tensor(e, s))
             }
             Prim::Dropout => {
-                let Some(slots) = self.bind_args(&spec(&[("x", true), ("p", true)]), args, span, &what) else {
+                let Some(slots) = self.bind_args(&spec(&[("x", true), ("p", true)]), args, span, &what)
+                else {
                     return Ty::Error;
                 };
                 self.scalar_args_from(args, &slots, 1, Elem::F32);
@@ -463,25 +515,33 @@ impl<'a> Checker<'a> {
                 Ty::unit()
             }
             Prim::Load => {
-                let Some(slots) = self.bind_args(&spec(&[("path", true)]), args, span, &what) else { return Ty::Error };
+                let Some(slots) = self.bind_args(&spec(&[("path", true)]), args, span, &what) else {
+                    return Ty::Error;
+                };
                 self.str_slot(args, &slots, 0);
                 match gens {
                     Some([GenV::Type(t, _)]) => t.clone(),
                     Some([GenV::Dim(_, sp), ..] | [GenV::Shape(_, sp), ..]) => {
-                        self.error(Code::E0302, *sp, "`load[T]` takes a type or a model name").primary.message =
-                            "not a type".into();
+                        self.error(Code::E0302, *sp, "`load[T]` takes a type or a model name")
+                            .primary
+                            .message = "not a type".into();
                         Ty::Error
                     }
                     _ => {
-                        let d = self.error(Code::E0304, span, "`load` needs the type it loads: `load[T](path)`");
+                        let d =
+                            self.error(Code::E0304, span, "`load` needs the type it loads: `load[T](path)`");
                         d.primary.message = "give the type".into();
-                        d.help = Some("write `load[f32[3, 4]](\"x.npy\")` or `load[MODEL](\"weights.safetensors\")`".into());
+                        d.help = Some(
+                            "write `load[f32[3, 4]](\"x.npy\")` or `load[MODEL](\"weights.safetensors\")`"
+                                .into(),
+                        );
                         Ty::Error
                     }
                 }
             }
             Prim::Save => {
-                let Some(slots) = self.bind_args(&spec(&[("path", true), ("x", true)]), args, span, &what) else {
+                let Some(slots) = self.bind_args(&spec(&[("path", true), ("x", true)]), args, span, &what)
+                else {
                     return Ty::Error;
                 };
                 self.str_slot(args, &slots, 0);
@@ -489,12 +549,15 @@ impl<'a> Checker<'a> {
             }
             Prim::ReadText | Prim::Env => {
                 let n = if p == Prim::Env { "name" } else { "path" };
-                let Some(slots) = self.bind_args(&spec(&[(n, true)]), args, span, &what) else { return Ty::Error };
+                let Some(slots) = self.bind_args(&spec(&[(n, true)]), args, span, &what) else {
+                    return Ty::Error;
+                };
                 self.str_slot(args, &slots, 0);
                 Ty::Str
             }
             Prim::WriteText => {
-                let Some(slots) = self.bind_args(&spec(&[("path", true), ("s", true)]), args, span, &what) else {
+                let Some(slots) = self.bind_args(&spec(&[("path", true), ("s", true)]), args, span, &what)
+                else {
                     return Ty::Error;
                 };
                 self.str_slot(args, &slots, 0);
@@ -524,12 +587,12 @@ impl<'a> Checker<'a> {
     }
 
     fn str_slot(&mut self, args: &[ArgV<'_>], slots: &Slots, i: usize) {
-        if let Some(a) = slot(args, slots, i) {
-            if !matches!(a.ty, Ty::Str | Ty::Error) {
-                self.error(Code::E0302, a.span, format!("expected str, found {}", self.show_ty(&a.ty)))
-                    .primary
-                    .message = "not a string".into();
-            }
+        if let Some(a) = slot(args, slots, i)
+            && !matches!(a.ty, Ty::Str | Ty::Error)
+        {
+            self.error(Code::E0302, a.span, format!("expected str, found {}", self.show_ty(&a.ty)))
+                .primary
+                .message = "not a string".into();
         }
     }
 
@@ -545,8 +608,9 @@ impl<'a> Checker<'a> {
             Ty::Error => None,
             other => {
                 let shown = self.show_ty(other);
-                self.error(Code::E0302, a.span, format!("expected a dimension, found {shown}")).primary.message =
-                    "not a dimension".into();
+                self.error(Code::E0302, a.span, format!("expected a dimension, found {shown}"))
+                    .primary
+                    .message = "not a dimension".into();
                 None
             }
         }
@@ -567,7 +631,8 @@ impl<'a> Checker<'a> {
             };
             if !ok {
                 let shown = self.show_ty(&a.ty);
-                let code = if matches!(&a.ty, Ty::Tensor(e, _) if *e != elem) { Code::E0302 } else { Code::E0301 };
+                let code =
+                    if matches!(&a.ty, Ty::Tensor(e, _) if *e != elem) { Code::E0302 } else { Code::E0301 };
                 self.error(code, a.span, format!("expected a scalar {}, found {shown}", elem.as_str()))
                     .primary
                     .message = format!("this is {shown}");
@@ -586,9 +651,13 @@ impl<'a> Checker<'a> {
             let Some((e, sh)) = self.operand(&a.ty, a.span) else { return Ty::Error };
             if is_where && i == 0 {
                 if e != Elem::Bool {
-                    self.error(Code::E0302, a.span, format!("the condition of `where` must be bool, found {}", tensor_to_string(e, &sh)))
-                        .primary
-                        .message = "not bool".into();
+                    self.error(
+                        Code::E0302,
+                        a.span,
+                        format!("the condition of `where` must be bool, found {}", tensor_to_string(e, &sh)),
+                    )
+                    .primary
+                    .message = "not bool".into();
                     return Ty::Error;
                 }
             } else if !matches!(a.ty, Ty::Dim(_)) {
@@ -613,7 +682,11 @@ impl<'a> Checker<'a> {
                     let d = self.error(
                         Code::E0301,
                         a.span,
-                        format!("cannot broadcast [{}] with [{}] in {what}", super::ty::shape_to_string(&shape), super::ty::shape_to_string(&sh)),
+                        format!(
+                            "cannot broadcast [{}] with [{}] in {what}",
+                            super::ty::shape_to_string(&shape),
+                            super::ty::shape_to_string(&sh)
+                        ),
                     );
                     d.primary.message = format!("this has shape [{}]", super::ty::shape_to_string(&sh));
                     if let Some(ss) = shape_span {
@@ -654,7 +727,10 @@ impl<'a> Checker<'a> {
             }
             remove.push(i);
         }
-        Ty::Tensor(out_e, s.iter().enumerate().filter(|(i, _)| !remove.contains(i)).map(|(_, d)| d.clone()).collect())
+        Ty::Tensor(
+            out_e,
+            s.iter().enumerate().filter(|(i, _)| !remove.contains(i)).map(|(_, d)| d.clone()).collect(),
+        )
     }
 
     /// The position of axis `a` (negative counts from the end) in `s`; E0301 if out of range or
@@ -692,7 +768,11 @@ impl<'a> Checker<'a> {
             c.error(
                 Code::E0302,
                 a.span,
-                if n == 1 { "expected a dimension".to_owned() } else { format!("expected a dimension or a tuple of {n}") },
+                if n == 1 {
+                    "expected a dimension".to_owned()
+                } else {
+                    format!("expected a dimension or a tuple of {n}")
+                },
             )
             .primary
             .message = format!("this is {}", a.ty.describe_kind());
@@ -726,7 +806,8 @@ impl<'a> Checker<'a> {
             return Ty::Error;
         };
         let n = if p == Prim::Conv1d { 1 } else { 2 };
-        let (Some((xe, xs)), Some((we, ws))) = (self.tensor_slot(args, &slots, 0), self.tensor_slot(args, &slots, 1))
+        let (Some((xe, xs)), Some((we, ws))) =
+            (self.tensor_slot(args, &slots, 0), self.tensor_slot(args, &slots, 1))
         else {
             return Ty::Error;
         };
@@ -743,27 +824,41 @@ impl<'a> Checker<'a> {
         };
         let layout = if n == 1 { "[B, Cin, L]" } else { "[B, Cin, H, W]" };
         let Some(x) = dims(&xs).filter(|v| v.len() == n + 2) else {
-            self.error(Code::E0301, xa.span, format!("{what} takes an input {layout}, found {}", tensor_to_string(xe, &xs)))
-                .primary
-                .message = "wrong rank".into();
+            self.error(
+                Code::E0301,
+                xa.span,
+                format!("{what} takes an input {layout}, found {}", tensor_to_string(xe, &xs)),
+            )
+            .primary
+            .message = "wrong rank".into();
             return Ty::Error;
         };
-        let wl = if p == Prim::ConvTranspose2d { "[Cin, Cout, KH, KW]" } else if n == 1 { "[Cout, Cin, K]" } else { "[Cout, Cin, KH, KW]" };
+        let wl = if p == Prim::ConvTranspose2d {
+            "[Cin, Cout, KH, KW]"
+        } else if n == 1 {
+            "[Cout, Cin, K]"
+        } else {
+            "[Cout, Cin, KH, KW]"
+        };
         let Some(w) = dims(&ws).filter(|v| v.len() == n + 2) else {
-            self.error(Code::E0301, wa.span, format!("{what} takes a weight {wl}, found {}", tensor_to_string(we, &ws)))
-                .primary
-                .message = "wrong rank".into();
+            self.error(
+                Code::E0301,
+                wa.span,
+                format!("{what} takes a weight {wl}, found {}", tensor_to_string(we, &ws)),
+            )
+            .primary
+            .message = "wrong rank".into();
             return Ty::Error;
         };
-        let (cin_w, cout) = if p == Prim::ConvTranspose2d { (&w[0], &w[1]) } else { (&w[1], &w[0]) };
-        #[allow(clippy::indexing_slicing)] // lengths checked above
-        if x[1] != *cin_w {
+        let (Some(w0), Some(w1), Some(x1)) = (w.first(), w.get(1), x.get(1)) else { return Ty::Error };
+        let (cin_w, cout) = if p == Prim::ConvTranspose2d { (w0, w1) } else { (w1, w0) };
+        if x1 != cin_w {
             let d = self.error(
                 Code::E0301,
                 wa.span,
                 format!(
                     "{what}: the input has {} channels but the weight {wl} expects {}",
-                    show_dim(&x[1]),
+                    show_dim(x1),
                     show_dim(cin_w)
                 ),
             );
@@ -818,9 +913,12 @@ impl<'a> Checker<'a> {
     }
 
     fn pool(&mut self, span: Span, args: &[ArgV<'_>], what: &str) -> Ty {
-        let Some(slots) =
-            self.bind_args(&spec(&[("x", true), ("window", true), ("stride", false), ("pad", false)]), args, span, what)
-        else {
+        let Some(slots) = self.bind_args(
+            &spec(&[("x", true), ("window", true), ("stride", false), ("pad", false)]),
+            args,
+            span,
+            what,
+        ) else {
             return Ty::Error;
         };
         let Some((xe, xs)) = self.tensor_slot(args, &slots, 0) else { return Ty::Error };
@@ -828,9 +926,13 @@ impl<'a> Checker<'a> {
         let x: Option<Vec<Dim>> =
             xs.iter().map(|s| if let Sh::Dim(d) = s { Some(d.clone()) } else { None }).collect();
         let Some(x) = x.filter(|v| v.len() == 4) else {
-            self.error(Code::E0301, xa.span, format!("{what} takes [B, C, H, W], found {}", tensor_to_string(xe, &xs)))
-                .primary
-                .message = "wrong rank".into();
+            self.error(
+                Code::E0301,
+                xa.span,
+                format!("{what} takes [B, C, H, W], found {}", tensor_to_string(xe, &xs)),
+            )
+            .primary
+            .message = "wrong rank".into();
             return Ty::Error;
         };
         let Some(window) = self.dim_option(slot(args, &slots, 1), &[], 2) else { return Ty::Error };
@@ -842,7 +944,8 @@ impl<'a> Checker<'a> {
         };
         let mut out: Vec<Sh> = x.iter().take(2).cloned().map(Sh::Dim).collect();
         for k in 0..2 {
-            let (Some(size), Some(kern), Some(s), Some(pd)) = (x.get(2 + k), window.get(k), stride.get(k), pad.get(k))
+            let (Some(size), Some(kern), Some(s), Some(pd)) =
+                (x.get(2 + k), window.get(k), stride.get(k), pad.get(k))
             else {
                 return Ty::Error;
             };
@@ -866,7 +969,14 @@ impl<'a> Checker<'a> {
 
     // ---------------------------------------------------------------- built-in layers
 
-    fn builtin_layer(&mut self, env: &mut Env, p: Prim, span: Span, gens: Option<&[GenV]>, args: &[ArgV<'_>]) -> Ty {
+    fn builtin_layer(
+        &mut self,
+        env: &mut Env,
+        p: Prim,
+        span: Span,
+        gens: Option<&[GenV]>,
+        args: &[ArgV<'_>],
+    ) -> Ty {
         let what = format!("`{}`", p.name());
         match p {
             Prim::Chain | Prim::Parallel => {
@@ -880,9 +990,13 @@ impl<'a> Checker<'a> {
                     match args.split_first() {
                         Some((c, rest)) => (Some(c), rest),
                         None => {
-                            self.error(Code::E0303, span, "`Parallel` needs a connection and at least one layer")
-                                .primary
-                                .message = "missing arguments".into();
+                            self.error(
+                                Code::E0303,
+                                span,
+                                "`Parallel` needs a connection and at least one layer",
+                            )
+                            .primary
+                            .message = "missing arguments".into();
                             return Ty::Error;
                         }
                     }
@@ -890,8 +1004,9 @@ impl<'a> Checker<'a> {
                     (None, args)
                 };
                 if rest.is_empty() {
-                    self.error(Code::E0303, span, format!("{what} needs at least one layer")).primary.message =
-                        "missing arguments".into();
+                    self.error(Code::E0303, span, format!("{what} needs at least one layer"))
+                        .primary
+                        .message = "missing arguments".into();
                     return Ty::Error;
                 }
                 let mut layers = Vec::new();
@@ -910,18 +1025,23 @@ impl<'a> Checker<'a> {
                 }
             }
             Prim::SkipConnection => {
-                let Some(slots) = self.bind_args(&spec(&[("layer", true), ("connection", true)]), args, span, &what)
+                let Some(slots) =
+                    self.bind_args(&spec(&[("layer", true), ("connection", true)]), args, span, &what)
                 else {
                     return Ty::Error;
                 };
-                let (Some(l), Some(c)) = (slot(args, &slots, 0), slot(args, &slots, 1)) else { return Ty::Error };
+                let (Some(l), Some(c)) = (slot(args, &slots, 0), slot(args, &slots, 1)) else {
+                    return Ty::Error;
+                };
                 match (self.as_layer(&l.ty, l.span), self.as_fn(&c.ty, c.span)) {
                     (Some(l), Some(f)) => Ty::Layer(LayerVal::Skip(Box::new(l), f)),
                     _ => Ty::Error,
                 }
             }
             Prim::Recur => {
-                let Some(slots) = self.bind_args(&spec(&[("cell", true)]), args, span, &what) else { return Ty::Error };
+                let Some(slots) = self.bind_args(&spec(&[("cell", true)]), args, span, &what) else {
+                    return Ty::Error;
+                };
                 let Some(c) = slot(args, &slots, 0) else { return Ty::Error };
                 match self.as_layer(&c.ty, c.span) {
                     Some(l) => Ty::Layer(LayerVal::Recur(Box::new(l))),
@@ -934,9 +1054,16 @@ impl<'a> Checker<'a> {
                 let Some(dims) = dims else { return Ty::Error };
                 if dims.len() != n_dims {
                     let want = if p == Prim::BatchNorm { "`BatchNorm(C)`" } else { "`GroupNorm(G, C)`" };
-                    self.error(Code::E0303, span, format!("{what} takes {n_dims} dimension{}: {want}", if n_dims == 1 { "" } else { "s" }))
-                        .primary
-                        .message = "wrong dimension arguments".into();
+                    self.error(
+                        Code::E0303,
+                        span,
+                        format!(
+                            "{what} takes {n_dims} dimension{}: {want}",
+                            if n_dims == 1 { "" } else { "s" }
+                        ),
+                    )
+                    .primary
+                    .message = "wrong dimension arguments".into();
                     return Ty::Error;
                 }
                 let names: &[(&str, bool)] = if p == Prim::BatchNorm {
@@ -945,7 +1072,10 @@ impl<'a> Checker<'a> {
                     &[("eps", false)]
                 };
                 let Some(slots) = self.bind_args(&spec(names), rest, span, &what) else { return Ty::Error };
-                let act_ty = Ty::Fn(FnVal::Param { params: vec![Ty::scalar(Elem::F32)], ret: Box::new(Ty::scalar(Elem::F32)) });
+                let act_ty = Ty::Fn(FnVal::Param {
+                    params: vec![Ty::scalar(Elem::F32)],
+                    ret: Box::new(Ty::scalar(Elem::F32)),
+                });
                 for (i, (n, _)) in names.iter().enumerate() {
                     let Some(a) = slot(rest, &slots, i) else { continue };
                     if *n == "act" {
@@ -963,13 +1093,17 @@ impl<'a> Checker<'a> {
                 } else {
                     let g = it.next().unwrap_or_default();
                     let c = it.next().unwrap_or_default();
-                    if let (Some(gv), Some(cv)) = (g.as_constant(), c.as_constant()) {
-                        if gv < 1 || cv % gv != 0 {
-                            self.error(Code::E0301, span, format!("`GroupNorm`: {gv} groups do not divide {cv} channels"))
-                                .primary
-                                .message = "groups must divide channels".into();
-                            return Ty::Error;
-                        }
+                    if let (Some(gv), Some(cv)) = (g.as_constant(), c.as_constant())
+                        && (gv < 1 || cv % gv != 0)
+                    {
+                        self.error(
+                            Code::E0301,
+                            span,
+                            format!("`GroupNorm`: {gv} groups do not divide {cv} channels"),
+                        )
+                        .primary
+                        .message = "groups must divide channels".into();
+                        return Ty::Error;
                     }
                     Ty::Layer(LayerVal::GroupNorm { g, c })
                 }
@@ -1013,8 +1147,9 @@ impl<'a> Checker<'a> {
                         Some(x)
                     }
                     _ => {
-                        self.error(Code::E0302, a.span, "both sides of `=>` must be dimensions").primary.message =
-                            "not dimensions".into();
+                        self.error(Code::E0302, a.span, "both sides of `=>` must be dimensions")
+                            .primary
+                            .message = "not dimensions".into();
                         return (None, args);
                     }
                 },
@@ -1058,8 +1193,9 @@ impl<'a> Checker<'a> {
             Ty::Error => None,
             other => {
                 let shown = self.show_ty(other);
-                self.error(Code::E0302, span, format!("expected a function, found {shown}")).primary.message =
-                    format!("this is {}", other.describe_kind());
+                self.error(Code::E0302, span, format!("expected a function, found {shown}"))
+                    .primary
+                    .message = format!("this is {}", other.describe_kind());
                 None
             }
         }
@@ -1070,15 +1206,20 @@ impl<'a> Checker<'a> {
         match p {
             Prim::OptimiserChain => {
                 if args.is_empty() {
-                    self.error(Code::E0303, span, "`OptimiserChain` needs at least one optimizer").primary.message =
-                        "missing arguments".into();
+                    self.error(Code::E0303, span, "`OptimiserChain` needs at least one optimizer")
+                        .primary
+                        .message = "missing arguments".into();
                     return Ty::Error;
                 }
                 for a in args {
                     if a.name.is_some() {
-                        self.error(Code::E0303, a.span, "`OptimiserChain` takes optimizers as positional arguments")
-                            .primary
-                            .message = "unexpected".into();
+                        self.error(
+                            Code::E0303,
+                            a.span,
+                            "`OptimiserChain` takes optimizers as positional arguments",
+                        )
+                        .primary
+                        .message = "unexpected".into();
                         return Ty::Error;
                     }
                     if !matches!(a.ty, Ty::Optimizer(_) | Ty::Error) {
@@ -1134,7 +1275,9 @@ fn flatten_dims(t: &Ty) -> Option<Vec<Dim>> {
 pub(crate) fn int_list(t: &Ty) -> Option<Vec<i64>> {
     match t {
         Ty::Dim(d) => Some(vec![d.as_constant()?]),
-        Ty::Tuple(items) => items.iter().map(|i| if let Ty::Dim(d) = i { d.as_constant() } else { None }).collect(),
+        Ty::Tuple(items) => {
+            items.iter().map(|i| if let Ty::Dim(d) = i { d.as_constant() } else { None }).collect()
+        }
         _ => None,
     }
 }

@@ -153,7 +153,12 @@ impl Prim {
     pub fn is_layer(self) -> bool {
         matches!(
             self,
-            Prim::Chain | Prim::Parallel | Prim::SkipConnection | Prim::Recur | Prim::BatchNorm | Prim::GroupNorm
+            Prim::Chain
+                | Prim::Parallel
+                | Prim::SkipConnection
+                | Prim::Recur
+                | Prim::BatchNorm
+                | Prim::GroupNorm
         )
     }
 

@@ -76,20 +76,31 @@ pub enum FnVal {
     Item(usize),
     Prim(super::prims::Prim),
     /// A parameter of function type: only its signature is known.
-    Param { params: Vec<Ty>, ret: Box<Ty> },
+    Param {
+        params: Vec<Ty>,
+        ret: Box<Ty>,
+    },
 }
 
 /// A layer value: what a constructor built, with its dimensions known (possibly symbolically).
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerVal {
     /// A `layer` item with every dimension parameter given (defaults filled in).
-    User { item: usize, dims: Vec<Dim> },
+    User {
+        item: usize,
+        dims: Vec<Dim>,
+    },
     Chain(Vec<LayerVal>),
     Parallel(FnVal, Vec<LayerVal>),
     Skip(Box<LayerVal>, FnVal),
     Recur(Box<LayerVal>),
-    BatchNorm { c: Dim },
-    GroupNorm { g: Dim, c: Dim },
+    BatchNorm {
+        c: Dim,
+    },
+    GroupNorm {
+        g: Dim,
+        c: Dim,
+    },
     /// A function used as a layer inside `Chain` (Flux allows `Chain(Dense(2 => 3), softmax)`).
     Func(FnVal),
 }
@@ -216,7 +227,11 @@ pub fn show_dim(d: &Dim) -> String {
 }
 
 pub fn tensor_to_string(e: Elem, shape: &[Sh]) -> String {
-    if shape.is_empty() { e.as_str().to_owned() } else { format!("{}[{}]", e.as_str(), shape_to_string(shape)) }
+    if shape.is_empty() {
+        e.as_str().to_owned()
+    } else {
+        format!("{}[{}]", e.as_str(), shape_to_string(shape))
+    }
 }
 
 impl fmt::Display for Ty {
@@ -229,7 +244,11 @@ impl fmt::Display for Ty {
             Ty::Str => f.write_str("str"),
             Ty::Tuple(items) => {
                 let parts: Vec<String> = items.iter().map(ToString::to_string).collect();
-                if parts.len() == 1 { write!(f, "({},)", parts.join(", ")) } else { write!(f, "({})", parts.join(", ")) }
+                if parts.len() == 1 {
+                    write!(f, "({},)", parts.join(", "))
+                } else {
+                    write!(f, "({})", parts.join(", "))
+                }
             }
             Ty::Fn(FnVal::Param { params, ret }) => {
                 let parts: Vec<String> = params.iter().map(ToString::to_string).collect();
@@ -320,10 +339,13 @@ impl Subst {
 
     pub fn layer(&self, l: &LayerVal) -> Result<LayerVal, DimError> {
         Ok(match l {
-            LayerVal::User { item, dims } => {
-                LayerVal::User { item: *item, dims: dims.iter().map(|d| self.dim(d)).collect::<Result<_, _>>()? }
+            LayerVal::User { item, dims } => LayerVal::User {
+                item: *item,
+                dims: dims.iter().map(|d| self.dim(d)).collect::<Result<_, _>>()?,
+            },
+            LayerVal::Chain(ls) => {
+                LayerVal::Chain(ls.iter().map(|l| self.layer(l)).collect::<Result<_, _>>()?)
             }
-            LayerVal::Chain(ls) => LayerVal::Chain(ls.iter().map(|l| self.layer(l)).collect::<Result<_, _>>()?),
             LayerVal::Parallel(f, ls) => LayerVal::Parallel(
                 self.fn_val(f)?,
                 ls.iter().map(|l| self.layer(l)).collect::<Result<_, _>>()?,

@@ -92,13 +92,7 @@ impl<'a> Unifier<'a> {
         let open = self.open();
         let spread_at = pattern.iter().position(|s| matches!(s, Sh::Spread(_)));
         let actual_spread = actual.iter().position(|s| matches!(s, Sh::Spread(_)));
-        let rank_note = || {
-            format!(
-                "rank: expected {}, found {}",
-                rank_text(&pattern),
-                rank_text(actual)
-            )
-        };
+        let rank_note = || format!("rank: expected {}, found {}", rank_text(&pattern), rank_text(actual));
         match spread_at {
             Some(at) => {
                 let Some(Sh::Spread(name)) = pattern.get(at) else { return Ok(()) };
@@ -113,7 +107,8 @@ impl<'a> Unifier<'a> {
                     if !fits {
                         return Err(shape_err(rank_note()));
                     }
-                    let middle: Vec<Sh> = actual.get(prefix..actual.len() - suffix).unwrap_or_default().to_vec();
+                    let middle: Vec<Sh> =
+                        actual.get(prefix..actual.len() - suffix).unwrap_or_default().to_vec();
                     self.subst.shapes.insert(name.clone(), middle);
                     self.pairs(&pattern, actual, prefix, suffix)
                 } else {
@@ -161,11 +156,9 @@ impl<'a> Unifier<'a> {
                 Ok(())
             }
             Solution::NoUnknown if p == *actual => Ok(()),
-            Solution::NoUnknown | Solution::NoNaturalSolution => Err(shape_err(format!(
-                "{what}: expected {}, found {}",
-                show_dim(&p),
-                show_dim(actual)
-            ))),
+            Solution::NoUnknown | Solution::NoNaturalSolution => {
+                Err(shape_err(format!("{what}: expected {}, found {}", show_dim(&p), show_dim(actual))))
+            }
             Solution::NotSolvable => {
                 self.deferred.push((pattern.clone(), actual.clone(), what.to_owned()));
                 Ok(())
@@ -193,5 +186,9 @@ fn rank_text(shape: &[Sh]) -> String {
     let fixed = shape.iter().filter(|s| matches!(s, Sh::Dim(_))).count();
     let spread = shape.iter().any(|s| matches!(s, Sh::Spread(_)));
     let plural = if fixed == 1 { "" } else { "s" };
-    if spread { format!("{fixed} dimension{plural} and a shape variable") } else { format!("{fixed} dimension{plural}") }
+    if spread {
+        format!("{fixed} dimension{plural} and a shape variable")
+    } else {
+        format!("{fixed} dimension{plural}")
+    }
 }
