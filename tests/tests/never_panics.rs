@@ -1,5 +1,6 @@
-//! The parser is total: on any input — random bytes, token soup, or mutations of the valid
-//! fixtures — it returns an AST or diagnostics, never panics, and every span lies in the file.
+//! The parser and the checker are total: on any input — random bytes, token soup, or mutations
+//! of the valid fixtures — they return an AST or diagnostics, never panic, and every span lies in
+//! its file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
 
@@ -22,6 +23,16 @@ fn check_total(text: &str) {
     if let (Some(file), Some(source)) = (&parsed.file, sources.get(id)) {
         let _ = fluxc_syntax::print::print_file(file, source);
     }
+    // The whole pipeline up to checking, with std and no other files.
+    let checked = fluxc_core::check(&mut sources, id, &mut fluxc_core::NoFiles);
+    for d in &checked.diagnostics {
+        for span in std::iter::once(d.primary.span).chain(d.labels.iter().map(|l| l.span)) {
+            let len = sources.get(span.file).map_or(0, |f| f.text.len());
+            assert!(span.start <= span.end && span.end as usize <= len, "{span:?} in {text:?}");
+        }
+        let _ = fluxc_core::render_json(d, &sources);
+    }
+    let _ = fluxc_core::render_text(&checked.diagnostics, &sources, fluxc_core::TextStyle { color: false });
 }
 
 const TOKENS: &[&str] = &[
@@ -95,8 +106,9 @@ const TOKENS: &[&str] = &[
 ];
 
 fn fixture_texts() -> Vec<String> {
-    fluxc_tests::fixtures("parse")
+    ["parse", "check_pass", "check_errors"]
         .into_iter()
+        .flat_map(fluxc_tests::fixtures)
         .filter_map(|(_, path)| std::fs::read_to_string(fluxc_tests::repo_dir().join(path)).ok())
         .collect()
 }

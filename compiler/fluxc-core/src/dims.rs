@@ -288,13 +288,14 @@ impl fmt::Display for Atom {
 }
 
 impl fmt::Display for Dim {
-    /// Higher-degree terms first, the constant last: `2*H*W + H - 1`.
+    /// Positive terms first, higher degrees first, the constant last: `2*H*W + H - 1`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.terms.is_empty() {
             return f.write_str("0");
         }
         let mut terms: Vec<(&Monomial, &i64)> = self.terms.iter().collect();
-        terms.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(b.0)));
+        // Positive terms first (so `H + 2*Pad - Dilation*KH - 1` reads as written), then by degree.
+        terms.sort_by(|a, b| (*b.1 > 0).cmp(&(*a.1 > 0)).then(b.0.len().cmp(&a.0.len())).then(a.0.cmp(b.0)));
         for (k, (m, c)) in terms.into_iter().enumerate() {
             let (sign, magnitude) = if *c < 0 { ("-", c.unsigned_abs()) } else { ("+", c.unsigned_abs()) };
             match (k, sign) {

@@ -100,7 +100,7 @@ pub fn check(sources: &mut SourceMap, file: FileId, loader: &mut dyn SourceLoade
     let mut uses: HashMap<FileId, Vec<FileId>> = HashMap::new();
     let mut by_name: HashMap<String, FileId> = HashMap::new();
     let mut queue: VecDeque<(FileId, File)> = VecDeque::new();
-    queue.push_back((file, main_ast.clone()));
+    queue.push_back((file, main_ast));
     while let Some((id, ast)) = queue.pop_front() {
         let from = sources.get(id).map(|s| s.name.clone()).unwrap_or_default();
         for top in &ast.tops {
@@ -172,7 +172,9 @@ pub fn check(sources: &mut SourceMap, file: FileId, loader: &mut dyn SourceLoade
         .collect();
     let (checked, info) = check_units(&units, file, &*loader);
     diagnostics.extend(checked);
-    Checked { ast: Some(main_ast), diagnostics, info }
+    drop(units);
+    let main_ast = asts.into_iter().find(|(id, _, _)| *id == file).map(|(_, ast, _)| ast);
+    Checked { ast: main_ast, diagnostics, info }
 }
 
 #[cfg(test)]

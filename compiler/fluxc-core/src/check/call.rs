@@ -440,11 +440,7 @@ impl<'a> Checker<'a> {
                     params: params
                         .iter()
                         .enumerate()
-                        .map(|(i, t)| super::ParamSig {
-                            name: format!("#{i}"),
-                            ty: t.clone(),
-                            has_default: false,
-                        })
+                        .map(|(i, t)| super::ParamSig { name: format!("#{i}"), ty: t.clone(), default: None })
                         .collect(),
                     ret: (**ret).clone(),
                     effects: Default::default(),
@@ -482,7 +478,7 @@ impl<'a> Checker<'a> {
         hint: Option<Ty>,
     ) -> Ty {
         let specs: Vec<PSpec<'_>> =
-            sig.params.iter().map(|p| PSpec { name: &p.name, required: !p.has_default }).collect();
+            sig.params.iter().map(|p| PSpec { name: &p.name, required: p.default.is_none() }).collect();
         let what = format!("`{name}`");
         let Some(slots) = self.bind_args(&specs, args, span, &what) else {
             return Ty::Error;

@@ -110,6 +110,7 @@ impl<'a> Checker<'a> {
             (PatternKind::Name(id), _) => self.info.bindings.push(BindingInfo {
                 span: id.span,
                 text: format!("let {} : {} !{}", id.name, self.show_ty(t), effect.as_str()),
+                is_item: false,
             }),
             (PatternKind::Tuple(ps), Ty::Tuple(ts)) => {
                 for (p, t) in ps.iter().zip(ts) {

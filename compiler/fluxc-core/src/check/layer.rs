@@ -62,7 +62,11 @@ impl<'a> Checker<'a> {
                 continue;
             }
             env.bind(&p.name.name, ty.clone());
-            out.push(ParamSig { name: p.name.name.clone(), ty, has_default: p.default.is_some() });
+            out.push(ParamSig {
+                name: p.name.name.clone(),
+                ty,
+                default: p.default.as_ref().map(default_text),
+            });
         }
         out
     }
@@ -374,7 +378,7 @@ impl<'a> Checker<'a> {
         }
         // Value arguments against the parameters, with the dimensions substituted.
         let specs: Vec<PSpec<'_>> =
-            sig.params.iter().map(|p| PSpec { name: &p.name, required: !p.has_default }).collect();
+            sig.params.iter().map(|p| PSpec { name: &p.name, required: p.default.is_none() }).collect();
         let Some(slots) = self.bind_args(&specs, &values, span, &what) else { return Ty::Error };
         let none = BTreeSet::new();
         for (pi, slot) in slots.iter().enumerate() {
@@ -505,7 +509,7 @@ impl<'a> Checker<'a> {
                         .map(|p| ParamSig {
                             name: p.name.clone(),
                             ty: sub_ty(&p.ty),
-                            has_default: p.has_default,
+                            default: p.default.clone(),
                         })
                         .collect(),
                     ret: sub_ty(&fwd.ret),
@@ -765,7 +769,7 @@ impl<'a> Checker<'a> {
         let name = self.items.get(item).map(|i| i.name.clone()).unwrap_or_default();
         let Some(Sig::Optimizer(sig)) = self.sig(item, Some(span)) else { return };
         let specs: Vec<PSpec<'_>> =
-            sig.params.iter().map(|p| PSpec { name: &p.name, required: !p.has_default }).collect();
+            sig.params.iter().map(|p| PSpec { name: &p.name, required: p.default.is_none() }).collect();
         let Some(slots) = self.bind_args(&specs, args, span, &format!("`{name}`")) else { return };
         for (pi, slot) in slots.iter().enumerate() {
             let Some(a) = slot.and_then(|ai| args.get(ai)) else { continue };
@@ -893,12 +897,25 @@ impl<'a> Checker<'a> {
         let Some(Sig::Model { input, output }) = self.sig(item, Some(span)) else { return Ty::Error };
         let sig = FnSig {
             dims: vec![DimParamSig { name: "B".into(), shape: false, default: None }],
-            params: vec![ParamSig { name: "x".into(), ty: input, has_default: false }],
+            params: vec![ParamSig { name: "x".into(), ty: input, default: None }],
             ret: output,
             effects: Default::default(),
             constraints: Vec::new(),
         };
         self.instantiate(env, &sig, &name, span, span, None, args, None)
+    }
+}
+
+/// A parameter default as users wrote it, for signatures on hover and in snapshots.
+fn default_text(e: &ast::Expr) -> String {
+    match &e.kind {
+        ast::ExprKind::Int(v) => v.to_string(),
+        ast::ExprKind::Float(v) => format!("{v:?}"),
+        ast::ExprKind::Bool(b) => b.to_string(),
+        ast::ExprKind::Str(s) => format!("{s:?}"),
+        ast::ExprKind::Name(n) => n.name.clone(),
+        ast::ExprKind::Unary { op: ast::UnaryOp::Neg, operand } => format!("-{}", default_text(operand)),
+        _ => "…".into(),
     }
 }
 

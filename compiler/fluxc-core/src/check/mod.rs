@@ -60,6 +60,8 @@ pub struct CheckInfo {
 pub struct BindingInfo {
     pub span: Span,
     pub text: String,
+    /// An item (function, layer, model …) rather than a `let` inside a body.
+    pub is_item: bool,
 }
 
 pub(crate) struct ItemInfo<'a> {
@@ -107,7 +109,8 @@ pub(crate) struct DimParamSig {
 pub(crate) struct ParamSig {
     pub name: String,
     pub ty: Ty,
-    pub has_default: bool,
+    /// The default as written (`0.001`, `identity`), if there is one.
+    pub default: Option<String>,
 }
 
 /// A deferred shape fact of a generic body, checked again at each instantiation (E0301 there).
@@ -628,11 +631,15 @@ impl<'a> Checker<'a> {
             }
             let name = info.name.clone();
             let span = info.name_span;
+            let is_loss = matches!(info.item, Item::Loss(_));
             let text = match self.sigs.get(id) {
+                Some(SigState::Done(sig)) if is_loss => {
+                    self.describe_sig(&name, sig).replacen(" : fn", " : loss", 1)
+                }
                 Some(SigState::Done(sig)) => self.describe_sig(&name, sig),
                 _ => continue,
             };
-            self.info.bindings.push(BindingInfo { span, text });
+            self.info.bindings.push(BindingInfo { span, text, is_item: true });
         }
         self.info.bindings.sort_by_key(|b| b.span.start);
     }
@@ -658,8 +665,9 @@ impl<'a> Checker<'a> {
         let params = |ps: &[ParamSig]| {
             let parts: Vec<String> = ps
                 .iter()
-                .map(|p| {
-                    format!("{}: {}{}", p.name, self.show_ty(&p.ty), if p.has_default { " = …" } else { "" })
+                .map(|p| match &p.default {
+                    Some(d) => format!("{}: {} = {d}", p.name, self.show_ty(&p.ty)),
+                    None => format!("{}: {}", p.name, self.show_ty(&p.ty)),
                 })
                 .collect();
             parts.join(", ")
