@@ -99,11 +99,11 @@ impl<'a> Checker<'a> {
             Ty::Fn(f) => self.call_fnval(env, &f, span, callee.span, gens.as_deref(), &argv, hint),
             Ty::Layer(l) => {
                 self.no_generics(gens.as_deref(), "a layer value");
-                self.apply_layer_args(env, &l, span, &argv)
+                self.apply_layer_args(env, &l, callee.span, &argv)
             }
             Ty::Model(id) => {
                 self.no_generics(gens.as_deref(), "a model");
-                self.apply_model(env, id, span, &argv)
+                self.apply_model(env, id, span, callee.span, &argv)
             }
             other => {
                 let shown = self.show_ty(&other);
@@ -397,7 +397,7 @@ impl<'a> Checker<'a> {
             }
             ast::Item::Model(_) => {
                 self.no_generics(gens, "a model");
-                self.apply_model(env, id, span, args)
+                self.apply_model(env, id, span, callee_span, args)
             }
             _ => {
                 self.error(Code::E0302, callee_span, format!("`{name}` is not callable")).primary.message =

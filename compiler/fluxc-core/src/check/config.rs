@@ -661,9 +661,10 @@ impl<'a> Checker<'a> {
                 ),
             );
             d.primary.message = "this loss does not fit the model".into();
-            for e in shape_errs {
-                d.notes.push(e.message);
-                d.notes.extend(e.notes);
+            for note in shape_errs.into_iter().flat_map(|e| std::iter::once(e.message).chain(e.notes)) {
+                if !d.notes.contains(&note) {
+                    d.notes.push(note);
+                }
             }
         }
         let _ = tensor_to_string;

@@ -892,7 +892,14 @@ impl<'a> Checker<'a> {
         t
     }
 
-    pub(crate) fn apply_model(&mut self, env: &mut Env, item: usize, span: Span, args: &[ArgV<'_>]) -> Ty {
+    pub(crate) fn apply_model(
+        &mut self,
+        env: &mut Env,
+        item: usize,
+        span: Span,
+        callee_span: Span,
+        args: &[ArgV<'_>],
+    ) -> Ty {
         let name = self.items.get(item).map(|i| i.name.clone()).unwrap_or_default();
         let Some(Sig::Model { input, output }) = self.sig(item, Some(span)) else { return Ty::Error };
         let sig = FnSig {
@@ -902,7 +909,7 @@ impl<'a> Checker<'a> {
             effects: Default::default(),
             constraints: Vec::new(),
         };
-        self.instantiate(env, &sig, &name, span, span, None, args, None)
+        self.instantiate(env, &sig, &name, span, callee_span, None, args, None)
     }
 }
 
