@@ -138,3 +138,43 @@ fn a_source_over_4_mib_is_e0102() {
     assert_eq!(parsed.diagnostics.len(), 1);
     assert_eq!(parsed.diagnostics[0].code, Code::E0102);
 }
+
+/// Checks `text` with std and no other files; the (code, line) of each diagnostic.
+fn checked_codes(text: &str) -> Vec<(String, usize)> {
+    let mut sources = SourceMap::new();
+    let id = sources.add("t.flx", text);
+    let checked = fluxc_core::check(&mut sources, id, &mut fluxc_core::NoFiles);
+    checked
+        .diagnostics
+        .iter()
+        .map(|d| {
+            let at = sources.get(d.primary.span.file).map(|f| f.line_col(d.primary.span.start as usize));
+            (d.code.to_string(), at.map_or(0, |a| a.line))
+        })
+        .collect()
+}
+
+fn call_chain(n: usize) -> String {
+    let mut s: String =
+        (0..n).map(|i| format!("fn g{i}(x: f32) -> f32 {{ g{}(x) + 1.0 }}\n", i + 1)).collect();
+    s.push_str(&format!("fn g{n}(x: f32) -> f32 {{ x }}\nlet y = g0(2.0)\n"));
+    s
+}
+
+#[test]
+fn long_chains_of_definitions_check_without_overflowing_the_stack() {
+    assert_eq!(checked_codes(&call_chain(3000)), Vec::new());
+}
+
+#[test]
+fn chains_past_the_dependency_limit_are_one_e0102() {
+    let limit = fluxc_syntax::limits::MAX_DEPENDENCY_DEPTH;
+    let codes = checked_codes(&call_chain(limit + 100));
+    assert_eq!(codes, vec![("E0102".to_owned(), limit)]);
+}
+
+#[test]
+fn dimension_overflow_is_reported_not_silent() {
+    let codes = checked_codes("let y = flatten(zeros[2, 4611686018427387904, 4]())\n");
+    assert_eq!(codes, vec![("E0301".to_owned(), 1)]);
+}

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use fluxc_syntax::ast::{File, Item, Top, UseTarget};
+use fluxc_syntax::limits::CHECKER_STACK_BYTES;
 use fluxc_syntax::{Code, Diagnostic, FileId, SourceMap, parse_file};
 
 use crate::check::{CheckInfo, Folder, PathPolicy, Unit, check_units};
@@ -170,7 +171,20 @@ pub fn check(sources: &mut SourceMap, file: FileId, loader: &mut dyn SourceLoade
             uses: uses.get(id).cloned().unwrap_or_default(),
         })
         .collect();
-    let (checked, info) = check_units(&units, file, &*loader);
+    // The checker follows chains of definitions recursively: give it a deep stack.
+    let policy: &dyn PathPolicy = &*loader;
+    let (checked, info) = std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("fluxc-checker".into())
+            .stack_size(CHECKER_STACK_BYTES)
+            .spawn_scoped(scope, || check_units(&units, file, policy));
+        match worker.map(|h| h.join()) {
+            Ok(Ok(result)) => result,
+            Ok(Err(payload)) => std::panic::resume_unwind(payload),
+            // No thread: check here (the depth limit still bounds the recursion).
+            Err(_) => check_units(&units, file, policy),
+        }
+    });
     diagnostics.extend(checked);
     drop(units);
     let main_ast = asts.into_iter().find(|(id, _, _)| *id == file).map(|(_, ast, _)| ast);

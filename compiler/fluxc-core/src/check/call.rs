@@ -562,7 +562,7 @@ impl<'a> Checker<'a> {
         self.check_constraints(env, &sig.constraints, &rename, &u.subst, span, name);
         let out = match rename_then(&u.subst, &ret) {
             Some(t) => t,
-            None => return Ty::Error,
+            None => return self.overflow(span),
         };
         if let Some(v) = dim_below_one(&out) {
             self.below_one(span, name, &out, v);

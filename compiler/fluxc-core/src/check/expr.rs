@@ -855,8 +855,12 @@ impl<'a> Checker<'a> {
     ) -> Option<Vec<Sh>> {
         let here = tensor_to_string(*elem, shape);
         let normalise = |v: &Dim| -> Option<Dim> {
-            // Negative positions count from the end.
-            if v.as_constant().is_some_and(|c| c < 0) { size.add(v).ok() } else { Some(v.clone()) }
+            // Negative positions count from the end (overflow: reported below as out of bounds).
+            if v.as_constant().is_some_and(|c| c < 0) {
+                Some(size.add(v).unwrap_or(Dim::constant(-1)))
+            } else {
+                Some(v.clone())
+            }
         };
         match it {
             IndexRef::Full => Some(vec![Sh::Dim(size.clone())]),
@@ -864,7 +868,10 @@ impl<'a> Checker<'a> {
                 let negative = v.as_constant().is_some_and(|c| c < 0);
                 let pos = normalise(v)?;
                 // 0 <= pos and pos + 1 <= size
-                let Ok(next) = pos.add(&Dim::constant(1)) else { return None };
+                let Ok(next) = pos.add(&Dim::constant(1)) else {
+                    self.overflow(span);
+                    return None;
+                };
                 let lower = prove_le(&Dim::constant(0), &pos);
                 let upper = prove_le(&next, size);
                 let msg = format!(
@@ -902,7 +909,10 @@ impl<'a> Checker<'a> {
                     e.map_or("".into(), show_dim),
                     show_dim(size)
                 );
-                let Ok(start1) = start.add(&Dim::constant(1)) else { return None };
+                let Ok(start1) = start.add(&Dim::constant(1)) else {
+                    self.overflow(span);
+                    return None;
+                };
                 let checks = [
                     (
                         prove_le(&Dim::constant(0), &start),
@@ -921,7 +931,10 @@ impl<'a> Checker<'a> {
                 for (p, k) in checks {
                     self.defer(env, p, k, &msg);
                 }
-                let Ok(len) = end.sub(&start) else { return None };
+                let Ok(len) = end.sub(&start) else {
+                    self.overflow(span);
+                    return None;
+                };
                 Some(vec![Sh::Dim(len)])
             }
         }

@@ -360,7 +360,7 @@ impl<'a> Checker<'a> {
                 (Some(v), _) => v,
                 (None, Some(def)) => match so_far.dim(def) {
                     Ok(v) => v,
-                    Err(_) => return Ty::Error,
+                    Err(_) => return self.overflow(span),
                 },
                 (None, None) => {
                     let d = self.error(

@@ -18,6 +18,7 @@ mod unify;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use fluxc_syntax::ast::{self, Item};
+use fluxc_syntax::limits::MAX_DEPENDENCY_DEPTH;
 use fluxc_syntax::{Code, Diagnostic, FileId, Span};
 
 use crate::dims::Dim;
@@ -33,7 +34,7 @@ pub enum Folder {
 
 /// What the checker asks of the outside world: whether a path written in a file stays inside
 /// the project (or output) folder. Implemented on disk by the CLI, in memory by tests.
-pub trait PathPolicy {
+pub trait PathPolicy: Sync {
     /// `from` is the name of the file the path is written in (as the source map knows it).
     fn stays_inside(&self, from: &str, path: &str, folder: Folder) -> bool;
 }
@@ -302,6 +303,7 @@ pub struct Checker<'a> {
     /// The file whose bindings are summarised (the file given to the command).
     main: FileId,
     pub(crate) file_names: HashMap<FileId, String>,
+    too_deep_reported: bool,
 }
 
 /// Checks `units` (std modules and user files; `main` is the file given to the command) and
@@ -331,6 +333,7 @@ impl<'a> Checker<'a> {
             paths,
             main,
             file_names: units.iter().map(|u| (u.file, u.name.to_owned())).collect(),
+            too_deep_reported: false,
         };
         for m in prims::STD_MODULES {
             c.modules.insert(m, Prim::exported_by(m).map(|p| p.name().to_owned()).collect());
@@ -518,6 +521,14 @@ impl<'a> Checker<'a> {
         self.diags.push(d);
     }
 
+    /// Dimension arithmetic left the range of i64: E0301 at `span` (never a silent error type).
+    pub(crate) fn overflow(&mut self, span: Span) -> Ty {
+        self.error(Code::E0301, span, "dimension arithmetic overflows (a dimension beyond 2^63)")
+            .primary
+            .message = "dimensions too large".into();
+        Ty::Error
+    }
+
     pub(crate) fn fresh_suffix(&mut self) -> String {
         self.fresh += 1;
         format!("#{}", self.fresh)
@@ -543,6 +554,22 @@ impl<'a> Checker<'a> {
             }
             Some(SigState::Todo) => {}
             None => return None,
+        }
+        if self.stack.len() >= MAX_DEPENDENCY_DEPTH {
+            if let Some(span) = call {
+                if !self.too_deep_reported {
+                    self.too_deep_reported = true;
+                    let d = self.error(
+                        Code::E0102,
+                        span,
+                        format!(
+                            "definitions depend on each other more than {MAX_DEPENDENCY_DEPTH} levels deep"
+                        ),
+                    );
+                    d.primary.message = "this use is too deep".into();
+                }
+            }
+            return None;
         }
         if let Some(s) = self.sigs.get_mut(id) {
             *s = SigState::InProgress;

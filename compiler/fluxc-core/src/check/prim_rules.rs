@@ -288,7 +288,7 @@ impl<'a> Checker<'a> {
                     }
                     None => return Ty::Error,
                 };
-                let (Ok(a), Ok(b)) = (product(&s), product(&target)) else { return Ty::Error };
+                let (Ok(a), Ok(b)) = (product(&s), product(&target)) else { return self.overflow(span) };
                 let arg_span = slot(args, &slots, 0).map_or(span, |a| a.span);
                 let msg = format!(
                     "reshape from {} to {}: element counts {} and {} differ",
@@ -444,7 +444,7 @@ impl<'a> Checker<'a> {
                     if let Some(Sh::Dim(d)) = s.get(ax) {
                         total = match total.add(d) {
                             Ok(t) => t,
-                            Err(_) => return Ty::Error,
+                            Err(_) => return self.overflow(xs.span),
                         };
                     }
                 }
@@ -461,7 +461,7 @@ impl<'a> Checker<'a> {
                 let Some((e, s)) = self.tensor_slot(args, &slots, 0) else { return Ty::Error };
                 match s.split_first() {
                     Some((first @ Sh::Dim(_), rest)) => {
-                        let Ok(p) = product(rest) else { return Ty::Error };
+                        let Ok(p) = product(rest) else { return self.overflow(span) };
                         Ty::Tensor(e, vec![first.clone(), Sh::Dim(p)])
                     }
                     _ => {
@@ -897,11 +897,7 @@ impl<'a> Checker<'a> {
                     .and_then(|a| a.floor_div(s))
                     .and_then(|a| a.add(&Dim::constant(1)))
             };
-            let Ok(r) = r else {
-                self.error(Code::E0301, span, "division by zero in the output size").primary.message =
-                    "stride 0".into();
-                return Ty::Error;
-            };
+            let Ok(r) = r else { return self.overflow(span) };
             out.push(Sh::Dim(r));
         }
         let t = Ty::f32s(out);
@@ -956,7 +952,7 @@ impl<'a> Checker<'a> {
                 .and_then(|a| a.sub(kern))
                 .and_then(|a| a.floor_div(s))
                 .and_then(|a| a.add(&Dim::constant(1)));
-            let Ok(r) = r else { return Ty::Error };
+            let Ok(r) = r else { return self.overflow(span) };
             out.push(Sh::Dim(r));
         }
         let t = Ty::Tensor(xe, out);
