@@ -556,18 +556,16 @@ impl<'a> Checker<'a> {
             None => return None,
         }
         if self.stack.len() >= MAX_DEPENDENCY_DEPTH {
-            if let Some(span) = call {
-                if !self.too_deep_reported {
-                    self.too_deep_reported = true;
-                    let d = self.error(
-                        Code::E0102,
-                        span,
-                        format!(
-                            "definitions depend on each other more than {MAX_DEPENDENCY_DEPTH} levels deep"
-                        ),
-                    );
-                    d.primary.message = "this use is too deep".into();
-                }
+            if let Some(span) = call
+                && !self.too_deep_reported
+            {
+                self.too_deep_reported = true;
+                let d = self.error(
+                    Code::E0102,
+                    span,
+                    format!("definitions depend on each other more than {MAX_DEPENDENCY_DEPTH} levels deep"),
+                );
+                d.primary.message = "this use is too deep".into();
             }
             return None;
         }
