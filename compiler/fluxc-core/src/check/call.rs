@@ -116,8 +116,8 @@ impl<'a> Checker<'a> {
 
     fn record_callee(&mut self, env: &Env, span: Span, t: &Ty) {
         if env.file == self.main {
-            let shown = self.show_ty(t);
-            self.info.exprs.push((span, shown));
+            let ty = self.show_ty(t);
+            self.info.exprs.push(super::ExprInfo { span, ty, effect: Effect::Pure });
         }
     }
 

@@ -79,12 +79,7 @@ impl<'a> Checker<'a> {
                 let mut t = self.expr(env, value);
                 let effect = env.effects.effect;
                 let inner = std::mem::replace(&mut env.effects, saved);
-                if let Some(w) = &inner.rng {
-                    env.effects.add(super::ty::Effect::Rng, w);
-                }
-                if let Some(w) = &inner.io {
-                    env.effects.add(super::ty::Effect::Io, w);
-                }
+                env.effects.merge(&inner);
                 if let Some(declared) = ty {
                     let want = self.resolve_type(env, declared);
                     self.expect_exact(env, &want, &t, value.span, "the declared type");
@@ -307,11 +302,16 @@ impl<'a> Checker<'a> {
     // ---------------------------------------------------------------------- expressions
 
     pub(crate) fn expr(&mut self, env: &mut Env, e: &ast::Expr) -> Ty {
-        let t = self.expr_inner(env, e);
-        if env.file == self.main {
-            let shown = self.show_ty(&t);
-            self.info.exprs.push((e.span, shown));
+        if env.file != self.main {
+            return self.expr_inner(env, e);
         }
+        // Record the type and the effect of this expression alone (for hover and `--emit`).
+        let outer = std::mem::take(&mut env.effects);
+        let t = self.expr_inner(env, e);
+        let inner = std::mem::replace(&mut env.effects, outer);
+        env.effects.merge(&inner);
+        let ty = self.show_ty(&t);
+        self.info.exprs.push(super::ExprInfo { span: e.span, ty, effect: inner.effect });
         t
     }
 

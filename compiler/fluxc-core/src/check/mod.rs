@@ -54,7 +54,15 @@ pub struct Unit<'a> {
 #[derive(Clone, Debug, Default)]
 pub struct CheckInfo {
     pub bindings: Vec<BindingInfo>,
-    pub exprs: Vec<(Span, String)>,
+    pub exprs: Vec<ExprInfo>,
+}
+
+/// One expression of the main file: its type (dtype and shape) and effect, as hover shows them.
+#[derive(Clone, Debug)]
+pub struct ExprInfo {
+    pub span: Span,
+    pub ty: String,
+    pub effect: Effect,
 }
 
 #[derive(Clone, Debug)]
@@ -90,11 +98,22 @@ pub(crate) struct Effects {
 impl Effects {
     pub fn add(&mut self, e: Effect, w: &Witness) {
         self.effect = self.effect.max(e);
-        if e >= Effect::Rng && self.rng.is_none() && e == Effect::Rng {
+        if e == Effect::Rng && self.rng.is_none() {
             self.rng = Some(w.clone());
         }
         if e == Effect::Io && self.io.is_none() {
             self.io = Some(w.clone());
+        }
+    }
+
+    /// Adds what another part of the same body did (keeping the first witness of each effect).
+    pub fn merge(&mut self, other: &Effects) {
+        self.effect = self.effect.max(other.effect);
+        if self.rng.is_none() {
+            self.rng.clone_from(&other.rng);
+        }
+        if self.io.is_none() {
+            self.io.clone_from(&other.io);
         }
     }
 }
