@@ -135,6 +135,24 @@ fn check_error_case(name: &str, relative: &str) -> Result<(), Failed> {
     snapshot("check_errors", name, relative, show_diagnostics(&checked.diagnostics, &sources))
 }
 
+/// The built-in names (§6 primitives and the std parts §12.12 builds in), one line each.
+fn builtins_case() -> Result<(), Failed> {
+    use fluxc_core::check::prims::Prim;
+    let lines: Vec<String> = Prim::ALL
+        .iter()
+        .map(|p| {
+            let module = p.module().map_or("primitive".to_owned(), |m| format!("std::{m}"));
+            format!("{} ({module}, !{}): {}", p.name(), p.effect().as_str(), p.signature())
+        })
+        .collect();
+    snapshot(
+        "stdlib",
+        "builtins",
+        "compiler/fluxc-core/src/check/prims.rs",
+        format!("{}\n", lines.join("\n")),
+    )
+}
+
 fn main() {
     let args = Arguments::from_args();
     let mut trials = Vec::new();
@@ -161,5 +179,6 @@ fn main() {
         let n = name.clone();
         trials.push(Trial::test(format!("stdlib::{name}"), move || stdlib_case(&n, &path)));
     }
+    trials.push(Trial::test("stdlib::builtins", builtins_case));
     libtest_mimic::run(&args, trials).exit();
 }

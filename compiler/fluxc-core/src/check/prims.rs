@@ -172,6 +172,101 @@ impl Prim {
     }
 }
 
+impl Prim {
+    /// The signature as documentation (hover, the built-ins snapshot); the typing rule itself is
+    /// in `prim_rules.rs`.
+    pub fn signature(self) -> &'static str {
+        match self {
+            Prim::Zeros => "zeros[..S]() -> f32[..S]",
+            Prim::Ones => "ones[..S]() -> f32[..S]",
+            Prim::Full => "full[..S](v: f32) -> f32[..S]",
+            Prim::ZerosLike => "zeros_like(x: T) -> T",
+            Prim::OnesLike => "ones_like(x: T) -> T",
+            Prim::Arange => "arange[N]() -> i32[N]",
+            Prim::Randn => "randn[..S](seed = k) -> f32[..S]",
+            Prim::RandUniform => "rand_uniform[..S](lo: f32, hi: f32) -> f32[..S]",
+            Prim::RandNormal => "rand_normal[..S](mean: f32, std: f32) -> f32[..S]",
+            Prim::Onehot => "onehot(labels: i32[..S], N) -> f32[..S, N]",
+            Prim::Exp => "exp(x: f32) -> f32 (lifts)",
+            Prim::Log => "log(x: f32) -> f32 (lifts)",
+            Prim::Sqrt => "sqrt(x: f32) -> f32 (lifts)",
+            Prim::Rsqrt => "rsqrt(x: f32) -> f32 (lifts)",
+            Prim::Abs => "abs(x: f32) -> f32 (lifts)",
+            Prim::Sign => "sign(x: f32) -> f32 (lifts)",
+            Prim::Sin => "sin(x: f32) -> f32 (lifts)",
+            Prim::Cos => "cos(x: f32) -> f32 (lifts)",
+            Prim::Tanh => "tanh(x: f32) -> f32 (lifts)",
+            Prim::Sigmoid => "sigmoid(x: f32) -> f32 (lifts)",
+            Prim::Relu => "relu(x: f32) -> f32 (lifts)",
+            Prim::Floor => "floor(x: f32) -> f32 (lifts)",
+            Prim::Pow => "pow(x: f32, y: f32) -> f32 (lifts, broadcasts)",
+            Prim::Clamp => "clamp(x: f32, lo: f32, hi: f32) -> f32 (lifts, broadcasts)",
+            Prim::Where => "where(c: bool, a: T, b: T) -> T (lifts, broadcasts)",
+            Prim::Max => "max(a, b) elementwise (broadcasts) | max(x, axis = k or (k, …)) reduction",
+            Prim::Min => "min(a, b) elementwise (broadcasts) | min(x, axis = k or (k, …)) reduction",
+            Prim::Sum => "sum(x, axis = k or (k, …)) removes the axes (none: all)",
+            Prim::Mean => "mean(x, axis = k or (k, …)) removes the axes (none: all)",
+            Prim::Prod => "prod(x, axis = k or (k, …)) removes the axes (none: all)",
+            Prim::Logsumexp => "logsumexp(x, axis = k or (k, …)) removes the axes (none: all)",
+            Prim::Argmax => "argmax(x, axis = k) -> i32[…] (the axis removed)",
+            Prim::Reshape => "reshape[..S](x) -> f32[..S] (same element count)",
+            Prim::Transpose => "transpose(x, perm = (…)) (default: all axes reversed)",
+            Prim::Concat => "concat((a, b, …), axis = k) (default axis 0)",
+            Prim::Flatten => "flatten(x: T[B, ..S]) -> T[B, product(S)]",
+            Prim::Broadcast => "broadcast[..S](x) -> T[..S]",
+            Prim::Conv1d => {
+                "conv1d(x: f32[B, Cin, L], w: f32[Cout, Cin, K], stride = 1, pad = 0, dilation = 1) -> f32[B, Cout, (L + 2*pad - dilation*(K - 1) - 1)/stride + 1]"
+            }
+            Prim::Conv2d => {
+                "conv2d(x: f32[B, Cin, H, W], w: f32[Cout, Cin, KH, KW], stride = 1, pad = 0, dilation = 1) -> f32[B, Cout, (H + 2*pad - dilation*(KH - 1) - 1)/stride + 1, …]"
+            }
+            Prim::ConvTranspose2d => {
+                "conv_transpose2d(x: f32[B, Cin, H, W], w: f32[Cin, Cout, KH, KW], stride = 1, pad = 0, dilation = 1) -> f32[B, Cout, (H - 1)*stride - 2*pad + dilation*(KH - 1) + 1, …]"
+            }
+            Prim::Maxpool2d => {
+                "maxpool2d(x: f32[B, C, H, W], (KH, KW), stride = (KH, KW), pad = 0) -> f32[B, C, (H + 2*pad - KH)/stride + 1, …]"
+            }
+            Prim::Meanpool2d => {
+                "meanpool2d(x: f32[B, C, H, W], (KH, KW), stride = (KH, KW), pad = 0) -> f32[B, C, (H + 2*pad - KH)/stride + 1, …]"
+            }
+            Prim::Softmax => "softmax(x, axis = -1) -> same shape",
+            Prim::Logsoftmax => "logsoftmax(x, axis = -1) -> same shape",
+            Prim::Dropout => "dropout(x, p: f32) -> same shape (the identity when not training)",
+            Prim::Print => "print(x, …) -> ()",
+            Prim::Load => "load[T](path: str) -> T | load[MODEL](path: str) -> MODEL with those weights",
+            Prim::Save => "save(path: str, x) -> ()",
+            Prim::ReadText => "read_text(path: str) -> str",
+            Prim::WriteText => "write_text(path: str, s: str) -> ()",
+            Prim::Now => "now() -> f32",
+            Prim::Env => "env(name: str) -> str",
+            Prim::Orthogonal => "orthogonal[..S](gain: f32 = 1.0) -> f32[..S] (at least 2 dims)",
+            Prim::TruncatedNormal => {
+                "truncated_normal[..S](mean = 0.0, std = 1.0, lo = -2.0, hi = 2.0) -> f32[..S]"
+            }
+            Prim::Chain => "Chain(l1, …, ln): x -> ln(…l1(x)) (functions allowed as layers)",
+            Prim::Parallel => "Parallel(connection, l1, …, ln): x -> connection(l1(x), …, ln(x))",
+            Prim::SkipConnection => "SkipConnection(layer, connection): x -> connection(layer(x), x)",
+            Prim::Recur => {
+                "Recur(cell): f32[B, T, ..In] -> f32[B, T, ..Out] (cell: (x, state) -> (y, state), zero initial state); field `cell`"
+            }
+            Prim::BatchNorm => {
+                "BatchNorm[C](act = identity, momentum = 0.1, eps = 1e-5): f32[B, C, ..S] -> f32[B, C, ..S]; weight, bias, state running_mean, running_var"
+            }
+            Prim::GroupNorm => {
+                "GroupNorm[G, C](eps = 1e-5): f32[B, C, ..S] -> f32[B, C, ..S] (G divides C); weight, bias"
+            }
+            Prim::ClipValue => "ClipValue(v: f32): clamps each gradient element to [-v, v]",
+            Prim::ClipNorm => {
+                "ClipNorm(n: f32): scales all gradients together to a global L2 norm of at most n"
+            }
+            Prim::WeightDecay => {
+                "WeightDecay(weight_decay: f32 = 0.0005): adds weight_decay * p to the gradient"
+            }
+            Prim::OptimiserChain => "OptimiserChain(o1, …, on): applies each rule in turn",
+        }
+    }
+}
+
 /// The std modules (§7).
 pub const STD_MODULES: [&str; 5] = ["act", "init", "layers", "losses", "optim"];
 
