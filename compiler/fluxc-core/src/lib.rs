@@ -2,10 +2,14 @@
 //! (clippy.toml's disallowed-methods keeps it so). What it needs from outside comes through the
 //! `SourceLoader` trait, which the edges implement.
 
+pub mod autodiff;
 pub mod check;
 pub mod dims;
+pub mod interp;
+pub mod ir;
 pub mod pipeline;
 pub mod render;
+pub mod rng;
 
 pub use check::{CheckInfo, Folder, PathPolicy};
 pub use pipeline::{Checked, LoadError, NoFiles, SourceLoader, check, lexically_inside};
