@@ -153,7 +153,7 @@ impl<'a> Checker<'a> {
                     if let ExprKind::Name(id) = &e.kind
                         && env.lookup(&id.name).is_none()
                         && let Some(Global::Item(i)) = self.global(env.file, &id.name)
-                        && matches!(self.items.get(i).map(|x| x.item), Some(ast::Item::Model(_)))
+                        && matches!(self.idx.items.get(i).map(|x| x.item), Some(ast::Item::Model(_)))
                     {
                         out.push(GenV::Type(Ty::Model(i), e.span));
                         continue;
@@ -358,7 +358,7 @@ impl<'a> Checker<'a> {
                 effects.rng.as_ref().or(effects.io.as_ref())
             };
             let Some(next) = next else { break };
-            let from = self.items.get(id).map(|i| i.name.clone()).unwrap_or_default();
+            let from = self.idx.items.get(id).map(|i| i.name.clone()).unwrap_or_default();
             out.push(Label { span: next.span, message: format!("`{from}` calls `{}` here", next.name) });
             callee = next.callee;
         }
@@ -378,7 +378,7 @@ impl<'a> Checker<'a> {
         args: &[ArgV<'_>],
         hint: Option<Ty>,
     ) -> Ty {
-        let Some(info) = self.items.get(id) else { return Ty::Error };
+        let Some(info) = self.idx.items.get(id) else { return Ty::Error };
         let name = info.name.clone();
         match info.item {
             ast::Item::Fn(_) | ast::Item::Loss(_) => {
@@ -423,7 +423,7 @@ impl<'a> Checker<'a> {
             FnVal::Item(id) => {
                 self.note_call(callee_span);
                 let id = *id;
-                let name = self.items.get(id).map(|i| i.name.clone()).unwrap_or_default();
+                let name = self.idx.items.get(id).map(|i| i.name.clone()).unwrap_or_default();
                 let Some(Sig::Fn(sig)) = self.sig(id, Some(callee_span)) else { return Ty::Error };
                 if env.elementwise_only && !is_scalar_fn(&sig) && sig.effects.effect == Effect::Pure {
                     self.not_elementwise(callee_span, &format!("`{name}`"));
@@ -780,7 +780,7 @@ impl<'a> Checker<'a> {
                     Some(Sig::Fn(s)) => s.effects.effect,
                     _ => Effect::Pure,
                 };
-                (e, Callee::Item(*id), self.items.get(*id).map(|i| i.name.clone()).unwrap_or_default())
+                (e, Callee::Item(*id), self.idx.items.get(*id).map(|i| i.name.clone()).unwrap_or_default())
             }
             FnVal::Prim(p) => (p.effect(), Callee::Prim(*p), p.name().to_owned()),
             FnVal::Param { .. } => (Effect::Pure, Callee::Prim(Prim::Exp), String::new()),

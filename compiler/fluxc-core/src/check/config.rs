@@ -638,7 +638,7 @@ impl<'a> Checker<'a> {
             ArgV { name: None, ty: target.clone(), span: value.span, pair: None, expr: None },
         ];
         probe.append(&mut argv);
-        let name = self.items.get(id).map(|i| i.name.clone()).unwrap_or_default();
+        let name = self.idx.items.get(id).map(|i| i.name.clone()).unwrap_or_default();
         let before = self.diags.len();
         let mut scratch = Env::new(env.file, Ctx::Top);
         scratch.bind("B", Ty::Dim(Dim::var("B")));

@@ -271,7 +271,7 @@ impl<'a> Checker<'a> {
                 }),
                 _ => match self.global(env.file, &id.name) {
                     Some(Global::Item(i))
-                        if matches!(self.items.get(i).map(|x| x.item), Some(ast::Item::Model(_))) =>
+                        if matches!(self.idx.items.get(i).map(|x| x.item), Some(ast::Item::Model(_))) =>
                     {
                         Ty::Model(i)
                     }
@@ -403,7 +403,7 @@ impl<'a> Checker<'a> {
 
     /// An item named as a value: a function, a layer without arguments, a model, a data source.
     pub(crate) fn item_value(&mut self, env: &mut Env, id: usize, span: Span) -> Ty {
-        let Some(info) = self.items.get(id) else { return Ty::Error };
+        let Some(info) = self.idx.items.get(id) else { return Ty::Error };
         match info.item {
             ast::Item::Fn(_) | ast::Item::Loss(_) => Ty::Fn(FnVal::Item(id)),
             ast::Item::Layer(_) => self.construct_layer_with(env, id, span, None, &[]),

@@ -273,7 +273,7 @@ impl<'a> Checker<'a> {
         gens: Option<&[GenV]>,
         args: &[ArgV<'_>],
     ) -> Ty {
-        let name = self.items.get(item).map(|i| i.name.clone()).unwrap_or_default();
+        let name = self.idx.items.get(item).map(|i| i.name.clone()).unwrap_or_default();
         let Some(sig) = self.layer_sig(item, span) else { return Ty::Error };
         let what = format!("`{name}`");
         let (lead, rest) = self.leading_dims(gens, args, &what);
@@ -766,7 +766,7 @@ impl<'a> Checker<'a> {
 
     /// `Adam(lr = 0.001)`: hyperparameters by name or position, f32 scalars, not negative.
     pub(crate) fn construct_optimizer(&mut self, _env: &mut Env, item: usize, span: Span, args: &[ArgV<'_>]) {
-        let name = self.items.get(item).map(|i| i.name.clone()).unwrap_or_default();
+        let name = self.idx.items.get(item).map(|i| i.name.clone()).unwrap_or_default();
         let Some(Sig::Optimizer(sig)) = self.sig(item, Some(span)) else { return };
         let specs: Vec<PSpec<'_>> =
             sig.params.iter().map(|p| PSpec { name: &p.name, required: p.default.is_none() }).collect();
@@ -900,7 +900,7 @@ impl<'a> Checker<'a> {
         callee_span: Span,
         args: &[ArgV<'_>],
     ) -> Ty {
-        let name = self.items.get(item).map(|i| i.name.clone()).unwrap_or_default();
+        let name = self.idx.items.get(item).map(|i| i.name.clone()).unwrap_or_default();
         let Some(Sig::Model { input, output }) = self.sig(item, Some(span)) else { return Ty::Error };
         let sig = FnSig {
             dims: vec![DimParamSig { name: "B".into(), shape: false, default: None }],

@@ -9,19 +9,21 @@
 mod call;
 mod config;
 mod expr;
+mod index;
 mod layer;
 mod prim_rules;
 pub mod prims;
 pub mod ty;
 mod unify;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use fluxc_syntax::ast::{self, Item};
 use fluxc_syntax::limits::MAX_DEPENDENCY_DEPTH;
 use fluxc_syntax::{Code, Diagnostic, FileId, Span};
 
 use crate::dims::Dim;
+pub use index::{Global, Index, ItemInfo};
 use prims::Prim;
 use ty::{Callee, Effect, Ty};
 
@@ -71,13 +73,6 @@ pub struct BindingInfo {
     pub text: String,
     /// An item (function, layer, model …) rather than a `let` inside a body.
     pub is_item: bool,
-}
-
-pub(crate) struct ItemInfo<'a> {
-    pub name: String,
-    pub name_span: Span,
-    pub item: &'a Item,
-    pub file: FileId,
 }
 
 /// An effect's origin: the call that brought it into a body, for the chain of labels (§5).
@@ -296,22 +291,9 @@ impl Env {
     }
 }
 
-/// What a name refers to outside the local scope.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Global {
-    Item(usize),
-    Prim(Prim),
-}
-
 pub struct Checker<'a> {
-    pub(crate) items: Vec<ItemInfo<'a>>,
+    pub(crate) idx: Index<'a>,
     sigs: Vec<SigState>,
-    /// Per file: its own items and those of the files it `use`s.
-    scopes: HashMap<FileId, HashMap<String, usize>>,
-    /// All of std (the prelude, §7).
-    prelude: HashMap<String, usize>,
-    /// std module → the names it exports (written in stdlib/ or built in).
-    modules: BTreeMap<&'static str, BTreeSet<String>>,
     /// Items being checked, with the call currently being made from each (for E0204).
     stack: Vec<(usize, Span)>,
     reported_cycles: HashSet<Vec<usize>>,
@@ -338,79 +320,21 @@ pub fn check_units(units: &[Unit<'_>], main: FileId, paths: &dyn PathPolicy) -> 
 
 impl<'a> Checker<'a> {
     fn new(units: &[Unit<'a>], main: FileId, paths: &'a dyn PathPolicy) -> Checker<'a> {
-        let mut c = Checker {
-            items: Vec::new(),
-            sigs: Vec::new(),
-            scopes: HashMap::new(),
-            prelude: HashMap::new(),
-            modules: BTreeMap::new(),
+        let (idx, diags) = Index::build(units);
+        let n = idx.items.len();
+        Checker {
+            idx,
+            sigs: (0..n).map(|_| SigState::Todo).collect(),
             stack: Vec::new(),
             reported_cycles: HashSet::new(),
             fresh: 0,
-            diags: Vec::new(),
+            diags,
             info: CheckInfo::default(),
             paths,
             main,
             file_names: units.iter().map(|u| (u.file, u.name.to_owned())).collect(),
             too_deep_reported: false,
-        };
-        for m in prims::STD_MODULES {
-            c.modules.insert(m, Prim::exported_by(m).map(|p| p.name().to_owned()).collect());
         }
-        // Collect items; E0203 for a second definition in one file.
-        let mut own: HashMap<FileId, HashMap<String, usize>> = HashMap::new();
-        for unit in units {
-            let table = own.entry(unit.file).or_default();
-            for top in &unit.ast.tops {
-                let ast::Top::Item(item) = top else { continue };
-                let Some(name) = item_name(item) else { continue };
-                if matches!(item, Item::Train(_)) {
-                    // Train blocks are named by their model and may repeat (§10.11).
-                    c.push_item(item, name, unit);
-                    continue;
-                }
-                if let Some(&first) = table.get(&name.name) {
-                    let first_span = c.items.get(first).map(|i| i.name_span);
-                    let mut d = Diagnostic::error(
-                        Code::E0203,
-                        name.span,
-                        format!("`{}` is defined twice", name.name),
-                    )
-                    .with_primary_label("second definition");
-                    if let Some(s) = first_span {
-                        d = d.with_label(s, "first defined here");
-                    }
-                    c.diags.push(d.with_help("rename one of them"));
-                    continue;
-                }
-                let id = c.push_item(item, name, unit);
-                table.insert(name.name.clone(), id);
-                if let Some(m) = unit.std_module {
-                    c.prelude.insert(name.name.clone(), id);
-                    if let Some(set) = c.modules.get_mut(m) {
-                        set.insert(name.name.clone());
-                    }
-                }
-            }
-        }
-        for unit in units {
-            let mut scope = own.get(&unit.file).cloned().unwrap_or_default();
-            for used in &unit.uses {
-                if let Some(t) = own.get(used) {
-                    for (k, v) in t {
-                        scope.entry(k.clone()).or_insert(*v);
-                    }
-                }
-            }
-            c.scopes.insert(unit.file, scope);
-        }
-        c
-    }
-
-    fn push_item(&mut self, item: &'a Item, name: &'a ast::Ident, unit: &Unit<'a>) -> usize {
-        self.items.push(ItemInfo { name: name.name.clone(), name_span: name.span, item, file: unit.file });
-        self.sigs.push(SigState::Todo);
-        self.items.len() - 1
     }
 
     fn run(&mut self, units: &[Unit<'a>]) {
@@ -421,7 +345,7 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        for id in 0..self.items.len() {
+        for id in 0..self.idx.items.len() {
             self.sig(id, None);
         }
         for unit in units {
@@ -461,7 +385,7 @@ impl<'a> Checker<'a> {
             _ => (segments.get(1), None),
         };
         let Some(module) = module else { return };
-        let Some(exports) = self.modules.get(module.name.as_str()) else {
+        let Some(exports) = self.idx.modules.get(module.name.as_str()) else {
             let names: Vec<&str> = prims::STD_MODULES.to_vec();
             let mut d =
                 Diagnostic::error(Code::E0202, module.span, format!("unknown module `std::{}`", module.name))
@@ -501,7 +425,7 @@ impl<'a> Checker<'a> {
                 format!("`{}` is not in `std::{}`", n.name, module.name),
             )
             .with_primary_label("unknown name");
-            let exports = self.modules.get(module.name.as_str());
+            let exports = self.idx.modules.get(module.name.as_str());
             if let Some(s) = exports.and_then(|e| suggest(&n.name, e.iter().map(String::as_str))) {
                 d = d.with_help(format!("did you mean `{s}`?"));
             }
@@ -511,26 +435,17 @@ impl<'a> Checker<'a> {
 
     // ----------------------------------------------------------------------------- names
 
-    /// Looks a name up outside the local scope: the file's items (and its `use`d files), then
-    /// std, then the primitives.
     pub(crate) fn global(&self, file: FileId, name: &str) -> Option<Global> {
-        if let Some(id) = self.scopes.get(&file).and_then(|s| s.get(name)) {
-            return Some(Global::Item(*id));
-        }
-        if let Some(p) = Prim::from_name(name) {
-            // A std item written in stdlib/ never shares a name with a primitive.
-            return Some(Global::Prim(p));
-        }
-        self.prelude.get(name).map(|id| Global::Item(*id))
+        self.idx.global(file, name)
     }
 
     /// E0201 with a "did you mean" drawn from everything visible.
     pub(crate) fn unknown_name(&mut self, env: &Env, ident: &ast::Ident, what: &str) {
         let mut candidates: Vec<String> = env.names();
-        if let Some(s) = self.scopes.get(&env.file) {
+        if let Some(s) = self.idx.scopes.get(&env.file) {
             candidates.extend(s.keys().cloned());
         }
-        candidates.extend(self.prelude.keys().cloned());
+        candidates.extend(self.idx.prelude.keys().cloned());
         candidates.extend(Prim::ALL.iter().map(|p| p.name().to_owned()));
         let mut d = Diagnostic::error(Code::E0201, ident.span, format!("unknown {what} `{}`", ident.name))
             .with_primary_label("not found in this scope");
@@ -621,14 +536,16 @@ impl<'a> Checker<'a> {
         // Report at the call in the cycle's first item in source order (§10.1).
         let Some(first) = cycle
             .iter()
-            .min_by_key(|(i, _)| self.items.get(*i).map(|it| (it.file, it.name_span.start)))
+            .min_by_key(|(i, _)| self.idx.items.get(*i).map(|it| (it.file, it.name_span.start)))
             .cloned()
         else {
             return;
         };
-        let names: Vec<String> =
-            cycle.iter().filter_map(|(i, _)| self.items.get(*i).map(|it| format!("`{}`", it.name))).collect();
-        let first_name = self.items.get(first.0).map(|i| i.name.clone()).unwrap_or_default();
+        let names: Vec<String> = cycle
+            .iter()
+            .filter_map(|(i, _)| self.idx.items.get(*i).map(|it| format!("`{}`", it.name)))
+            .collect();
+        let first_name = self.idx.items.get(first.0).map(|i| i.name.clone()).unwrap_or_default();
         let message = if cycle.len() == 1 {
             format!("`{first_name}` calls itself")
         } else {
@@ -638,7 +555,7 @@ impl<'a> Checker<'a> {
             Diagnostic::error(Code::E0204, first.1, message).with_primary_label("this use closes the cycle");
         for (i, span) in &cycle {
             if *span != first.1
-                && let Some(it) = self.items.get(*i)
+                && let Some(it) = self.idx.items.get(*i)
             {
                 d = d.with_label(*span, format!("`{}` calls on from here", it.name));
             }
@@ -647,7 +564,7 @@ impl<'a> Checker<'a> {
     }
 
     fn check_item(&mut self, id: usize) -> Sig {
-        let Some(info) = self.items.get(id) else { return Sig::Error };
+        let Some(info) = self.idx.items.get(id) else { return Sig::Error };
         let item = info.item;
         let file = info.file;
         match item {
@@ -668,8 +585,8 @@ impl<'a> Checker<'a> {
     // ------------------------------------------------------------------------- summaries
 
     fn summarise(&mut self) {
-        for id in 0..self.items.len() {
-            let Some(info) = self.items.get(id) else { continue };
+        for id in 0..self.idx.items.len() {
+            let Some(info) = self.idx.items.get(id) else { continue };
             if info.file != self.main {
                 continue;
             }
@@ -779,7 +696,9 @@ impl<'a> Checker<'a> {
     pub(crate) fn show_ty(&self, t: &Ty) -> String {
         match t {
             Ty::Layer(l) => self.show_layer(l),
-            Ty::Model(id) => format!("model {}", self.items.get(*id).map(|i| i.name.as_str()).unwrap_or("?")),
+            Ty::Model(id) => {
+                format!("model {}", self.idx.items.get(*id).map(|i| i.name.as_str()).unwrap_or("?"))
+            }
             Ty::Fn(f) => self.show_fn(f),
             Ty::Tuple(items) => {
                 let parts: Vec<String> = items.iter().map(|t| self.show_ty(t)).collect();
@@ -797,7 +716,7 @@ impl<'a> Checker<'a> {
     pub(crate) fn show_fn(&self, f: &ty::FnVal) -> String {
         match f {
             ty::FnVal::Item(id) => {
-                format!("fn {}", self.items.get(*id).map(|i| i.name.as_str()).unwrap_or("?"))
+                format!("fn {}", self.idx.items.get(*id).map(|i| i.name.as_str()).unwrap_or("?"))
             }
             ty::FnVal::Prim(p) => format!("fn {}", p.name()),
             ty::FnVal::Param { .. } => Ty::Fn(f.clone()).to_string(),
@@ -808,7 +727,7 @@ impl<'a> Checker<'a> {
         use ty::LayerVal as L;
         match l {
             L::User { item, dims } => {
-                let name = self.items.get(*item).map(|i| i.name.as_str()).unwrap_or("?");
+                let name = self.idx.items.get(*item).map(|i| i.name.as_str()).unwrap_or("?");
                 if dims.is_empty() {
                     name.to_owned()
                 } else {
@@ -831,18 +750,6 @@ impl<'a> Checker<'a> {
             L::Func(f) => self.show_fn(f),
         }
     }
-}
-
-fn item_name(item: &Item) -> Option<&ast::Ident> {
-    Some(match item {
-        Item::Use(_) => return None,
-        Item::Fn(f) | Item::Loss(f) => &f.name,
-        Item::Layer(l) => &l.name,
-        Item::Optimizer(o) => &o.name,
-        Item::Model(m) => &m.name,
-        Item::Data(d) => &d.name,
-        Item::Train(t) => &t.model,
-    })
 }
 
 /// The closest candidate by edit distance, if it is close enough to be a likely typo.
