@@ -2,3 +2,4 @@
 //! files from disk for the core, confined to the project folder.
 
 pub mod loader;
+pub mod script_io;

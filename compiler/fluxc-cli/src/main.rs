@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use fluxc_cli::loader::DiskLoader;
+use fluxc_cli::script_io::ScriptIo;
+use fluxc_core::pipeline::Outcome;
 use fluxc_core::{TextStyle, render_json, render_text};
 use fluxc_syntax::limits::MAX_SOURCE_BYTES;
 use fluxc_syntax::{Code, Diagnostic, FileId, SourceMap, Span};
@@ -48,6 +50,8 @@ enum Command {
         #[arg(long, value_enum)]
         emit: Option<Emit>,
     },
+    /// Run a file's top-level statements (a script) on the reference interpreter
+    Run { file: PathBuf },
     /// Explain a diagnostic code, e.g. `fluxc explain E0301`
     Explain { code: String },
 }
@@ -92,7 +96,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Check { file, format } => check(&file, format),
-        Command::Build { file, emit, .. } => build(&file, emit),
+        Command::Build { file, emit, model, .. } => build(&file, emit, model.as_deref()),
+        Command::Run { file } => run(&file),
         Command::Explain { code } => explain(&code),
     };
     match result {
@@ -231,11 +236,11 @@ fn check(path: &Path, format: Format) -> Result<ExitCode, UserError> {
     Ok(if checked.diagnostics.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn build(path: &Path, emit: Option<Emit>) -> Result<ExitCode, UserError> {
-    if emit != Some(Emit::Ast) {
+fn build(path: &Path, emit: Option<Emit>, model: Option<&str>) -> Result<ExitCode, UserError> {
+    if !matches!(emit, Some(Emit::Ast | Emit::Ir)) {
         return Err(UserError(
-            "this fluxc can only print the syntax tree so far: use `fluxc build FILE --emit ast`; \
-             code generation is not built yet"
+            "this fluxc can print the syntax tree and the IR so far: use `fluxc build FILE --emit ast` or \
+             `--emit ir`; code generation is not built yet"
                 .into(),
         ));
     }
@@ -244,6 +249,22 @@ fn build(path: &Path, emit: Option<Emit>) -> Result<ExitCode, UserError> {
         Err(code) => return Ok(code),
     };
     let mut loader = DiskLoader::new(Path::new(""), path, None);
+    if emit == Some(Emit::Ir) {
+        return Ok(match fluxc_core::pipeline::emit_ir(&mut sources, id, &mut loader, model) {
+            Outcome::Done(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Outcome::Rejected(diagnostics) => {
+                report(&diagnostics, &sources, Format::Text);
+                ExitCode::from(1)
+            }
+            Outcome::Failed(e) => {
+                eprintln!("error: {}", located(&e, &sources));
+                ExitCode::from(1)
+            }
+        });
+    }
     let checked = fluxc_core::check(&mut sources, id, &mut loader);
     if !checked.diagnostics.is_empty() {
         report(&checked.diagnostics, &sources, Format::Text);
@@ -253,6 +274,40 @@ fn build(path: &Path, emit: Option<Emit>) -> Result<ExitCode, UserError> {
         print!("{}", fluxc_syntax::print::print_file(ast, source));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `fluxc run FILE`: check, then run the top-level statements; a run-time error is one line
+/// naming the file, the line and the problem.
+fn run(path: &Path) -> Result<ExitCode, UserError> {
+    let (mut sources, id) = match load(path, Format::Text)? {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let mut loader = DiskLoader::new(Path::new(""), path, None);
+    let mut io = ScriptIo::new(path);
+    Ok(match fluxc_core::pipeline::run(&mut sources, id, &mut loader, &mut io) {
+        Outcome::Done(()) => ExitCode::SUCCESS,
+        Outcome::Rejected(diagnostics) => {
+            report(&diagnostics, &sources, Format::Text);
+            ExitCode::from(1)
+        }
+        Outcome::Failed(e) => {
+            eprintln!("error: {}", located(&e, &sources));
+            ExitCode::from(1)
+        }
+    })
+}
+
+/// `file:line:column: message` (or the message alone when it has no place).
+fn located(e: &fluxc_core::lower::LowerError, sources: &SourceMap) -> String {
+    match e.span.and_then(|s| sources.get(s.file).map(|f| (f, s))) {
+        Some((f, s)) => {
+            let at = f.line_col(s.start as usize);
+            let line = f.text.lines().nth(at.line.saturating_sub(1)).unwrap_or("").trim();
+            format!("{}:{}:{}: {}\n  {} | {line}", f.name, at.line, at.column, e.message, at.line)
+        }
+        None => e.message.clone(),
+    }
 }
 
 fn explain(code: &str) -> Result<ExitCode, UserError> {

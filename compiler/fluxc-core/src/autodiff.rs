@@ -114,7 +114,7 @@ pub fn vjp(
     let a =
         |k: usize| args.get(k).copied().ok_or_else(|| IrError(format!("{}: missing operand {k}", op.name())));
     Ok(match op {
-        Op::Input(_) | Op::Param(_) | Op::Const(_) | Op::Iota | Op::Random { .. } => Vec::new(),
+        Op::Input(_) | Op::Param(_) | Op::Const(_) | Op::Size(_) | Op::Iota | Op::Random { .. } => Vec::new(),
         Op::Unary(u) => {
             let x = a(0)?;
             let d = match u {

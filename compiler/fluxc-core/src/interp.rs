@@ -90,7 +90,19 @@ pub fn concrete(shape: &[Dim], batch: i64) -> Result<Vec<usize>, EvalError> {
 /// Evaluates every node; returns the value of each (index = `ValueId`).
 pub fn eval(g: &Graph, inputs: &[Array], params: &[Array], run: &Run) -> Result<Vec<Array>, EvalError> {
     let mut vals: Vec<Array> = Vec::with_capacity(g.nodes.len());
-    for (i, n) in g.nodes.iter().enumerate() {
+    eval_more(g, inputs, params, run, &mut vals)?;
+    Ok(vals)
+}
+
+/// Evaluates the nodes after those already in `vals` (a graph that grows, as a script runs).
+pub fn eval_more(
+    g: &Graph,
+    inputs: &[Array],
+    params: &[Array],
+    run: &Run,
+    vals: &mut Vec<Array>,
+) -> Result<(), EvalError> {
+    for (i, n) in g.nodes.iter().enumerate().skip(vals.len()) {
         let shape = concrete(&n.ty.shape, run.batch)?;
         let arg = |k: usize| -> Result<&Array, EvalError> {
             n.args
@@ -102,6 +114,9 @@ pub fn eval(g: &Graph, inputs: &[Array], params: &[Array], run: &Run) -> Result<
             Op::Input(k) => take_slot(inputs.get(*k), &shape, &format!("input {k}"))?,
             Op::Param(k) => take_slot(params.get(*k), &shape, &format!("parameter {k}"))?,
             Op::Const(c) => Array::scalar(*c),
+            Op::Size(d) => Array::scalar(
+                concrete(std::slice::from_ref(d), run.batch)?.first().copied().unwrap_or(0) as f64,
+            ),
             Op::Iota => Array::new(
                 shape.clone(),
                 (0..shape.first().copied().unwrap_or(0)).map(|x| x as f64).collect(),
@@ -148,7 +163,7 @@ pub fn eval(g: &Graph, inputs: &[Array], params: &[Array], run: &Run) -> Result<
         }
         vals.push(v);
     }
-    Ok(vals)
+    Ok(())
 }
 
 fn take_slot(a: Option<&Array>, shape: &[usize], what: &str) -> Result<Array, EvalError> {

@@ -8,7 +8,7 @@ use fluxc_syntax::ast::{File, Item, Top, UseTarget};
 use fluxc_syntax::limits::CHECKER_STACK_BYTES;
 use fluxc_syntax::{Code, Diagnostic, FileId, SourceMap, parse_file};
 
-use crate::check::{CheckInfo, Folder, PathPolicy, Unit, check_units};
+use crate::check::{CheckInfo, Folder, Index, PathPolicy, Unit, check_units};
 
 /// The std package, embedded in the binary (§7).
 pub const STDLIB: [(&str, &str); 5] = [
@@ -83,18 +83,26 @@ pub struct Checked {
     pub info: CheckInfo,
 }
 
-/// `fluxc check`: parse the file, the files it uses and std; resolve and check them all.
-pub fn check(sources: &mut SourceMap, file: FileId, loader: &mut dyn SourceLoader) -> Checked {
+/// The parsed program: the main file, the files it `use`s and std, with every diagnostic of
+/// loading and parsing.
+struct Program {
+    diagnostics: Vec<Diagnostic>,
+    /// `None` when the main file did not parse.
+    asts: Option<Vec<(FileId, File, Option<&'static str>)>>,
+    uses: HashMap<FileId, Vec<FileId>>,
+}
+
+fn load_program(sources: &mut SourceMap, file: FileId, loader: &mut dyn SourceLoader) -> Program {
     let Some(source) = sources.get(file) else {
-        return Checked { ast: None, diagnostics: Vec::new(), info: CheckInfo::default() };
+        return Program { diagnostics: Vec::new(), asts: None, uses: HashMap::new() };
     };
     let parsed = parse_file(file, &source.text);
     let mut diagnostics = parsed.diagnostics;
     let Some(main_ast) = parsed.file else {
-        return Checked { ast: None, diagnostics, info: CheckInfo::default() };
+        return Program { diagnostics, asts: None, uses: HashMap::new() };
     };
     if !diagnostics.is_empty() {
-        return Checked { ast: Some(main_ast), diagnostics, info: CheckInfo::default() };
+        return Program { diagnostics, asts: Some(vec![(file, main_ast, None)]), uses: HashMap::new() };
     }
     // The files `use`d, transitively; each once.
     let mut asts: Vec<(FileId, File, Option<&'static str>)> = Vec::new();
@@ -157,12 +165,20 @@ pub fn check(sources: &mut SourceMap, file: FileId, loader: &mut dyn SourceLoade
             asts.push((id, f, Some(module)));
         }
     }
-    let names: HashMap<FileId, String> = asts
-        .iter()
-        .map(|(id, _, _)| (*id, sources.get(*id).map(|s| s.name.clone()).unwrap_or_default()))
-        .collect();
-    let units: Vec<Unit<'_>> = asts
-        .iter()
+    Program { diagnostics, asts: Some(asts), uses }
+}
+
+fn units<'a>(
+    sources: &SourceMap,
+    asts: &'a [(FileId, File, Option<&'static str>)],
+    uses: &HashMap<FileId, Vec<FileId>>,
+    names: &'a mut HashMap<FileId, String>,
+) -> Vec<Unit<'a>> {
+    for (id, _, _) in asts {
+        names.insert(*id, sources.get(*id).map(|s| s.name.clone()).unwrap_or_default());
+    }
+    let names: &'a HashMap<FileId, String> = names;
+    asts.iter()
         .map(|(id, ast, module)| Unit {
             file: *id,
             name: names.get(id).map(String::as_str).unwrap_or(""),
@@ -170,25 +186,147 @@ pub fn check(sources: &mut SourceMap, file: FileId, loader: &mut dyn SourceLoade
             std_module: *module,
             uses: uses.get(id).cloned().unwrap_or_default(),
         })
-        .collect();
-    // The checker follows chains of definitions recursively: give it a deep stack.
-    let policy: &dyn PathPolicy = &*loader;
-    let (checked, info) = std::thread::scope(|scope| {
-        let worker = std::thread::Builder::new()
-            .name("fluxc-checker".into())
-            .stack_size(CHECKER_STACK_BYTES)
-            .spawn_scoped(scope, || check_units(&units, file, policy));
-        match worker.map(|h| h.join()) {
-            Ok(Ok(result)) => result,
-            Ok(Err(payload)) => std::panic::resume_unwind(payload),
-            // No thread: check here (the depth limit still bounds the recursion).
-            Err(_) => check_units(&units, file, policy),
-        }
-    });
+        .collect()
+}
+
+/// `fluxc check`: parse the file, the files it uses and std; resolve and check them all.
+pub fn check(sources: &mut SourceMap, file: FileId, loader: &mut dyn SourceLoader) -> Checked {
+    let program = load_program(sources, file, loader);
+    let mut diagnostics = program.diagnostics;
+    let Some(asts) = program.asts else {
+        return Checked { ast: None, diagnostics, info: CheckInfo::default() };
+    };
+    if !diagnostics.is_empty() && asts.len() == 1 {
+        let main_ast = asts.into_iter().next().map(|(_, a, _)| a);
+        return Checked { ast: main_ast, diagnostics, info: CheckInfo::default() };
+    }
+    let mut names = HashMap::new();
+    let units = units(sources, &asts, &program.uses, &mut names);
+    let (checked, info) = check_on_deep_stack(&units, file, &*loader);
     diagnostics.extend(checked);
     drop(units);
     let main_ast = asts.into_iter().find(|(id, _, _)| *id == file).map(|(_, ast, _)| ast);
     Checked { ast: main_ast, diagnostics, info }
+}
+
+/// The checker follows chains of definitions recursively: it runs on a deep stack.
+fn check_on_deep_stack(
+    units: &[Unit<'_>],
+    file: FileId,
+    policy: &dyn PathPolicy,
+) -> (Vec<Diagnostic>, CheckInfo) {
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("fluxc-checker".into())
+            .stack_size(CHECKER_STACK_BYTES)
+            .spawn_scoped(scope, || check_units(units, file, policy));
+        match worker.map(|h| h.join()) {
+            Ok(Ok(result)) => result,
+            Ok(Err(payload)) => std::panic::resume_unwind(payload),
+            // No thread: check here (the depth limit still bounds the recursion).
+            Err(_) => check_units(units, file, policy),
+        }
+    })
+}
+
+/// What a later stage produced, or why it could not run.
+pub enum Outcome<T> {
+    Done(T),
+    /// The program does not check (or parse): its diagnostics.
+    Rejected(Vec<Diagnostic>),
+    /// It checked but failed while lowering or running: a message and where.
+    Failed(crate::lower::LowerError),
+}
+
+/// Checks the program, then hands the checked items to `stage` (on the checker's deep stack).
+fn after_check<T: Send>(
+    sources: &mut SourceMap,
+    file: FileId,
+    loader: &mut dyn SourceLoader,
+    stage: impl FnOnce(&Index<'_>, &File) -> Result<T, crate::lower::LowerError> + Send,
+) -> Outcome<T> {
+    let program = load_program(sources, file, loader);
+    let mut diagnostics = program.diagnostics;
+    let Some(asts) = program.asts else { return Outcome::Rejected(diagnostics) };
+    if !diagnostics.is_empty() {
+        return Outcome::Rejected(diagnostics);
+    }
+    let mut names = HashMap::new();
+    let units = units(sources, &asts, &program.uses, &mut names);
+    let (checked, _) = check_on_deep_stack(&units, file, &*loader);
+    diagnostics.extend(checked);
+    if !diagnostics.is_empty() {
+        return Outcome::Rejected(diagnostics);
+    }
+    let Some((_, main_ast, _)) = asts.iter().find(|(id, _, _)| *id == file) else {
+        return Outcome::Rejected(diagnostics);
+    };
+    let (idx, _) = Index::build(&units);
+    let result = std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("fluxc-lower".into())
+            .stack_size(CHECKER_STACK_BYTES)
+            .spawn_scoped(scope, || stage(&idx, main_ast));
+        match worker.map(|h| h.join()) {
+            Ok(Ok(r)) => r,
+            Ok(Err(payload)) => std::panic::resume_unwind(payload),
+            Err(_) => Err(crate::lower::LowerError {
+                span: None,
+                message: "could not start the lowering thread".into(),
+            }),
+        }
+    });
+    match result {
+        Ok(v) => Outcome::Done(v),
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+/// `fluxc build --emit ir`: each model's graphs as text (inference forward, training forward,
+/// and the initialiser), or only `model`'s.
+pub fn emit_ir(
+    sources: &mut SourceMap,
+    file: FileId,
+    loader: &mut dyn SourceLoader,
+    model: Option<&str>,
+) -> Outcome<String> {
+    let model = model.map(str::to_owned);
+    after_check(sources, file, loader, move |idx, ast| {
+        let mut out = String::new();
+        let mut found = false;
+        for top in &ast.tops {
+            let Top::Item(Item::Model(m)) = top else { continue };
+            if model.as_deref().is_some_and(|want| want != m.name.name) {
+                continue;
+            }
+            found = true;
+            let Some(id) = idx.item(file, &m.name.name) else { continue };
+            for (title, training) in [("forward (inference)", false), ("forward (training)", true)] {
+                let g = crate::lower::lower_model(idx, id, training)?;
+                out.push_str(&format!("# model {}: {title}\n{}\n", m.name.name, crate::ir::print_graph(&g)));
+            }
+            let init = crate::lower::init_graph(idx, id)?;
+            out.push_str(&format!("# model {}: init\n{}\n", m.name.name, crate::ir::print_graph(&init)));
+        }
+        if !found {
+            let message = match &model {
+                Some(name) => format!("there is no model `{name}` in this file"),
+                None => "this file defines no model".into(),
+            };
+            return Err(crate::lower::LowerError { span: None, message });
+        }
+        Ok(out)
+    })
+}
+
+/// `fluxc run`: checks the file, then runs its top-level statements on the interpreter.
+pub fn run(
+    sources: &mut SourceMap,
+    file: FileId,
+    loader: &mut dyn SourceLoader,
+    io: &mut (dyn crate::lower::Io + Send),
+) -> Outcome<()> {
+    after_check(sources, file, loader, move |idx, ast| crate::lower::run_script(idx, file, ast, io))
 }
 
 #[cfg(test)]

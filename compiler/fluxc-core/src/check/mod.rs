@@ -14,7 +14,7 @@ mod layer;
 mod prim_rules;
 pub mod prims;
 pub mod ty;
-mod unify;
+pub(crate) mod unify;
 
 use std::collections::{HashMap, HashSet};
 

@@ -176,6 +176,8 @@ pub enum Op {
     Const(f64),
     /// `arange`: `0, 1, …, N-1` as i32[N].
     Iota,
+    /// The value of a dimension (it may mention the batch `B`) as a scalar of the node's dtype.
+    Size(Dim),
     Random {
         dist: Dist,
         source: RandSource,
@@ -243,6 +245,7 @@ impl Op {
             Op::Param(i) => format!("param {i}"),
             Op::Const(v) => format!("const {v}"),
             Op::Iota => "iota".into(),
+            Op::Size(d) => format!("size {d}"),
             Op::Random { dist, source } => {
                 let d = match dist {
                     Dist::Uniform => "uniform",
@@ -354,6 +357,14 @@ pub fn infer(op: &Op, args: &[&TensorTy], declared: Option<&TensorTy>) -> Result
             let t = need_declared()?;
             if !t.shape.is_empty() {
                 return err("const is a scalar");
+            }
+            Ok(t)
+        }
+        Op::Size(_) => {
+            arity(0)?;
+            let t = need_declared()?;
+            if !t.shape.is_empty() {
+                return err("size is a scalar");
             }
             Ok(t)
         }
