@@ -331,11 +331,8 @@ impl<'a> Lowerer<'a> {
                     for i in 0..n {
                         let h = xt.shape.get(2 + i).and_then(Dim::as_constant).unwrap_or(1);
                         let k = wt.shape.get(2 + i).and_then(Dim::as_constant).unwrap_or(1);
-                        let (s, pd, d) = (
-                            win.stride[i.min(win.stride.len() - 1)],
-                            win.pad[i.min(win.pad.len() - 1)],
-                            win.dilation[i.min(win.dilation.len() - 1)],
-                        );
+                        let at = |v: &[i64], default: i64| v.get(i).copied().unwrap_or(default);
+                        let (s, pd, d) = (at(&win.stride, 1), at(&win.pad, 0), at(&win.dilation, 1));
                         shape.push(Dim::constant((h - 1) * s - 2 * pd + d * (k - 1) + 1));
                     }
                     Val::T(self.g.push(
