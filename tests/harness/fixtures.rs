@@ -153,6 +153,59 @@ fn builtins_case() -> Result<(), Failed> {
     )
 }
 
+/// Every model of a file that checks lowers to verified IR (forward in both variants, init).
+fn lowers(relative: &str) -> Result<String, Failed> {
+    let (mut sources, id) = load(relative)?;
+    let root = fluxc_tests::repo_dir();
+    let mut loader = fluxc_cli::loader::DiskLoader::new(&root, std::path::Path::new(relative), None);
+    match fluxc_core::pipeline::emit_ir(&mut sources, id, &mut loader, None) {
+        fluxc_core::pipeline::Outcome::Done(text) => Ok(text),
+        fluxc_core::pipeline::Outcome::Rejected(d) => Err(show_diagnostics(&d, &sources).into()),
+        fluxc_core::pipeline::Outcome::Failed(e) => {
+            let at = e
+                .span
+                .and_then(|s| sources.get(s.file).map(|f| (f.name.clone(), f.line_col(s.start as usize))));
+            Err(format!("lowering failed at {at:?}: {}", e.message).into())
+        }
+    }
+}
+
+/// A script runs; the snapshot is its source and what it printed (or its error).
+fn run_case(name: &str, relative: &str) -> Result<(), Failed> {
+    let (mut sources, id) = load(relative)?;
+    let root = fluxc_tests::repo_dir();
+    let path = root.join(relative);
+    let mut loader = fluxc_cli::loader::DiskLoader::new(&root, std::path::Path::new(relative), None);
+    let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut io = fluxc_cli::script_io::ScriptIo::new(&path);
+    io.out = Box::new(SharedBuffer(buffer.clone()));
+    let outcome = match fluxc_core::pipeline::run(&mut sources, id, &mut loader, &mut io) {
+        fluxc_core::pipeline::Outcome::Done(()) => String::new(),
+        fluxc_core::pipeline::Outcome::Rejected(d) => return Err(show_diagnostics(&d, &sources).into()),
+        fluxc_core::pipeline::Outcome::Failed(e) => format!("error: {}\n", e.message),
+    };
+    let printed = String::from_utf8_lossy(&buffer.lock().map_err(|_| "poisoned")?).to_string();
+    let text = sources.get(id).map(|s| s.text.trim_end().to_owned()).unwrap_or_default();
+    snapshot("run", name, relative, format!("{text}\n--- output ---\n{printed}{outcome}"))
+}
+
+struct SharedBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn has_model(relative: &str) -> bool {
+    std::fs::read_to_string(fluxc_tests::repo_dir().join(relative))
+        .is_ok_and(|t| t.lines().any(|l| l.starts_with("model ")))
+}
+
 fn main() {
     let args = Arguments::from_args();
     let mut trials = Vec::new();
@@ -173,7 +226,22 @@ fn main() {
         trials.push(Trial::test(format!("check_errors::{name}"), move || check_error_case(&n, &path)));
     }
     for (name, path) in fluxc_tests::flx_files("examples") {
-        trials.push(Trial::test(format!("examples::{name}"), move || checks_clean(&path)));
+        let p = path.clone();
+        trials.push(Trial::test(format!("examples::{name}"), move || checks_clean(&p)));
+        let n = name.clone();
+        trials.push(Trial::test(format!("ir::{name}"), move || {
+            let text = lowers(&path)?;
+            snapshot("ir", &n, &path, text)
+        }));
+    }
+    for (name, path) in fixtures("run") {
+        let n = name.clone();
+        trials.push(Trial::test(format!("run::{name}"), move || run_case(&n, &path)));
+    }
+    for (name, path) in fixtures("check_pass") {
+        if has_model(&path) {
+            trials.push(Trial::test(format!("lower::{name}"), move || lowers(&path).map(|_| ())));
+        }
     }
     for (name, path) in fluxc_tests::flx_files("stdlib") {
         let n = name.clone();
