@@ -238,8 +238,8 @@ pub enum Outcome<T> {
     Failed(crate::lower::LowerError),
 }
 
-/// Checks the program, then hands the checked items to `stage` (on the checker's deep stack).
-fn after_check<T: Send>(
+/// Checks the program, then hands the checked items to `stage` (on a deep stack).
+pub fn after_check<T: Send>(
     sources: &mut SourceMap,
     file: FileId,
     loader: &mut dyn SourceLoader,
@@ -307,6 +307,19 @@ pub fn emit_ir(
             }
             let init = crate::lower::init_graph(idx, id)?;
             out.push_str(&format!("# model {}: init\n{}\n", m.name.name, crate::ir::print_graph(&init)));
+        }
+        for (k, item) in idx.items.iter().enumerate() {
+            let Item::Train(t) = item.item else { continue };
+            if item.file != file || model.as_deref().is_some_and(|want| want != t.model.name) {
+                continue;
+            }
+            let g = crate::lower::train_step(idx, k)?;
+            out.push_str(&format!(
+                "# train {} on {}: train step\n{}\n",
+                t.model.name,
+                t.source.name,
+                crate::ir::print_graph(&g)
+            ));
         }
         if !found {
             let message = match &model {

@@ -10,6 +10,7 @@
 
 mod layers;
 mod prims;
+mod train;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
@@ -27,7 +28,8 @@ use crate::check::{Global, Index};
 use crate::dims::Dim;
 use crate::ir::{BinaryOp, DType, Graph, IrError, Op, ReduceOp, TensorTy, UnaryOp, ValueId};
 
-pub use layers::{LayerInst, LayerKind};
+pub use layers::{LayerInst, LayerKind, format_tensor};
+pub use train::{matches_pattern, train_step};
 
 /// A failure while lowering or running: a message and, where known, the source span.
 #[derive(Clone, Debug, PartialEq)]
