@@ -58,33 +58,138 @@ fn inputs(g: &Graph, x: &Array, y: &Array, step: f64, states: &[Array]) -> Vec<A
     v
 }
 
-#[test]
-fn descent_applies_the_finite_difference_gradient() {
-    let text = format!("{NET}train Net on d {{\n    loss = mse\n    optimizer = Descent(lr = 1.0)\n}}\n");
+/// With `Descent(lr = 1.0)` a train step moves each parameter by minus its gradient: compare
+/// that with central differences of the step's own loss, element by element.
+fn check_gradients(model: &str, loss: &str, x_shape: &[usize], y_shape: &[usize], positive_target: bool) {
+    let text = format!(
+        "{model}\ndata d = npy(x = \"x.npy\", y = \"y.npy\")\ntrain M on d {{\n    loss = {loss}\n    optimizer = Descent(lr = 1.0)\n}}\n"
+    );
     let (init, step) = graphs(&text);
-    let run = Run { batch: 6, seed: 0, step: 0 };
+    let run = Run { batch: x_shape[0] as i64, seed: 0, step: 0 };
     let init_vals = eval(&init, &[], &[], &run).unwrap();
     let params: Vec<Array> = init.outputs.iter().map(|(_, v)| init_vals[v.index()].clone()).collect();
-    let (x, y) = (random(&[6, 4], 1), random(&[6, 3], 2));
+    let x = random(x_shape, 1);
+    let mut y = random(y_shape, 2);
+    if positive_target {
+        // Probabilities per row of the last axis (for cross-entropy-like losses).
+        let c = *y_shape.last().unwrap();
+        for row in y.data.chunks_mut(c) {
+            let s: f64 = row.iter().map(|v| v.exp()).sum();
+            for v in row.iter_mut() {
+                *v = v.exp() / s;
+            }
+        }
+    }
     let ins = inputs(&step, &x, &y, 1.0, &[]);
     let vals = eval(&step, &ins, &params, &run).unwrap();
     let loss_of = |ps: &[Array]| output(&step, &eval(&step, &ins, ps, &run).unwrap(), "loss").data[0];
-    for (k, slot) in step.params.iter().enumerate() {
+    for (k, slot) in step.params.iter().enumerate().filter(|(_, s)| s.trainable) {
         let new = output(&step, &vals, &format!("param:{}", slot.name));
         for e in 0..params[k].len() {
             let applied = params[k].data[e] - new.data[e]; // lr 1: p - new = gradient
-            let h = 1e-6;
+            let h = 1e-6 * params[k].data[e].abs().max(1.0);
             let mut plus = params.clone();
             plus[k].data[e] += h;
             let mut minus = params.clone();
             minus[k].data[e] -= h;
             let numeric = (loss_of(&plus) - loss_of(&minus)) / (2.0 * h);
+            let tol = 1e-6 * numeric.abs().max(applied.abs()).max(1.0);
             assert!(
-                (applied - numeric).abs() < 1e-6 * numeric.abs().max(1.0),
-                "{}[{e}]: {applied} vs {numeric}",
+                (applied - numeric).abs() < tol,
+                "{model} / {loss}: {}[{e}]: {applied} vs {numeric}",
                 slot.name
             );
         }
+    }
+}
+
+#[test]
+fn dense_gradients_match_finite_differences() {
+    let model = "model M: f32[B, 4] -> f32[B, 3] = Chain(Dense(4 => 5, tanh), Dense(5 => 3))";
+    check_gradients(model, "mse", &[6, 4], &[6, 3], false);
+}
+
+#[test]
+fn conv_pool_gradients_match_finite_differences() {
+    check_gradients(
+        "model M: f32[B, 2, 6, 6] -> f32[B, 3] = Chain(Conv2d((3, 3), 2 => 3, relu, Pad = 1, Stride = 2), MaxPool2d((2, 2)), Flatten, Dense(3 => 3))",
+        "logitcrossentropy",
+        &[2, 2, 6, 6],
+        &[2, 3],
+        true,
+    );
+}
+
+#[test]
+fn lstm_and_gru_gradients_match_finite_differences() {
+    check_gradients(
+        "model M: f32[B, 4, 3] -> f32[B, 4, 2] = LSTM(3 => 2)",
+        "mse",
+        &[2, 4, 3],
+        &[2, 4, 2],
+        false,
+    );
+    check_gradients(
+        "model M: f32[B, 3, 2] -> f32[B, 3, 3] = GRU(2 => 3)",
+        "mae",
+        &[2, 3, 2],
+        &[2, 3, 3],
+        false,
+    );
+}
+
+#[test]
+fn normalisation_gradients_match_finite_differences() {
+    check_gradients(
+        "model M: f32[B, 3, 2, 2] -> f32[B, 3, 2, 2] = BatchNorm(3)",
+        "mse",
+        &[4, 3, 2, 2],
+        &[4, 3, 2, 2],
+        false,
+    );
+    check_gradients(
+        "model M: f32[B, 5] -> f32[B, 5] = Chain(Dense(5 => 5), LayerNorm(5))",
+        "mse",
+        &[3, 5],
+        &[3, 5],
+        false,
+    );
+    check_gradients(
+        "model M: f32[B, 4, 2, 2] -> f32[B, 4, 2, 2] = GroupNorm(2, 4)",
+        "mse",
+        &[2, 4, 2, 2],
+        &[2, 4, 2, 2],
+        false,
+    );
+}
+
+#[test]
+fn attention_gradients_match_finite_differences() {
+    let model = "model M: f32[B, 3, 4] -> f32[B, 3, 4] = MultiHeadAttention(4, 2, causal = true)";
+    check_gradients(model, "mse", &[2, 3, 4], &[2, 3, 4], false);
+}
+
+#[test]
+fn every_std_loss_has_finite_difference_gradients() {
+    let model = "model M: f32[B, 4] -> f32[B, 3] = Chain(Dense(4 => 3), softmax)";
+    for loss in [
+        "mse",
+        "mae",
+        "msle",
+        "huber_loss(delta = 0.5)",
+        "crossentropy",
+        "logitcrossentropy",
+        "binarycrossentropy",
+        "logitbinarycrossentropy",
+        "kldivergence",
+        "poisson_loss",
+        "hinge_loss",
+        "squared_hinge_loss",
+        "focal_loss",
+        "dice_coeff_loss",
+        "tversky_loss",
+    ] {
+        check_gradients(model, loss, &[5, 4], &[5, 3], true);
     }
 }
 
