@@ -234,6 +234,13 @@ fn main() {
             snapshot("ir", &n, &path, text)
         }));
     }
+    for (name, path) in fixtures("ir") {
+        let n = name.clone();
+        trials.push(Trial::test(format!("ir::{name}"), move || {
+            let text = lowers(&path)?;
+            snapshot("ir", &n, &path, text)
+        }));
+    }
     for (name, path) in fixtures("run") {
         let n = name.clone();
         trials.push(Trial::test(format!("run::{name}"), move || run_case(&n, &path)));

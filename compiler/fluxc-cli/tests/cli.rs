@@ -148,3 +148,51 @@ fn an_internal_error_asks_for_a_bug_report() {
     assert!(err.contains("internal compiler error") && err.contains("please report"), "{err}");
     assert!(!err.contains("stack backtrace"), "{err}");
 }
+
+#[test]
+fn run_executes_a_script_and_reports_run_time_errors_with_the_line() {
+    let out = fluxc(&["run", &repo("examples/mlp.flx")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(printed.starts_with("[[") && printed.lines().count() == 1, "{printed}");
+
+    let script =
+        scratch("missing.flx", b"let a = ones[2]()\nlet x = load[f32[2, 3]](\"nowhere.npy\")\nprint(x)\n");
+    let out = fluxc(&["run", &script.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("missing.flx:2:9") && err.contains("nowhere.npy") && err.contains("no such file"),
+        "{err}"
+    );
+
+    // A shape mismatch in loaded data is caught when it is loaded.
+    let data = scratch("wrong.npy", b"");
+    let a = fluxc_cli_npy(&data);
+    assert!(a.is_ok());
+    let script = scratch("wrong_shape.flx", b"let x = load[f32[3, 3]](\"wrong.npy\")\n");
+    let out = fluxc(&["run", &script.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("wrong_shape.flx:1:9") && err.contains("shape [2, 3]"), "{err}");
+}
+
+/// Writes a 2×3 `.npy` through the same code `save` uses.
+fn fluxc_cli_npy(path: &std::path::Path) -> Result<(), String> {
+    let a = fluxc_core::interp::Array::new(vec![2, 3], vec![1.0; 6]);
+    fluxc_cli::script_io::write_npy(path, &a, fluxc_core::ir::DType::F32)
+}
+
+#[test]
+fn build_emit_ir_prints_graphs() {
+    let out = fluxc(&["build", &repo("examples/mlp.flx"), "--emit", "ir"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ir = text(&out.stdout);
+    assert!(
+        ir.contains("# model Mlp: forward (inference)") && ir.contains("param 0 0.weight: f32[32, 64]"),
+        "{ir}"
+    );
+    let out = fluxc(&["build", &repo("examples/mlp.flx"), "--emit", "ir", "--model", "Nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no model `Nope`"));
+}
