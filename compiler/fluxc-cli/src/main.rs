@@ -250,20 +250,8 @@ fn build(path: &Path, emit: Option<Emit>, model: Option<&str>) -> Result<ExitCod
     };
     let mut loader = DiskLoader::new(Path::new(""), path, None);
     if emit == Some(Emit::Ir) {
-        return Ok(match fluxc_core::pipeline::emit_ir(&mut sources, id, &mut loader, model) {
-            Outcome::Done(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Outcome::Rejected(diagnostics) => {
-                report(&diagnostics, &sources, Format::Text);
-                ExitCode::from(1)
-            }
-            Outcome::Failed(e) => {
-                eprintln!("error: {}", located(&e, &sources));
-                ExitCode::from(1)
-            }
-        });
+        let outcome = fluxc_core::pipeline::emit_ir(&mut sources, id, &mut loader, model);
+        return Ok(finish(outcome, &sources, |text| print!("{text}")));
     }
     let checked = fluxc_core::check(&mut sources, id, &mut loader);
     if !checked.diagnostics.is_empty() {
@@ -285,17 +273,27 @@ fn run(path: &Path) -> Result<ExitCode, UserError> {
     };
     let mut loader = DiskLoader::new(Path::new(""), path, None);
     let mut io = ScriptIo::new(path);
-    Ok(match fluxc_core::pipeline::run(&mut sources, id, &mut loader, &mut io) {
-        Outcome::Done(()) => ExitCode::SUCCESS,
+    let outcome = fluxc_core::pipeline::run(&mut sources, id, &mut loader, &mut io);
+    Ok(finish(outcome, &sources, |()| {}))
+}
+
+/// Reports a later stage's outcome: diagnostics if the program was rejected, one located line
+/// if it failed, else `done` with the result.
+fn finish<T>(outcome: Outcome<T>, sources: &SourceMap, done: impl FnOnce(T)) -> ExitCode {
+    match outcome {
+        Outcome::Done(v) => {
+            done(v);
+            ExitCode::SUCCESS
+        }
         Outcome::Rejected(diagnostics) => {
-            report(&diagnostics, &sources, Format::Text);
+            report(&diagnostics, sources, Format::Text);
             ExitCode::from(1)
         }
         Outcome::Failed(e) => {
-            eprintln!("error: {}", located(&e, &sources));
+            eprintln!("error: {}", located(&e, sources));
             ExitCode::from(1)
         }
-    })
+    }
 }
 
 /// `file:line:column: message` (or the message alone when it has no place).

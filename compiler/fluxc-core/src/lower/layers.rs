@@ -88,6 +88,24 @@ fn inst(kind: LayerKind) -> Rc<LayerInst> {
     Rc::new(LayerInst { kind, placed: RefCell::new(None) })
 }
 
+/// The dimensions a constructor is given: explicit `[…]` ones, then the leading arguments
+/// flattened (§3.2); and how many arguments that used.
+fn leading_dims(gens: Option<&[GenVal]>, args: &[ArgVal]) -> (Vec<Dim>, usize) {
+    let mut dims: Vec<Dim> = gens
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|g| if let GenVal::Dim(d) = g { Some(d.clone()) } else { None })
+        .collect();
+    let mut used = 0;
+    for a in args {
+        if a.name.is_some() || !flatten_dims(&a.val, &mut dims) {
+            break;
+        }
+        used += 1;
+    }
+    (dims, used)
+}
+
 /// Flattens leading dimension arguments: dims, `a => b` pairs and tuples of dims (§3.2).
 fn flatten_dims(v: &Val, out: &mut Vec<Dim>) -> bool {
     match v {
@@ -123,21 +141,7 @@ impl<'a> Lowerer<'a> {
         let Some(info) = self.idx.items.get(item) else { return fail(span, "internal: no such layer") };
         let ast::Item::Layer(def) = info.item else { return fail(span, "internal: not a layer") };
         let mut lenv = LEnv::new(info.file);
-        let mut dims: Vec<Dim> = Vec::new();
-        if let Some(g) = gens {
-            for x in g {
-                if let GenVal::Dim(d) = x {
-                    dims.push(d.clone());
-                }
-            }
-        }
-        let mut used = 0;
-        for a in args {
-            if a.name.is_some() || !flatten_dims(&a.val, &mut dims) {
-                break;
-            }
-            used += 1;
-        }
+        let (dims, used) = leading_dims(gens, args);
         let dim_names: Vec<&str> = def
             .dims
             .iter()
@@ -236,21 +240,7 @@ impl<'a> Lowerer<'a> {
                 LayerKind::Recur(l)
             }
             Prim::BatchNorm | Prim::GroupNorm => {
-                let mut dims = Vec::new();
-                if let Some(g) = gens {
-                    for x in g {
-                        if let GenVal::Dim(d) = x {
-                            dims.push(d.clone());
-                        }
-                    }
-                }
-                let mut used = 0;
-                for a in args {
-                    if a.name.is_some() || !flatten_dims(&a.val, &mut dims) {
-                        break;
-                    }
-                    used += 1;
-                }
+                let (dims, used) = leading_dims(gens, args);
                 let rest = args.get(used..).unwrap_or_default();
                 let momentum_default = Val::T(self.g.constant(0.1, DType::F32)?);
                 let eps_default = Val::T(self.g.constant(1e-5, DType::F32)?);
