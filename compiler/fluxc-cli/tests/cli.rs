@@ -179,8 +179,9 @@ fn run_executes_a_script_and_reports_run_time_errors_with_the_line() {
 
 /// Writes a 2×3 `.npy` through the same code `save` uses.
 fn fluxc_cli_npy(path: &std::path::Path) -> Result<(), String> {
-    let a = fluxc_core::interp::Array::new(vec![2, 3], vec![1.0; 6]);
-    fluxc_cli::script_io::write_npy(path, &a, fluxc_core::ir::DType::F32)
+    let t =
+        fluxc_runtime::Tensor { dtype: fluxc_runtime::Dtype::F32, shape: vec![2, 3], values: vec![1.0; 6] };
+    fluxc_runtime::npy::write(path, &t)
 }
 
 #[test]

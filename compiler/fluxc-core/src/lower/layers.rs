@@ -782,25 +782,11 @@ impl<'a> Lowerer<'a> {
                         };
                         let arr = match self.script.as_mut() {
                             Some(s) => {
-                                s.io.load(&path)
+                                s.io.load(&path, &tt)
                                     .map_err(|m| super::LowerError { span: Some(span), message: m })?
                             }
                             None => return fail(span, "no I/O"),
                         };
-                        let want: Vec<usize> = tt
-                            .shape
-                            .iter()
-                            .filter_map(|d| d.as_constant().and_then(|c| usize::try_from(c).ok()))
-                            .collect();
-                        if arr.shape != want {
-                            return fail(
-                                span,
-                                format!(
-                                    "\"{path}\" holds a tensor of shape {:?}, but `load` declares {tt}",
-                                    arr.shape
-                                ),
-                            );
-                        }
                         let v = self.g.input(&path, tt)?;
                         if let Some(s) = self.script.as_mut() {
                             s.inputs.push(arr);

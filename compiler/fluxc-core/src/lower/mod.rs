@@ -132,8 +132,9 @@ impl LEnv {
 /// The I/O the lowering needs while running a script (the runtime implements it; DESIGN.md rule 1).
 pub trait Io {
     fn print(&mut self, line: &str);
-    /// Loads a tensor file (`.npy` or `.safetensors`), relative to the script.
-    fn load(&mut self, path: &str) -> Result<crate::interp::Array, String>;
+    /// Loads a tensor file (`.npy` or `.safetensors`), relative to the script, checked against
+    /// the declared type (shape and element type).
+    fn load(&mut self, path: &str, want: &TensorTy) -> Result<crate::interp::Array, String>;
     fn save(&mut self, path: &str, value: &crate::interp::Array, ty: &TensorTy) -> Result<(), String>;
     fn read_text(&mut self, path: &str) -> Result<String, String>;
     fn write_text(&mut self, path: &str, text: &str) -> Result<(), String>;
