@@ -164,6 +164,23 @@ pub fn vjp(
                     let pos = cast_f32(g, pos)?;
                     Some(mul(g, gy, pos)?)
                 }
+                UnaryOp::Erf => {
+                    // 2/sqrt(pi) * exp(-x^2)
+                    let x2 = mul(g, x, x)?;
+                    let n = g.unary(UnaryOp::Neg, x2)?;
+                    let e = g.unary(UnaryOp::Exp, n)?;
+                    let c = scalar(g, 2.0 / std::f64::consts::PI.sqrt())?;
+                    let t = mul(g, c, e)?;
+                    Some(mul(g, gy, t)?)
+                }
+                UnaryOp::ErfInv => {
+                    // sqrt(pi)/2 * exp(y^2)
+                    let y2 = mul(g, out, out)?;
+                    let e = g.unary(UnaryOp::Exp, y2)?;
+                    let c = scalar(g, std::f64::consts::PI.sqrt() / 2.0)?;
+                    let t = mul(g, c, e)?;
+                    Some(mul(g, gy, t)?)
+                }
                 UnaryOp::Sign | UnaryOp::Floor | UnaryOp::Not => None,
             };
             vec![d]
@@ -341,7 +358,7 @@ pub fn vjp(
             };
             vec![Some(g.push(op, &[x, gy], None)?)]
         }
-        Op::ConvWeightGrad(_) | Op::PoolGrad { .. } => {
+        Op::ConvWeightGrad(_) | Op::PoolGrad { .. } | Op::Orthogonalize => {
             return Err(IrError(format!(
                 "{} has no derivative rule (second derivatives are not supported)",
                 op.name()
@@ -444,6 +461,7 @@ mod tests {
             (Relu, false),
             (Sign, false),
             (Floor, false),
+            (Erf, false),
         ] {
             check(unary_case(u, positive), &format!("{u:?}"));
         }

@@ -157,6 +157,7 @@ pub fn eval_more(
             Op::PoolGrad { kind, window, stride, pad } => {
                 pool_grad(arg(0)?, arg(1)?, *kind, window, stride, pad)
             }
+            Op::Orthogonalize => orthogonalize(arg(0)?),
         };
         if v.shape != shape || v.data.len() != shape.iter().product::<usize>() {
             return fail(format!("%{i} ({}): computed shape {:?}, expected {shape:?}", n.op.name(), v.shape));
@@ -223,6 +224,8 @@ pub fn unary(u: UnaryOp, x: f64) -> f64 {
         UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         UnaryOp::Relu => x.max(0.0),
         UnaryOp::Floor => x.floor(),
+        UnaryOp::Erf => erf(x),
+        UnaryOp::ErfInv => erfinv(x),
         UnaryOp::Not => f64::from(u8::from(x == 0.0)),
     }
 }
@@ -246,6 +249,135 @@ pub fn binary(b: BinaryOp, x: f64, y: f64) -> f64 {
         BinaryOp::And => t(x != 0.0 && y != 0.0),
         BinaryOp::Or => t(x != 0.0 || y != 0.0),
     }
+}
+
+/// The error function in f64: its Taylor series near 0, a continued fraction for erfc in the
+/// tails (Lentz's method); both accurate to about 1e-15.
+pub fn erf(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    let a = x.abs();
+    let v = if a < 3.0 {
+        // erf x = 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1))
+        let mut term = a;
+        let mut sum = a;
+        let x2 = a * a;
+        for n in 1..200 {
+            term *= -x2 / n as f64;
+            let t = term / (2 * n + 1) as f64;
+            sum += t;
+            if t.abs() < 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else if a > 27.0 {
+        1.0
+    } else {
+        // erfc a = exp(-a^2)/sqrt(pi) / (a + (1/2)/(a + 1/(a + (3/2)/(a + …))))
+        let tiny = 1e-300;
+        let mut f = a;
+        let mut c = a;
+        let mut d = 0.0;
+        for n in 1..300 {
+            let an = n as f64 / 2.0;
+            d = a + an * d;
+            d = if d.abs() < tiny { tiny } else { d };
+            c = a + an / c;
+            c = if c.abs() < tiny { tiny } else { c };
+            d = 1.0 / d;
+            let delta = c * d;
+            f *= delta;
+            if (delta - 1.0).abs() < 1e-16 {
+                break;
+            }
+        }
+        1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / f
+    };
+    if x < 0.0 { -v } else { v }
+}
+
+/// The inverse error function: Giles' single-precision approximation refined by Newton steps.
+pub fn erfinv(y: f64) -> f64 {
+    if y <= -1.0 {
+        return if y == -1.0 { f64::NEG_INFINITY } else { f64::NAN };
+    }
+    if y >= 1.0 {
+        return if y == 1.0 { f64::INFINITY } else { f64::NAN };
+    }
+    let w = -((1.0 - y) * (1.0 + y)).ln();
+    let mut x = if w < 5.0 {
+        let w = w - 2.5;
+        let mut p = 2.810_226_36e-08;
+        for c in [
+            3.432_739_39e-07,
+            -3.523_387_7e-06,
+            -4.391_506_54e-06,
+            0.000_218_580_87,
+            -0.001_253_725_03,
+            -0.004_177_681_64,
+            0.246_640_727,
+            1.501_409_41,
+        ] {
+            p = c + p * w;
+        }
+        p * y
+    } else {
+        let w = w.sqrt() - 3.0;
+        let mut p = -0.000_200_214_257;
+        for c in [
+            0.000_100_950_558,
+            0.001_349_343_22,
+            -0.003_673_428_44,
+            0.005_739_507_73,
+            -0.007_622_461_3,
+            0.009_438_870_47,
+            1.001_674_06,
+            2.832_976_82,
+        ] {
+            p = c + p * w;
+        }
+        p * y
+    };
+    for _ in 0..4 {
+        let e = erf(x) - y;
+        let d = 2.0 / std::f64::consts::PI.sqrt() * (-x * x).exp();
+        if d == 0.0 {
+            break;
+        }
+        x -= e / d;
+    }
+    x
+}
+
+/// `Q` of a QR decomposition with positive `diag(R)`, by modified Gram–Schmidt over the longer
+/// side (orthonormal columns of a tall matrix, orthonormal rows of a wide one).
+fn orthogonalize(a: &Array) -> Array {
+    let (r, c) = (a.shape[0], a.shape[1]);
+    let wide = r < c;
+    let (m, n) = if wide { (c, r) } else { (r, c) };
+    let at = |i: usize, j: usize| if wide { j * c + i } else { i * c + j };
+    let mut cols: Vec<Vec<f64>> = (0..n).map(|j| (0..m).map(|i| a.data[at(i, j)]).collect()).collect();
+    for j in 0..n {
+        for k in 0..j {
+            let dot: f64 = (0..m).map(|i| cols[k][i] * cols[j][i]).sum();
+            for i in 0..m {
+                cols[j][i] -= dot * cols[k][i];
+            }
+        }
+        let norm = cols[j].iter().map(|v| v * v).sum::<f64>().sqrt();
+        for v in cols[j].iter_mut() {
+            *v /= if norm > 0.0 { norm } else { 1.0 };
+        }
+    }
+    let mut out = Array::zeros(a.shape.clone());
+    for (j, col) in cols.iter().enumerate() {
+        for (i, v) in col.iter().enumerate() {
+            out.data[at(i, j)] = *v;
+        }
+    }
+    out
 }
 
 /// Visits every multi-index of `shape` in row-major order.
@@ -671,6 +803,46 @@ mod tests {
         let xs = a(&[3], &[1.0, 2.0, 3.0]);
         assert_eq!(run1(&g, b, &[xs.clone()]).data, vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
         assert_eq!(run1(&g, c, &[xs]).data, vec![2.0, 3.0, 2.0, 3.0, 2.0, 3.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn erf_and_erfinv_to_double_precision() {
+        // Reference values (Abramowitz & Stegun; mpmath).
+        for (x, want) in [
+            (0.5, 0.520_499_877_813_046_5),
+            (1.0, 0.842_700_792_949_714_9),
+            (2.0, 0.995_322_265_018_952_7),
+            (3.5, 0.999_999_256_901_627_7),
+            (-1.5, -0.966_105_146_475_310_7),
+        ] {
+            assert!((erf(x) - want).abs() < 1e-14, "erf({x}) = {}", erf(x));
+        }
+        assert!((erfinv(0.5) - 0.476_936_276_204_469_9).abs() < 1e-13);
+        for y in [-0.999, -0.3, 0.0, 0.1, 0.9, 0.999_999] {
+            assert!((erf(erfinv(y)) - y).abs() < 1e-14, "erfinv({y})");
+        }
+    }
+
+    #[test]
+    fn orthogonalize_gives_orthonormal_rows_or_columns_with_positive_r() {
+        for (r, c) in [(4, 3), (3, 5), (3, 3)] {
+            let n = r * c;
+            let s = crate::rng::Stream::new(9, 0, 0);
+            let a = Array::new(vec![r, c], (0..n as u64).map(|e| f64::from(s.normal(e))).collect());
+            let q = orthogonalize(&a);
+            let (m, k) = if r >= c { (r, c) } else { (c, r) };
+            let get =
+                |x: &Array, i: usize, j: usize| if r >= c { x.data[i * c + j] } else { x.data[j * c + i] };
+            for p in 0..k {
+                for t in 0..k {
+                    let dot: f64 = (0..m).map(|i| get(&q, i, p) * get(&q, i, t)).sum();
+                    assert!((dot - if p == t { 1.0 } else { 0.0 }).abs() < 1e-12);
+                }
+                // diag(R) = q_p . a_p > 0
+                let d: f64 = (0..m).map(|i| get(&q, i, p) * get(&a, i, p)).sum();
+                assert!(d > 0.0);
+            }
+        }
     }
 
     #[test]

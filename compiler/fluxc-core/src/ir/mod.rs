@@ -95,6 +95,9 @@ pub enum UnaryOp {
     Relu,
     Floor,
     Not,
+    /// The error function and its inverse (for `truncated_normal`, as Flux draws it).
+    Erf,
+    ErfInv,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -236,6 +239,9 @@ pub enum Op {
         stride: Vec<i64>,
         pad: Vec<i64>,
     },
+    /// The orthogonal factor of a matrix `[rows, cols]`: `Q` of its QR decomposition with a
+    /// positive diagonal in `R` (rows >= cols), or of its transpose (for `orthogonal`).
+    Orthogonalize,
 }
 
 impl Op {
@@ -281,6 +287,7 @@ impl Op {
                     format!("{kind:?}").to_lowercase()
                 )
             }
+            Op::Orthogonalize => "orthogonalize".into(),
             Op::PoolGrad { kind, window, stride, pad } => format!(
                 "pool_grad.{} window={window:?} stride={stride:?} pad={pad:?}",
                 format!("{kind:?}").to_lowercase()
@@ -606,6 +613,14 @@ pub fn infer(op: &Op, args: &[&TensorTy], declared: Option<&TensorTy>) -> Result
                 shape.push(c(o));
             }
             Ok(TensorTy::new(x.dtype, shape))
+        }
+        Op::Orthogonalize => {
+            arity(1)?;
+            let a = arg(0)?;
+            if a.rank() != 2 || a.dtype != DType::F32 || a.shape.iter().any(|d| d.as_constant().is_none()) {
+                return err(format!("orthogonalize on {a}"));
+            }
+            Ok(a.clone())
         }
         Op::PoolGrad { kind, window, stride, pad } => {
             arity(2)?;

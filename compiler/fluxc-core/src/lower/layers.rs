@@ -913,7 +913,13 @@ pub fn format_tensor(a: &Array, dtype: DType) -> String {
     let item = |x: f64| match dtype {
         DType::F32 => {
             let f = x as f32;
-            if f.fract() == 0.0 && f.abs() < 1e16 { format!("{f:.1}") } else { format!("{f}") }
+            if f.fract() == 0.0 && f.abs() < 1e16 {
+                format!("{f:.1}")
+            } else if f.abs() < 1e-4 || f.abs() >= 1e16 {
+                format!("{f:e}")
+            } else {
+                format!("{f}")
+            }
         }
         DType::I32 => format!("{}", x as i64),
         DType::Bool => (x != 0.0).to_string(),

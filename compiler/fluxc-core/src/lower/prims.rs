@@ -111,57 +111,76 @@ impl<'a> Lowerer<'a> {
                     Some(f32s(shape)),
                 )?)
             }
-            Prim::RandUniform | Prim::RandNormal | Prim::TruncatedNormal | Prim::Orthogonal => {
+            Prim::RandUniform | Prim::RandNormal => {
                 let shape = creation(self, env)?;
                 let source = self.rng_source();
                 let dist = if p == Prim::RandUniform { Dist::Uniform } else { Dist::Normal };
                 let r = self.g.push(Op::Random { dist, source }, &[], Some(f32s(shape)))?;
-                let (a, b) = match p {
-                    Prim::RandUniform => (arg(0), arg(1)),
-                    Prim::RandNormal => (arg(0), arg(1)),
-                    Prim::TruncatedNormal => (arg(0), arg(1)),
-                    _ => (None, arg(0)),
+                let (a, b) = (self.f32_or(arg(0), 0.0, span)?, self.f32_or(arg(1), 1.0, span)?);
+                // uniform: lo + (hi - lo) * u; normal: mean + std * z
+                let scale = if p == Prim::RandUniform { self.g.binary(BinaryOp::Sub, b, a)? } else { b };
+                let s = self.g.binary(BinaryOp::Mul, scale, r)?;
+                Val::T(self.g.binary(BinaryOp::Add, a, s)?)
+            }
+            Prim::TruncatedNormal => {
+                // As Flux draws it: a uniform mapped through the normal's inverse CDF between
+                // lo and hi, u -> erfinv(2*(l + (h - l)*u) - 1) * std * sqrt(2) + mean.
+                let shape = creation(self, env)?;
+                let source = self.rng_source();
+                let u = self.g.push(Op::Random { dist: Dist::Uniform, source }, &[], Some(f32s(shape)))?;
+                let mean = self.f32_or(arg(0), 0.0, span)?;
+                let std = self.f32_or(arg(1), 1.0, span)?;
+                let lo = self.f32_or(arg(2), -2.0, span)?;
+                let hi = self.f32_or(arg(3), 2.0, span)?;
+                let cdf = |me: &mut Self, bound: ValueId| -> LResult<ValueId> {
+                    // 0.5 * (1 + erf((bound - mean) / std / sqrt(2)))
+                    let d = me.g.binary(BinaryOp::Sub, bound, mean)?;
+                    let z = me.g.binary(BinaryOp::Div, d, std)?;
+                    let r2 = me.g.constant(std::f64::consts::SQRT_2, DType::F32)?;
+                    let z = me.g.binary(BinaryOp::Div, z, r2)?;
+                    let e = me.g.unary(UnaryOp::Erf, z)?;
+                    let one = me.g.constant(1.0, DType::F32)?;
+                    let half = me.g.constant(0.5, DType::F32)?;
+                    let s = me.g.binary(BinaryOp::Add, one, e)?;
+                    Ok(me.g.binary(BinaryOp::Mul, half, s)?)
                 };
-                let r = match p {
-                    // lo + (hi - lo) * u
-                    Prim::RandUniform => {
-                        let lo = self
-                            .f32_of(&a.map(|x| x.val.clone()).unwrap_or(Val::Dim(Dim::constant(0))), span)?;
-                        let hi = self
-                            .f32_of(&b.map(|x| x.val.clone()).unwrap_or(Val::Dim(Dim::constant(1))), span)?;
-                        let w = self.g.binary(BinaryOp::Sub, hi, lo)?;
-                        let s = self.g.binary(BinaryOp::Mul, w, r)?;
-                        self.g.binary(BinaryOp::Add, lo, s)?
-                    }
-                    // mean + std * z (truncated_normal clamps at lo, hi: a documented approximation of
-                    // resampling; orthogonal: gain * z, orthogonalisation is not built yet)
-                    _ => {
-                        let mean = match a {
-                            Some(x) => self.f32_of(&x.val, span)?,
-                            None => self.g.constant(0.0, DType::F32)?,
-                        };
-                        let std = match b {
-                            Some(x) => self.f32_of(&x.val, span)?,
-                            None => self.g.constant(1.0, DType::F32)?,
-                        };
-                        let s = self.g.binary(BinaryOp::Mul, std, r)?;
-                        let mut v = self.g.binary(BinaryOp::Add, mean, s)?;
-                        if p == Prim::TruncatedNormal {
-                            let lo = match arg(2) {
-                                Some(x) => self.f32_of(&x.val, span)?,
-                                None => self.g.constant(-2.0, DType::F32)?,
-                            };
-                            let hi = match arg(3) {
-                                Some(x) => self.f32_of(&x.val, span)?,
-                                None => self.g.constant(2.0, DType::F32)?,
-                            };
-                            v = self.g.binary(BinaryOp::Max, v, lo)?;
-                            v = self.g.binary(BinaryOp::Min, v, hi)?;
-                        }
-                        v
-                    }
-                };
-                Val::T(r)
+                let l = cdf(self, lo)?;
+                let h = cdf(self, hi)?;
+                let two = self.g.constant(2.0, DType::F32)?;
+                let one = self.g.constant(1.0, DType::F32)?;
+                let w = self.g.binary(BinaryOp::Sub, h, l)?;
+                let v = self.g.binary(BinaryOp::Mul, w, u)?;
+                let v = self.g.binary(BinaryOp::Add, l, v)?;
+                let v = self.g.binary(BinaryOp::Mul, two, v)?;
+                let v = self.g.binary(BinaryOp::Sub, v, one)?;
+                let v = self.g.unary(UnaryOp::ErfInv, v)?;
+                let r2 = self.g.constant(std::f64::consts::SQRT_2, DType::F32)?;
+                let sc = self.g.binary(BinaryOp::Mul, std, r2)?;
+                let v = self.g.binary(BinaryOp::Mul, v, sc)?;
+                let v = self.g.binary(BinaryOp::Add, v, mean)?;
+                let v = self.g.binary(BinaryOp::Max, v, lo)?;
+                Val::T(self.g.binary(BinaryOp::Min, v, hi)?)
+            }
+            Prim::Orthogonal => {
+                // PyTorch's layout: the first axis against all others flattened; the Q factor of
+                // a normal matrix (positive diag(R)), times the gain.
+                let shape = creation(self, env)?;
+                let rows = shape.first().cloned().unwrap_or(Dim::constant(1));
+                let cols = shape
+                    .iter()
+                    .skip(1)
+                    .try_fold(Dim::constant(1), |p, d| p.mul(d))
+                    .map_err(|_| super::overflow(span))?;
+                let source = self.rng_source();
+                let z = self.g.push(
+                    Op::Random { dist: Dist::Normal, source },
+                    &[],
+                    Some(f32s(vec![rows, cols])),
+                )?;
+                let q = self.g.push(Op::Orthogonalize, &[z], None)?;
+                let gain = self.f32_or(arg(0), 1.0, span)?;
+                let q = self.g.binary(BinaryOp::Mul, gain, q)?;
+                Val::T(self.g.reshape(q, shape)?)
             }
             Prim::Onehot => {
                 let labels = self.tensor_arg(arg(0), span)?;
@@ -411,6 +430,14 @@ impl<'a> Lowerer<'a> {
                 self.next_stream = self.next_stream.wrapping_add(1);
                 RandSource::Stream(k)
             }
+        }
+    }
+
+    /// An f32 scalar argument, or a constant default when it is not given.
+    fn f32_or(&mut self, a: Option<&ArgVal>, default: f64, span: Span) -> LResult<ValueId> {
+        match a {
+            Some(a) => self.f32_of(&a.val, span),
+            None => Ok(self.g.constant(default, DType::F32)?),
         }
     }
 
