@@ -362,8 +362,9 @@ fn orthogonalize(a: &Array) -> Array {
     for j in 0..n {
         for k in 0..j {
             let dot: f64 = (0..m).map(|i| cols[k][i] * cols[j][i]).sum();
-            for i in 0..m {
-                cols[j][i] -= dot * cols[k][i];
+            let basis = cols[k].clone();
+            for (v, q) in cols[j].iter_mut().zip(basis) {
+                *v -= dot * q;
             }
         }
         let norm = cols[j].iter().map(|v| v * v).sum::<f64>().sqrt();
