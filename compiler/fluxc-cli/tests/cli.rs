@@ -197,3 +197,49 @@ fn build_emit_ir_prints_graphs() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no model `Nope`"));
 }
+
+#[test]
+fn run_loads_trained_weights_for_a_model_and_diffs_a_wrong_file() {
+    use fluxc_runtime::safetensors::{SafeTensors, write};
+    use fluxc_runtime::{Dtype, Tensor};
+    let t = |shape: Vec<usize>, values: Vec<f64>| Tensor { dtype: Dtype::F32, shape, values };
+    let good = scratch("good.safetensors", b"");
+    write(
+        &good,
+        &SafeTensors {
+            tensors: vec![
+                ("weight".into(), t(vec![1, 2], vec![1.0, 2.0])),
+                ("bias".into(), t(vec![1], vec![0.5])),
+            ],
+            metadata: vec![("fluxc.model".into(), "M".into())],
+        },
+    )
+    .unwrap();
+    let bad = scratch("bad.safetensors", b"");
+    write(
+        &bad,
+        &SafeTensors {
+            tensors: vec![
+                ("weight".into(), t(vec![2, 2], vec![1.0; 4])),
+                ("extra".into(), t(vec![1], vec![0.0])),
+            ],
+            metadata: vec![],
+        },
+    )
+    .unwrap();
+    let script = scratch(
+        "weights.flx",
+        b"model M: f32[B, 2] -> f32[B, 1] = Dense(2 => 1)\nlet m = load[M](\"good.safetensors\")\nprint(m(ones[1, 2]()))\nlet b = load[M](\"bad.safetensors\")\n",
+    );
+    let out = fluxc(&["run", &script.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "[[3.5]]\n");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("weights.flx:4:9")
+            && err.contains("missing `bias`")
+            && err.contains("unexpected `extra`")
+            && err.contains("`weight` has shape [2, 2]"),
+        "{err}"
+    );
+}
