@@ -22,7 +22,7 @@ impl DiskLoader {
     /// `out/` beside the file.
     pub fn new(root: &Path, main: &Path, out: Option<&Path>) -> DiskLoader {
         let folder = parent_or_dot(&root.join(main));
-        let project = std::fs::canonicalize(&folder).unwrap_or(folder);
+        let project = resolve(&folder);
         let out = match out {
             Some(o) => root.join(o),
             None => project.join("out"),
@@ -61,7 +61,12 @@ fn normalise(p: &Path) -> PathBuf {
 /// The canonical form of a path that may not exist: its longest existing ancestor resolved
 /// (symbolic links included), the rest appended.
 fn resolve(p: &Path) -> PathBuf {
-    let p = normalise(p);
+    let absolute = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+    };
+    let p = normalise(&absolute);
     let mut existing = p.clone();
     let mut rest = Vec::new();
     loop {

@@ -243,3 +243,26 @@ fn run_loads_trained_weights_for_a_model_and_diffs_a_wrong_file() {
         "{err}"
     );
 }
+
+#[test]
+fn paths_are_judged_from_the_files_folder_when_it_is_the_working_directory() {
+    let file = scratch(
+        "bare.flx",
+        b"model M: f32[B, 2] -> f32[B, 1] = Dense(2 => 1)\ndata d = npy(x = \"x.npy\", y = \"data/y.npy\")\ntrain M on d {\n    loss = mse\n    optimizer = Adam()\n    callbacks = [checkpoint(\"m.safetensors\")]\n}\n",
+    );
+    let dir = file.parent().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fluxc"))
+        .args(["check", "bare.flx"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let escape = scratch("escape.flx", b"data d = npy(x = \"../x.npy\", y = \"y.npy\")\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_fluxc"))
+        .args(["check", "escape.flx"])
+        .current_dir(escape.parent().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("E0502"));
+}
