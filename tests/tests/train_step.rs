@@ -164,6 +164,21 @@ fn normalisation_gradients_match_finite_differences() {
 }
 
 #[test]
+fn slicing_with_negative_bounds_concat_and_indexing_have_finite_difference_gradients() {
+    let model = "layer Pick[N] {
+    param w: f32[N, N] = glorot_uniform()
+    forward[B](x: f32[B, N]) -> f32[B, 3] {
+        let h = x @ w.T
+        let tail = h[:, -2 ..]
+        let head = h[:, new, 0][:, 0]
+        concat((tail, head[:, new] * h[:, -1][:, new]), axis = 1)
+    }
+}
+model M: f32[B, 4] -> f32[B, 3] = Pick(4)";
+    check_gradients(model, "mse", &[3, 4], &[3, 3], false);
+}
+
+#[test]
 fn attention_gradients_match_finite_differences() {
     let model = "model M: f32[B, 3, 4] -> f32[B, 3, 4] = MultiHeadAttention(4, 2, causal = true)";
     check_gradients(model, "mse", &[2, 3, 4], &[2, 3, 4], false);
