@@ -201,6 +201,18 @@ impl std::io::Write for SharedBuffer {
     }
 }
 
+/// Every model and train step of a file scheduled into kernels; the snapshot is the KIR.
+fn kir_case(name: &str, relative: &str) -> Result<(), Failed> {
+    let (mut sources, id) = load(relative)?;
+    let root = fluxc_tests::repo_dir();
+    let mut loader = fluxc_cli::loader::DiskLoader::new(&root, std::path::Path::new(relative), None);
+    match fluxc_core::pipeline::emit_kir(&mut sources, id, &mut loader, None) {
+        fluxc_core::pipeline::Outcome::Done(text) => snapshot("kir", name, relative, text),
+        fluxc_core::pipeline::Outcome::Rejected(d) => Err(show_diagnostics(&d, &sources).into()),
+        fluxc_core::pipeline::Outcome::Failed(e) => Err(e.message.into()),
+    }
+}
+
 fn has_model(relative: &str) -> bool {
     std::fs::read_to_string(fluxc_tests::repo_dir().join(relative))
         .is_ok_and(|t| t.lines().any(|l| l.starts_with("model ")))
@@ -236,10 +248,13 @@ fn main() {
     }
     for (name, path) in fixtures("ir") {
         let n = name.clone();
+        let p = path.clone();
         trials.push(Trial::test(format!("ir::{name}"), move || {
-            let text = lowers(&path)?;
-            snapshot("ir", &n, &path, text)
+            let text = lowers(&p)?;
+            snapshot("ir", &n, &p, text)
         }));
+        let n = name.clone();
+        trials.push(Trial::test(format!("kir::{name}"), move || kir_case(&n, &path)));
     }
     for (name, path) in fixtures("run") {
         let n = name.clone();

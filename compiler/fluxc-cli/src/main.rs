@@ -237,10 +237,10 @@ fn check(path: &Path, format: Format) -> Result<ExitCode, UserError> {
 }
 
 fn build(path: &Path, emit: Option<Emit>, model: Option<&str>) -> Result<ExitCode, UserError> {
-    if !matches!(emit, Some(Emit::Ast | Emit::Ir)) {
+    if !matches!(emit, Some(Emit::Ast | Emit::Ir | Emit::Kir)) {
         return Err(UserError(
-            "this fluxc can print the syntax tree and the IR so far: use `fluxc build FILE --emit ast` or \
-             `--emit ir`; code generation is not built yet"
+            "this fluxc can print the syntax tree, the IR and the kernel IR so far: use `fluxc build FILE \
+             --emit ast`, `--emit ir` or `--emit kir`; code generation is not built yet"
                 .into(),
         ));
     }
@@ -251,6 +251,10 @@ fn build(path: &Path, emit: Option<Emit>, model: Option<&str>) -> Result<ExitCod
     let mut loader = DiskLoader::new(Path::new(""), path, None);
     if emit == Some(Emit::Ir) {
         let outcome = fluxc_core::pipeline::emit_ir(&mut sources, id, &mut loader, model);
+        return Ok(finish(outcome, &sources, |text| print!("{text}")));
+    }
+    if emit == Some(Emit::Kir) {
+        let outcome = fluxc_core::pipeline::emit_kir(&mut sources, id, &mut loader, model);
         return Ok(finish(outcome, &sources, |text| print!("{text}")));
     }
     let checked = fluxc_core::check(&mut sources, id, &mut loader);

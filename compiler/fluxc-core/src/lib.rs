@@ -7,6 +7,7 @@ pub mod check;
 pub mod dims;
 pub mod interp;
 pub mod ir;
+pub mod kir;
 pub mod lower;
 pub mod pipeline;
 pub mod render;

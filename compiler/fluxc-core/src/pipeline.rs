@@ -282,6 +282,42 @@ pub fn after_check<T: Send>(
     }
 }
 
+/// `fluxc build --emit kir`: each model's inference forward and each train step scheduled into
+/// kernels, with the memory plan and the scratch bytes per batch row.
+pub fn emit_kir(
+    sources: &mut SourceMap,
+    file: FileId,
+    loader: &mut dyn SourceLoader,
+    model: Option<&str>,
+) -> Outcome<String> {
+    let model = model.map(str::to_owned);
+    after_check(sources, file, loader, move |idx, _| {
+        let mut out = String::new();
+        for (k, item) in idx.items.iter().enumerate() {
+            if item.file != file {
+                continue;
+            }
+            let (title, g) = match item.item {
+                Item::Model(m) if model.as_deref().is_none_or(|w| w == m.name.name) => (
+                    format!("# model {}: forward (inference)", m.name.name),
+                    crate::lower::lower_model(idx, k, false)?,
+                ),
+                Item::Train(t) if model.as_deref().is_none_or(|w| w == t.model.name) => (
+                    format!("# train {} on {}: train step", t.model.name, t.source.name),
+                    crate::lower::train_step(idx, k)?,
+                ),
+                _ => continue,
+            };
+            let kir = crate::kir::schedule(&g)?;
+            out.push_str(&format!("{title}\n{}\n", crate::kir::print_kir(&kir)));
+        }
+        if out.is_empty() {
+            return Err(crate::lower::LowerError { span: None, message: "no model to schedule".into() });
+        }
+        Ok(out)
+    })
+}
+
 /// `fluxc build --emit ir`: each model's graphs as text (inference forward, training forward,
 /// and the initialiser), or only `model`'s.
 pub fn emit_ir(

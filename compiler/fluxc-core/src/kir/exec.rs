@@ -1,0 +1,193 @@
+//! A plain executor of KIR in f32, on the planned slots: what compiled code will do, kernel by
+//! kernel, with buffers sharing slots exactly as the plan says. Tests run it against the f64
+//! interpreter, which checks the fusion and the memory plan. Whole-buffer ops reuse the
+//! interpreter's kernels.
+
+use super::{Fused, Kernel, Kir, Storage};
+use crate::interp::{Array, Run, binary, concrete, eval, unary};
+use crate::ir::{DType, Graph, Op};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecError(pub String);
+
+fn fail<T>(m: impl Into<String>) -> Result<T, ExecError> {
+    Err(ExecError(m.into()))
+}
+
+fn round(v: f64, d: DType) -> f64 {
+    match d {
+        DType::F32 => f64::from(v as f32),
+        _ => v,
+    }
+}
+
+/// Runs `kir` on `inputs` and `params` (f64 arrays, rounded to f32 on the way in); returns the
+/// outputs by name.
+pub fn execute(
+    kir: &Kir,
+    inputs: &[Array],
+    params: &[Array],
+    run: &Run,
+) -> Result<Vec<(String, Array)>, ExecError> {
+    let b = run.batch;
+    let size = |(f, r): (i64, i64)| usize::try_from(f + r * b).unwrap_or(0);
+    let mut slots: Vec<Vec<f64>> = kir.slots.iter().map(|s| vec![0.0; size(*s)]).collect();
+    let external = |st: &Storage| -> Option<&Array> {
+        match st {
+            Storage::Input(k) => inputs.get(*k),
+            Storage::Param(k) => params.get(*k),
+            Storage::Slot(_) => None,
+        }
+    };
+    // Reads a whole buffer as an array of the given shape.
+    let read = |slots: &Vec<Vec<f64>>, buf: super::BufId, shape: &[usize]| -> Result<Array, ExecError> {
+        let info = kir.buffers.get(buf.0 as usize).ok_or_else(|| ExecError("no buffer".into()))?;
+        let n: usize = shape.iter().product();
+        let data: Vec<f64> = match &info.storage {
+            Storage::Slot(s) => slots
+                .get(*s)
+                .and_then(|v| v.get(..n))
+                .ok_or_else(|| ExecError(format!("slot {s} too small")))?
+                .to_vec(),
+            st => external(st)
+                .map(|a| a.data.iter().map(|v| round(*v, info.dtype)).collect())
+                .ok_or_else(|| ExecError("missing external buffer".into()))?,
+        };
+        if data.len() != n {
+            return fail(format!("buffer b{} holds {} values, {n} expected", buf.0, data.len()));
+        }
+        Ok(Array::new(shape.to_vec(), data))
+    };
+    for kern in &kir.kernels {
+        match kern {
+            Kernel::Loop { out, shape, dtype, inputs: ins, body } => {
+                let shape = concrete(shape, b).map_err(|e| ExecError(e.0))?;
+                let srcs: Vec<Array> = ins
+                    .iter()
+                    .map(|(buf, s)| {
+                        let s = concrete(s, b).map_err(|e| ExecError(e.0))?;
+                        read(&slots, *buf, &s)
+                    })
+                    .collect::<Result<_, _>>()?;
+                let n: usize = shape.iter().product();
+                let mut result = Vec::with_capacity(n);
+                let mut idx = vec![0usize; shape.len()];
+                let mut vals = vec![0.0f64; body.len()];
+                for _ in 0..n {
+                    for (j, f) in body.iter().enumerate() {
+                        let v = match f {
+                            Fused::Load(k) => {
+                                let a = srcs.get(*k).ok_or_else(|| ExecError("bad load".into()))?;
+                                // numpy broadcasting: align from the right, size-1 axes repeat.
+                                let off = shape.len() - a.shape.len();
+                                let mut at = 0;
+                                for (d, extent) in a.shape.iter().enumerate() {
+                                    let x =
+                                        if *extent == 1 { 0 } else { idx.get(off + d).copied().unwrap_or(0) };
+                                    at = at * extent + x;
+                                }
+                                a.data.get(at).copied().unwrap_or(0.0)
+                            }
+                            Fused::Const(c, d) => round(*c, *d),
+                            Fused::Size(d, t) => round(
+                                concrete(std::slice::from_ref(d), b)
+                                    .map_err(|e| ExecError(e.0))?
+                                    .first()
+                                    .copied()
+                                    .unwrap_or(0) as f64,
+                                *t,
+                            ),
+                            Fused::Unary(u, x) => unary(*u, vals.get(*x).copied().unwrap_or(0.0)),
+                            Fused::Binary(op, x, y) => binary(
+                                *op,
+                                vals.get(*x).copied().unwrap_or(0.0),
+                                vals.get(*y).copied().unwrap_or(0.0),
+                            ),
+                            Fused::Select(c, x, y) => {
+                                if vals.get(*c).copied().unwrap_or(0.0) != 0.0 {
+                                    vals.get(*x).copied().unwrap_or(0.0)
+                                } else {
+                                    vals.get(*y).copied().unwrap_or(0.0)
+                                }
+                            }
+                            Fused::Cast(d, x) => {
+                                let v = vals.get(*x).copied().unwrap_or(0.0);
+                                match d {
+                                    DType::F32 => v,
+                                    DType::I32 => v.trunc(),
+                                    DType::Bool => f64::from(u8::from(v != 0.0)),
+                                }
+                            }
+                        };
+                        if let Some(slot) = vals.get_mut(j) {
+                            // Every intermediate rounds to f32, as compiled code computes.
+                            *slot = if matches!(f, Fused::Cast(..)) { v } else { f32_round(v) };
+                        }
+                    }
+                    result.push(round(vals.last().copied().unwrap_or(0.0), *dtype));
+                    for k in (0..shape.len()).rev() {
+                        if let Some(x) = idx.get_mut(k) {
+                            *x += 1;
+                            if *x < shape.get(k).copied().unwrap_or(0) {
+                                break;
+                            }
+                            *x = 0;
+                        }
+                    }
+                }
+                store(&mut slots, kir, *out, &result)?;
+            }
+            Kernel::Call { op, args, out, ty } => {
+                let mut g = Graph::default();
+                let mut arrays = Vec::new();
+                let mut ids = Vec::new();
+                for (buf, t) in args {
+                    let s = concrete(&t.shape, b).map_err(|e| ExecError(e.0))?;
+                    arrays.push(read(&slots, *buf, &s)?);
+                    ids.push(g.input("a", t.clone()).map_err(|e| ExecError(e.0))?);
+                }
+                let declared = match op {
+                    Op::Reshape
+                    | Op::Broadcast
+                    | Op::ConvTranspose(_)
+                    | Op::ConvWeightGrad(_)
+                    | Op::Random { .. }
+                    | Op::Iota
+                    | Op::Input(_)
+                    | Op::Param(_)
+                    | Op::Const(_)
+                    | Op::Size(_) => Some(ty.clone()),
+                    _ => None,
+                };
+                let r = g.push(op.clone(), &ids, declared).map_err(|e| ExecError(e.0))?;
+                let vals = eval(&g, &arrays, &[], run).map_err(|e| ExecError(e.0))?;
+                let v = vals.get(r.index()).ok_or_else(|| ExecError("no result".into()))?;
+                let data: Vec<f64> = v.data.iter().map(|x| round(*x, ty.dtype)).collect();
+                store(&mut slots, kir, *out, &data)?;
+            }
+        }
+    }
+    let mut outs = Vec::new();
+    for (name, buf, t) in &kir.outputs {
+        let s = concrete(&t.shape, b).map_err(|e| ExecError(e.0))?;
+        outs.push((name.clone(), read(&slots, *buf, &s)?));
+    }
+    Ok(outs)
+}
+
+fn f32_round(v: f64) -> f64 {
+    f64::from(v as f32)
+}
+
+fn store(slots: &mut [Vec<f64>], kir: &Kir, out: super::BufId, data: &[f64]) -> Result<(), ExecError> {
+    let info = kir.buffers.get(out.0 as usize).ok_or_else(|| ExecError("no buffer".into()))?;
+    let Storage::Slot(s) = info.storage else { return fail("a kernel writes an external buffer") };
+    let slot = slots.get_mut(s).ok_or_else(|| ExecError(format!("no slot {s}")))?;
+    if slot.len() < data.len() {
+        return fail(format!("slot {s} holds {} values, {} written", slot.len(), data.len()));
+    }
+    if let Some(dst) = slot.get_mut(..data.len()) {
+        dst.copy_from_slice(data);
+    }
+    Ok(())
+}

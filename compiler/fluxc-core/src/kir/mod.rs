@@ -1,0 +1,430 @@
+//! Kernel IR (KIR): a graph scheduled into kernels over planned buffers (DESIGN.md data flow).
+//!
+//! Scheduling fuses every chain of elementwise ops into one loop over its output: a value is
+//! materialised in a buffer only when something needs it whole (a non-elementwise op, a graph
+//! output, several consumers, or a broadcast of it); everything else is recomputed inside its
+//! consumer's loop from loads of materialised buffers. Reshapes are views of their operand's
+//! buffer. The memory plan gives each scratch buffer a slot, reusing slots whose buffers are dead
+//! (liveness over the kernel order); a slot's size is `fixed + per_row * B` elements, so one plan
+//! serves every batch size and the peak scratch per batch row is known at compile time.
+
+mod exec;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use crate::dims::Dim;
+use crate::ir::{BinaryOp, DType, Graph, IrError, Op, TensorTy, UnaryOp, ValueId};
+
+pub use exec::{ExecError, execute};
+
+/// A buffer: where a materialised value lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufId(pub u32);
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Storage {
+    Input(usize),
+    Param(usize),
+    /// Scratch memory: this slot of the plan.
+    Slot(usize),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Buffer {
+    pub elements: Dim,
+    pub dtype: DType,
+    pub storage: Storage,
+}
+
+/// One step of a fused loop body, in SSA order; the last is the kernel's result.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fused {
+    /// Element `i` of the output reads input `k` (a buffer of `shape`, broadcast to the output).
+    Load(usize),
+    Const(f64, DType),
+    /// The value of a dimension (the batch), as a scalar.
+    Size(Dim, DType),
+    Unary(UnaryOp, usize),
+    Binary(BinaryOp, usize, usize),
+    Select(usize, usize, usize),
+    Cast(DType, usize),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kernel {
+    /// `out[i] = body` for every element `i` of `shape`; `inputs` are (buffer, its shape).
+    Loop { out: BufId, shape: Vec<Dim>, dtype: DType, inputs: Vec<(BufId, Vec<Dim>)>, body: Vec<Fused> },
+    /// Any other op on whole buffers (its operands' and result's types as in the graph).
+    Call { op: Op, args: Vec<(BufId, TensorTy)>, out: BufId, ty: TensorTy },
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Kir {
+    pub buffers: Vec<Buffer>,
+    pub kernels: Vec<Kernel>,
+    /// The slots of scratch memory: `(fixed, per_row)` elements each.
+    pub slots: Vec<(i64, i64)>,
+    pub outputs: Vec<(String, BufId, TensorTy)>,
+}
+
+impl Kir {
+    /// Scratch bytes for a batch of `b` rows: `fixed + per_row * b` (4 bytes an element).
+    pub fn scratch_bytes(&self) -> (i64, i64) {
+        self.slots.iter().fold((0, 0), |(f, r), (sf, sr)| (f + 4 * sf, r + 4 * sr))
+    }
+}
+
+fn fusible(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_) | Op::Const(_) | Op::Size(_) | Op::Broadcast
+    )
+}
+
+/// `(fixed, per_row)` with `d = fixed + per_row * B`, or an error if `d` is not linear in `B`.
+fn linear_in_b(d: &Dim) -> Result<(i64, i64), IrError> {
+    let at = |b: i64| d.eval(&std::collections::BTreeMap::from([("B".to_owned(), b)]), &Default::default());
+    let (Some(f0), Some(f1), Some(f2)) = (at(0), at(1), at(2)) else {
+        return Err(IrError(format!("the size {d} is not known for every batch")));
+    };
+    if f2 - f1 != f1 - f0 {
+        return Err(IrError(format!("the size {d} grows faster than the batch")));
+    }
+    Ok((f0, f1 - f0))
+}
+
+fn elements(t: &TensorTy) -> Result<Dim, IrError> {
+    t.shape.iter().try_fold(Dim::constant(1), |p, d| p.mul(d)).map_err(|_| IrError("size overflow".into()))
+}
+
+/// Schedules a verified graph into kernels and plans its memory.
+pub fn schedule(g: &Graph) -> Result<Kir, IrError> {
+    let n = g.nodes.len();
+    // Consumers of each value.
+    let mut uses: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, node) in g.nodes.iter().enumerate() {
+        for a in &node.args {
+            if let Some(u) = uses.get_mut(a.index()) {
+                u.push(i);
+            }
+        }
+    }
+    let is_output: Vec<bool> = (0..n).map(|i| g.outputs.iter().any(|(_, v)| v.index() == i)).collect();
+    let node = |i: usize| g.nodes.get(i).ok_or_else(|| IrError(format!("no node %{i}")));
+    // Which values live in buffers.
+    let mut materialised = vec![false; n];
+    for i in 0..n {
+        let nd = node(i)?;
+        let scalar_const = matches!(nd.op, Op::Const(_) | Op::Size(_));
+        let needed = !fusible(&nd.op)
+            || is_output.get(i).copied().unwrap_or(false)
+            || (!scalar_const && uses.get(i).is_some_and(|u| u.len() != 1))
+            || uses.get(i).is_some_and(|u| {
+                u.iter().any(|&c| {
+                    g.nodes.get(c).is_some_and(|cn| {
+                        !fusible(&cn.op) || (matches!(cn.op, Op::Broadcast) && !scalar_const)
+                    })
+                })
+            });
+        if let Some(m) = materialised.get_mut(i) {
+            *m = needed
+                && !(scalar_const
+                    && !is_output.get(i).copied().unwrap_or(false)
+                    && uses.get(i).is_some_and(|u| {
+                        u.iter().all(|&c| g.nodes.get(c).is_some_and(|cn| fusible(&cn.op)))
+                    }));
+        }
+    }
+    let mut kir = Kir::default();
+    let mut buf_of: HashMap<usize, BufId> = HashMap::new();
+    let new_buffer = |kir: &mut Kir, ty: &TensorTy, storage: Storage| -> Result<BufId, IrError> {
+        kir.buffers.push(Buffer { elements: elements(ty)?, dtype: ty.dtype, storage });
+        Ok(BufId((kir.buffers.len() - 1) as u32))
+    };
+    for i in 0..n {
+        if !materialised.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        let nd = node(i)?;
+        match &nd.op {
+            Op::Input(k) => {
+                let b = new_buffer(&mut kir, &nd.ty, Storage::Input(*k))?;
+                buf_of.insert(i, b);
+            }
+            Op::Param(k) => {
+                let b = new_buffer(&mut kir, &nd.ty, Storage::Param(*k))?;
+                buf_of.insert(i, b);
+            }
+            // A view: the operand's buffer.
+            Op::Reshape => {
+                let src = nd
+                    .args
+                    .first()
+                    .and_then(|a| buf_of.get(&a.index()))
+                    .copied()
+                    .ok_or_else(|| IrError("reshape of nothing".into()))?;
+                buf_of.insert(i, src);
+            }
+            op if fusible(op) => {
+                let out = new_buffer(&mut kir, &nd.ty, Storage::Slot(usize::MAX))?;
+                let mut body = Vec::new();
+                let mut inputs: Vec<(BufId, Vec<Dim>)> = Vec::new();
+                let mut memo: HashMap<usize, usize> = HashMap::new();
+                fuse(g, &materialised, &buf_of, ValueId(i as u32), true, &mut body, &mut inputs, &mut memo)?;
+                kir.kernels.push(Kernel::Loop {
+                    out,
+                    shape: nd.ty.shape.clone(),
+                    dtype: nd.ty.dtype,
+                    inputs,
+                    body,
+                });
+                buf_of.insert(i, out);
+            }
+            op => {
+                let out = new_buffer(&mut kir, &nd.ty, Storage::Slot(usize::MAX))?;
+                let mut args = Vec::new();
+                for a in &nd.args {
+                    let b = buf_of
+                        .get(&a.index())
+                        .copied()
+                        .ok_or_else(|| IrError(format!("%{i}: operand {a} not materialised")))?;
+                    let t = g.ty(*a).cloned().ok_or_else(|| IrError("no type".into()))?;
+                    args.push((b, t));
+                }
+                kir.kernels.push(Kernel::Call { op: op.clone(), args, out, ty: nd.ty.clone() });
+                buf_of.insert(i, out);
+            }
+        }
+    }
+    for (name, v) in &g.outputs {
+        let b = buf_of
+            .get(&v.index())
+            .copied()
+            .ok_or_else(|| IrError(format!("output {name} not materialised")))?;
+        let t = g.ty(*v).cloned().ok_or_else(|| IrError("no type".into()))?;
+        kir.outputs.push((name.clone(), b, t));
+    }
+    plan(&mut kir)?;
+    Ok(kir)
+}
+
+/// Builds the loop body for value `v`; returns its index in `body`.
+#[allow(clippy::too_many_arguments)]
+fn fuse(
+    g: &Graph,
+    materialised: &[bool],
+    buf_of: &HashMap<usize, BufId>,
+    v: ValueId,
+    root: bool,
+    body: &mut Vec<Fused>,
+    inputs: &mut Vec<(BufId, Vec<Dim>)>,
+    memo: &mut HashMap<usize, usize>,
+) -> Result<usize, IrError> {
+    let i = v.index();
+    if let Some(k) = memo.get(&i) {
+        return Ok(*k);
+    }
+    let nd = g.nodes.get(i).ok_or_else(|| IrError(format!("no node %{i}")))?;
+    let load = |b: BufId, shape: Vec<Dim>, body: &mut Vec<Fused>, inputs: &mut Vec<(BufId, Vec<Dim>)>| {
+        let k = match inputs.iter().position(|x| x.0 == b && x.1 == shape) {
+            Some(k) => k,
+            None => {
+                inputs.push((b, shape));
+                inputs.len() - 1
+            }
+        };
+        body.push(Fused::Load(k));
+        body.len() - 1
+    };
+    if !root && materialised.get(i).copied().unwrap_or(false) {
+        let b = buf_of.get(&i).copied().ok_or_else(|| IrError(format!("%{i} has no buffer yet")))?;
+        let k = load(b, nd.ty.shape.clone(), body, inputs);
+        memo.insert(i, k);
+        return Ok(k);
+    }
+    let arg = |k: usize| nd.args.get(k).copied().ok_or_else(|| IrError(format!("%{i}: missing operand")));
+    let k = match &nd.op {
+        Op::Const(c) => {
+            body.push(Fused::Const(*c, nd.ty.dtype));
+            body.len() - 1
+        }
+        Op::Size(d) => {
+            body.push(Fused::Size(d.clone(), nd.ty.dtype));
+            body.len() - 1
+        }
+        Op::Broadcast => {
+            let a = arg(0)?;
+            let an = g.nodes.get(a.index()).ok_or_else(|| IrError("no operand".into()))?;
+            match &an.op {
+                Op::Const(c) => {
+                    body.push(Fused::Const(*c, an.ty.dtype));
+                    body.len() - 1
+                }
+                Op::Size(d) => {
+                    body.push(Fused::Size(d.clone(), an.ty.dtype));
+                    body.len() - 1
+                }
+                _ => {
+                    let b = buf_of
+                        .get(&a.index())
+                        .copied()
+                        .ok_or_else(|| IrError(format!("broadcast of %{} without a buffer", a.index())))?;
+                    load(b, an.ty.shape.clone(), body, inputs)
+                }
+            }
+        }
+        Op::Unary(u) => {
+            let x = fuse(g, materialised, buf_of, arg(0)?, false, body, inputs, memo)?;
+            body.push(Fused::Unary(*u, x));
+            body.len() - 1
+        }
+        Op::Binary(b) => {
+            let x = fuse(g, materialised, buf_of, arg(0)?, false, body, inputs, memo)?;
+            let y = fuse(g, materialised, buf_of, arg(1)?, false, body, inputs, memo)?;
+            body.push(Fused::Binary(*b, x, y));
+            body.len() - 1
+        }
+        Op::Select => {
+            let c = fuse(g, materialised, buf_of, arg(0)?, false, body, inputs, memo)?;
+            let x = fuse(g, materialised, buf_of, arg(1)?, false, body, inputs, memo)?;
+            let y = fuse(g, materialised, buf_of, arg(2)?, false, body, inputs, memo)?;
+            body.push(Fused::Select(c, x, y));
+            body.len() - 1
+        }
+        Op::Cast(d) => {
+            let x = fuse(g, materialised, buf_of, arg(0)?, false, body, inputs, memo)?;
+            body.push(Fused::Cast(*d, x));
+            body.len() - 1
+        }
+        other => return Err(IrError(format!("{} cannot be fused", other.name()))),
+    };
+    memo.insert(i, k);
+    Ok(k)
+}
+
+/// Assigns scratch slots by liveness: a buffer's slot is free again after its last reader.
+fn plan(kir: &mut Kir) -> Result<(), IrError> {
+    let mut last_use: HashMap<BufId, usize> = HashMap::new();
+    for (k, kern) in kir.kernels.iter().enumerate() {
+        let reads: Vec<BufId> = match kern {
+            Kernel::Loop { inputs, .. } => inputs.iter().map(|x| x.0).collect(),
+            Kernel::Call { args, .. } => args.iter().map(|x| x.0).collect(),
+        };
+        for b in reads {
+            last_use.insert(b, k);
+        }
+    }
+    let outputs: Vec<BufId> = kir.outputs.iter().map(|o| o.1).collect();
+    let mut free: Vec<usize> = Vec::new();
+    let mut slot_of: HashMap<BufId, usize> = HashMap::new();
+    let kernels = kir.kernels.clone();
+    for (k, kern) in kernels.iter().enumerate() {
+        let out = match kern {
+            Kernel::Loop { out, .. } | Kernel::Call { out, .. } => *out,
+        };
+        let size = linear_in_b(
+            &kir.buffers.get(out.0 as usize).ok_or_else(|| IrError("no buffer".into()))?.elements,
+        )?;
+        // Reuse a dead slot (never one an operand of this kernel still occupies).
+        let slot = match free.pop() {
+            Some(s) => s,
+            None => {
+                kir.slots.push((0, 0));
+                kir.slots.len() - 1
+            }
+        };
+        if let Some(sz) = kir.slots.get_mut(slot) {
+            sz.0 = sz.0.max(size.0);
+            sz.1 = sz.1.max(size.1);
+        }
+        slot_of.insert(out, slot);
+        if let Some(b) = kir.buffers.get_mut(out.0 as usize) {
+            b.storage = Storage::Slot(slot);
+        }
+        // Buffers whose last reader is this kernel are dead now (outputs never die).
+        let dead: Vec<BufId> = last_use
+            .iter()
+            .filter(|(b, last)| **last == k && !outputs.contains(b))
+            .map(|(b, _)| *b)
+            .collect();
+        let mut dead_slots: Vec<usize> =
+            dead.iter().filter_map(|b| slot_of.get(b).copied()).filter(|s| *s != slot).collect();
+        dead_slots.sort_unstable();
+        dead_slots.dedup();
+        for s in dead_slots {
+            // A slot is free only if no live buffer shares it.
+            let still_used = slot_of
+                .iter()
+                .any(|(b, sl)| *sl == s && !dead.contains(b) && last_use.get(b).is_some_and(|l| *l > k));
+            if !still_used && !free.contains(&s) {
+                free.push(s);
+            }
+        }
+        // An output written but never read still holds its slot: nothing to free.
+        if !last_use.contains_key(&out) && !outputs.contains(&out) {
+            free.push(slot);
+        }
+    }
+    Ok(())
+}
+
+/// The stable text form (`fluxc build --emit kir`).
+pub fn print_kir(k: &Kir) -> String {
+    let mut out = String::new();
+    for (i, b) in k.buffers.iter().enumerate() {
+        let st = match &b.storage {
+            Storage::Input(x) => format!("input {x}"),
+            Storage::Param(x) => format!("param {x}"),
+            Storage::Slot(x) => format!("slot {x}"),
+        };
+        let _ = writeln!(out, "buffer b{i}: {} x {} ({st})", b.dtype.as_str(), b.elements);
+    }
+    for (i, (f, r)) in k.slots.iter().enumerate() {
+        let _ = writeln!(out, "slot {i}: {f} + {r}*B elements");
+    }
+    for kern in &k.kernels {
+        match kern {
+            Kernel::Loop { out: o, shape, dtype, inputs, body } => {
+                let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
+                let ins: Vec<String> = inputs
+                    .iter()
+                    .map(|(b, s)| {
+                        let d: Vec<String> = s.iter().map(ToString::to_string).collect();
+                        format!("b{}[{}]", b.0, d.join(", "))
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "loop b{} = {}[{}] <- {}",
+                    o.0,
+                    dtype.as_str(),
+                    dims.join(", "),
+                    ins.join(", ")
+                );
+                for (j, f) in body.iter().enumerate() {
+                    let t = match f {
+                        Fused::Load(k) => format!("load {k}"),
+                        Fused::Const(c, d) => format!("const {c} {}", d.as_str()),
+                        Fused::Size(d, t) => format!("size {d} {}", t.as_str()),
+                        Fused::Unary(u, x) => format!("{} t{x}", format!("{u:?}").to_lowercase()),
+                        Fused::Binary(b, x, y) => format!("{} t{x}, t{y}", format!("{b:?}").to_lowercase()),
+                        Fused::Select(c, x, y) => format!("select t{c}, t{x}, t{y}"),
+                        Fused::Cast(d, x) => format!("cast {} t{x}", d.as_str()),
+                    };
+                    let _ = writeln!(out, "  t{j} = {t}");
+                }
+            }
+            Kernel::Call { op, args, out: o, ty } => {
+                let a: Vec<String> = args.iter().map(|(b, _)| format!("b{}", b.0)).collect();
+                let _ = writeln!(out, "call b{} = {} {} : {ty}", o.0, op.name(), a.join(", "));
+            }
+        }
+    }
+    for (name, b, _) in &k.outputs {
+        let _ = writeln!(out, "output {name} = b{}", b.0);
+    }
+    let (f, r) = k.scratch_bytes();
+    let _ = writeln!(out, "scratch: {f} + {r}*B bytes");
+    out
+}

@@ -1,0 +1,110 @@
+//! The scheduled kernels and their memory plan compute what the graph means: for every model of
+//! the examples and the check_pass fixtures (forward in both variants) and every train step,
+//! executing the KIR in f32 on its planned slots agrees with the f64 interpreter at batch sizes
+//! 1, 3 and 8.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
+
+use fluxc_core::interp::{Array, Run, concrete, eval};
+use fluxc_core::ir::{DType, Graph};
+use fluxc_core::pipeline::{Outcome, after_check};
+use fluxc_core::rng::Stream;
+use fluxc_syntax::ast::Item;
+
+/// (name, graph, init graph) for every model forward and train step of a file.
+fn graphs(relative: &str) -> Vec<(String, Graph, Graph)> {
+    let (mut sources, id) = fluxc_tests::load(relative).unwrap();
+    let root = fluxc_tests::repo_dir();
+    let mut loader = fluxc_cli::loader::DiskLoader::new(&root, std::path::Path::new(relative), None);
+    let out = after_check(&mut sources, id, &mut loader, move |idx, _| {
+        let mut out = Vec::new();
+        for (k, info) in idx.items.iter().enumerate() {
+            if info.file != id {
+                continue;
+            }
+            match info.item {
+                Item::Model(_) => {
+                    let init = fluxc_core::lower::init_graph(idx, k)?;
+                    for training in [false, true] {
+                        out.push((
+                            format!("{} training={training}", info.name),
+                            fluxc_core::lower::lower_model(idx, k, training)?,
+                            init.clone(),
+                        ));
+                    }
+                }
+                Item::Train(t) => {
+                    let model = idx.item(id, &t.model.name).unwrap();
+                    let init = fluxc_core::lower::init_graph(idx, model)?;
+                    out.push((format!("train {}", info.name), fluxc_core::lower::train_step(idx, k)?, init));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    });
+    match out {
+        Outcome::Done(v) => v,
+        Outcome::Rejected(d) => {
+            panic!("{relative}: {:?}", d.iter().map(|d| d.message.clone()).collect::<Vec<_>>())
+        }
+        Outcome::Failed(e) => panic!("{relative}: {}", e.message),
+    }
+}
+
+fn random_input(g: &Graph, k: usize, batch: i64, seed: u64) -> Array {
+    let slot = &g.inputs[k];
+    let shape = concrete(&slot.ty.shape, batch).unwrap();
+    let n: usize = shape.iter().product();
+    let s = Stream::new(seed, k as u32, 0);
+    let data = (0..n as u64)
+        .map(|e| match slot.ty.dtype {
+            DType::F32 if slot.name == "step" || slot.name == "epoch" => {
+                1.0 + f64::from(s.uniform(e) * 3.0).floor()
+            }
+            DType::F32 => f64::from(s.normal(e)),
+            DType::I32 => f64::from(s.bits(e) % 3),
+            DType::Bool => f64::from(s.bits(e) % 2),
+        })
+        .collect();
+    Array::new(shape, data)
+}
+
+fn check_file(relative: &str) {
+    for (name, g, init) in graphs(relative) {
+        let kir = fluxc_core::kir::schedule(&g).unwrap_or_else(|e| panic!("{relative} {name}: {e}"));
+        for batch in [1, 3, 8] {
+            let run = Run { batch, seed: 0, step: 0 };
+            let init_vals = eval(&init, &[], &[], &run).unwrap();
+            let by_name: std::collections::HashMap<&str, Array> =
+                init.outputs.iter().map(|(n, v)| (n.as_str(), init_vals[v.index()].clone())).collect();
+            let params: Vec<Array> = g.params.iter().map(|p| by_name[p.name.as_str()].clone()).collect();
+            let inputs: Vec<Array> = (0..g.inputs.len()).map(|k| random_input(&g, k, batch, 5)).collect();
+            let want = eval(&g, &inputs, &params, &run).unwrap();
+            let got = fluxc_core::kir::execute(&kir, &inputs, &params, &run)
+                .unwrap_or_else(|e| panic!("{relative} {name}: {}", e.0));
+            for (out, value) in got {
+                let v = g.outputs.iter().find(|(n, _)| *n == out).unwrap().1;
+                let exact = &want[v.index()];
+                assert_eq!(exact.shape, value.shape, "{relative} {name} {out}");
+                for (e, (a, b)) in value.data.iter().zip(&exact.data).enumerate() {
+                    let tol = 2e-3 * b.abs().max(1.0);
+                    assert!(
+                        (a - b).abs() <= tol || (a.is_nan() && b.is_nan()),
+                        "{relative} {name} batch {batch}: {out}[{e}] = {a}, interpreter {b}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn kernels_agree_with_the_interpreter_on_every_model_and_train_step() {
+    let mut files: Vec<String> = fluxc_tests::flx_files("examples").into_iter().map(|(_, p)| p).collect();
+    files.extend(fluxc_tests::fixtures("check_pass").into_iter().map(|(_, p)| p));
+    files.extend(fluxc_tests::fixtures("ir").into_iter().map(|(_, p)| p));
+    for f in files {
+        check_file(&f);
+    }
+}
