@@ -1,7 +1,7 @@
 //! The scheduled kernels and their memory plan compute what the graph means: for every model of
 //! the examples and the check_pass fixtures (forward in both variants) and every train step,
-//! executing the KIR in f32 on its planned slots agrees with the f64 interpreter at batch sizes
-//! 1, 3 and 8.
+//! executing the KIR in f32 on its planned slots — with the reference executor, and with the
+//! loops compiled by Cranelift — agrees with the f64 interpreter at batch sizes 1, 3 and 8.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
 
@@ -73,6 +73,7 @@ fn random_input(g: &Graph, k: usize, batch: i64, seed: u64) -> Array {
 fn check_file(relative: &str) {
     for (name, g, init) in graphs(relative) {
         let kir = fluxc_core::kir::schedule(&g).unwrap_or_else(|e| panic!("{relative} {name}: {e}"));
+        let compiled = fluxc_cpu::compile(&kir).unwrap_or_else(|e| panic!("{relative} {name}: {e}"));
         for batch in [1, 3, 8] {
             let run = Run { batch, seed: 0, step: 0 };
             let init_vals = eval(&init, &[], &[], &run).unwrap();
@@ -81,9 +82,11 @@ fn check_file(relative: &str) {
             let params: Vec<Array> = g.params.iter().map(|p| by_name[p.name.as_str()].clone()).collect();
             let inputs: Vec<Array> = (0..g.inputs.len()).map(|k| random_input(&g, k, batch, 5)).collect();
             let want = eval(&g, &inputs, &params, &run).unwrap();
-            let got = fluxc_core::kir::execute(&kir, &inputs, &params, &run)
+            let reference = fluxc_core::kir::execute(&kir, &inputs, &params, &run)
                 .unwrap_or_else(|e| panic!("{relative} {name}: {}", e.0));
-            for (out, value) in got {
+            let jit = fluxc_cpu::execute(&compiled, &kir, &inputs, &params, &run)
+                .unwrap_or_else(|e| panic!("{relative} {name}: {e}"));
+            for (out, value) in reference.into_iter().chain(jit) {
                 let v = g.outputs.iter().find(|(n, _)| *n == out).unwrap().1;
                 let exact = &want[v.index()];
                 assert_eq!(exact.shape, value.shape, "{relative} {name} {out}");

@@ -138,32 +138,13 @@ pub fn execute(
                 store(&mut slots, kir, *out, &result)?;
             }
             Kernel::Call { op, args, out, ty } => {
-                let mut g = Graph::default();
                 let mut arrays = Vec::new();
-                let mut ids = Vec::new();
                 for (buf, t) in args {
                     let s = concrete(&t.shape, b).map_err(|e| ExecError(e.0))?;
                     arrays.push(read(&slots, *buf, &s)?);
-                    ids.push(g.input("a", t.clone()).map_err(|e| ExecError(e.0))?);
                 }
-                let declared = match op {
-                    Op::Reshape
-                    | Op::Broadcast
-                    | Op::ConvTranspose(_)
-                    | Op::ConvWeightGrad(_)
-                    | Op::Random { .. }
-                    | Op::Iota
-                    | Op::Input(_)
-                    | Op::Param(_)
-                    | Op::Const(_)
-                    | Op::Size(_) => Some(ty.clone()),
-                    _ => None,
-                };
-                let r = g.push(op.clone(), &ids, declared).map_err(|e| ExecError(e.0))?;
-                let vals = eval(&g, &arrays, &[], run).map_err(|e| ExecError(e.0))?;
-                let v = vals.get(r.index()).ok_or_else(|| ExecError("no result".into()))?;
-                let data: Vec<f64> = v.data.iter().map(|x| round(*x, ty.dtype)).collect();
-                store(&mut slots, kir, *out, &data)?;
+                let v = run_call(op, args, arrays, ty, run)?;
+                store(&mut slots, kir, *out, &v.data)?;
             }
         }
     }
@@ -173,6 +154,39 @@ pub fn execute(
         outs.push((name.clone(), read(&slots, *buf, &s)?));
     }
     Ok(outs)
+}
+
+/// Runs one whole-buffer op on its operands' values (the interpreter's kernel), rounding the
+/// result to the op's element type.
+pub fn run_call(
+    op: &Op,
+    args: &[(super::BufId, crate::ir::TensorTy)],
+    arrays: Vec<Array>,
+    ty: &crate::ir::TensorTy,
+    run: &Run,
+) -> Result<Array, ExecError> {
+    let mut g = Graph::default();
+    let mut ids = Vec::new();
+    for (_, t) in args {
+        ids.push(g.input("a", t.clone()).map_err(|e| ExecError(e.0))?);
+    }
+    let declared = match op {
+        Op::Reshape
+        | Op::Broadcast
+        | Op::ConvTranspose(_)
+        | Op::ConvWeightGrad(_)
+        | Op::Random { .. }
+        | Op::Iota
+        | Op::Input(_)
+        | Op::Param(_)
+        | Op::Const(_)
+        | Op::Size(_) => Some(ty.clone()),
+        _ => None,
+    };
+    let r = g.push(op.clone(), &ids, declared).map_err(|e| ExecError(e.0))?;
+    let vals = eval(&g, &arrays, &[], run).map_err(|e| ExecError(e.0))?;
+    let v = vals.get(r.index()).ok_or_else(|| ExecError("no result".into()))?;
+    Ok(Array::new(v.shape.clone(), v.data.iter().map(|x| round(*x, ty.dtype)).collect()))
 }
 
 fn f32_round(v: f64) -> f64 {

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use crate::dims::Dim;
 use crate::ir::{BinaryOp, DType, Graph, IrError, Op, TensorTy, UnaryOp, ValueId};
 
-pub use exec::{ExecError, execute};
+pub use exec::{ExecError, execute, run_call};
 
 /// A buffer: where a materialised value lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,0 +1,412 @@
+//! Cranelift code for one fused loop kernel.
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{AbiParam, BlockArg, InstBuilder, MemFlagsData, UserFuncName, Value, types};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::{Context, isa};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{FuncId, Linkage, Module};
+use fluxc_core::dims::Dim;
+use fluxc_core::ir::{BinaryOp, DType, UnaryOp};
+use fluxc_core::kir::{BufId, Fused};
+
+use super::CpuError;
+
+/// The host's instruction set, optimising for speed, with the verifier on.
+pub fn host_isa() -> Result<isa::OwnedTargetIsa, CpuError> {
+    let mut flags = settings::builder();
+    let set = |f: &mut settings::Builder, k: &str, v: &str| {
+        f.set(k, v).map_err(|e| CpuError(format!("setting {k}: {e}")))
+    };
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "enable_verifier", "true")?;
+    set(&mut flags, "is_pic", "false")?;
+    set(&mut flags, "use_colocated_libcalls", "false")?;
+    let builder =
+        cranelift_native::builder().map_err(|e| CpuError(format!("this machine is not supported: {e}")))?;
+    builder.finish(settings::Flags::new(flags)).map_err(|e| CpuError(format!("the code generator: {e}")))
+}
+
+// The math functions loops call (Rust's, in f32), registered as symbols of the JIT.
+extern "C" fn fx_exp(x: f32) -> f32 {
+    x.exp()
+}
+extern "C" fn fx_log(x: f32) -> f32 {
+    x.ln()
+}
+extern "C" fn fx_sin(x: f32) -> f32 {
+    x.sin()
+}
+extern "C" fn fx_cos(x: f32) -> f32 {
+    x.cos()
+}
+extern "C" fn fx_tanh(x: f32) -> f32 {
+    x.tanh()
+}
+extern "C" fn fx_sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+extern "C" fn fx_erf(x: f32) -> f32 {
+    fluxc_core::interp::erf(f64::from(x)) as f32
+}
+extern "C" fn fx_erfinv(x: f32) -> f32 {
+    fluxc_core::interp::erfinv(f64::from(x)) as f32
+}
+extern "C" fn fx_pow(x: f32, y: f32) -> f32 {
+    x.powf(y)
+}
+
+const UNARY_MATH: [(&str, extern "C" fn(f32) -> f32); 8] = [
+    ("fx_exp", fx_exp),
+    ("fx_log", fx_log),
+    ("fx_sin", fx_sin),
+    ("fx_cos", fx_cos),
+    ("fx_tanh", fx_tanh),
+    ("fx_sigmoid", fx_sigmoid),
+    ("fx_erf", fx_erf),
+    ("fx_erfinv", fx_erfinv),
+];
+
+pub fn register_math(b: &mut JITBuilder) {
+    for (name, f) in UNARY_MATH {
+        b.symbol(name, f as *const u8);
+    }
+    b.symbol("fx_pow", fx_pow as extern "C" fn(f32, f32) -> f32 as *const u8);
+}
+
+/// The entry of a compiled loop: `fn(ptrs: *const *mut f32, batch: i64)`.
+pub struct LoopFn(pub *const u8);
+
+impl LoopFn {
+    /// Runs the loop. The caller has checked that `ptrs[0]` holds the output's element count and
+    /// every other pointer its input's, for this `batch`.
+    #[allow(unsafe_code)]
+    pub fn call(&self, ptrs: &[*mut f32], batch: i64) {
+        // SAFETY: the pointer is the entry of a function Cranelift generated with exactly this
+        // signature (`define_loop`); it reads `ptrs[1..]` and writes `ptrs[0]` only within the
+        // element counts of this batch's shapes, which `execute` checked against the buffers.
+        let f: extern "C" fn(*const *mut f32, i64) =
+            unsafe { std::mem::transmute::<*const u8, extern "C" fn(*const *mut f32, i64)>(self.0) };
+        f(ptrs.as_ptr(), batch);
+    }
+}
+
+/// A dimension's value at run time: `fixed + per_row * batch` (dimensions are linear in `B`).
+fn dim_value(bcx: &mut FunctionBuilder<'_>, d: &Dim, batch: Value) -> Result<Value, CpuError> {
+    let at = |b: i64| d.eval(&std::collections::BTreeMap::from([("B".to_owned(), b)]), &Default::default());
+    let (Some(f0), Some(f1)) = (at(0), at(1)) else {
+        return Err(CpuError(format!("the dimension {d} has no value")));
+    };
+    let per_row = f1 - f0;
+    let fixed = bcx.ins().iconst(types::I64, f0);
+    if per_row == 0 {
+        return Ok(fixed);
+    }
+    let r = bcx.ins().imul_imm_s(batch, per_row);
+    Ok(bcx.ins().iadd(fixed, r))
+}
+
+/// How an input's element for output element `i` is found.
+enum Access {
+    Same,
+    Scalar(Value),
+    /// `sum over axes of ((i / out_stride) % out_dim) * in_stride` (only axes of size > 1).
+    Strided(Vec<(Value, Value, Value)>),
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn define_loop(
+    module: &mut JITModule,
+    index: usize,
+    shape: &[Dim],
+    inputs: &[(BufId, Vec<Dim>)],
+    body: &[Fused],
+    dtype: DType,
+) -> Result<FuncId, CpuError> {
+    let ptr = module.target_config().pointer_type();
+    let mut sig = module.make_signature();
+    sig.params.push(AbiParam::new(ptr));
+    sig.params.push(AbiParam::new(types::I64));
+    let id = module
+        .declare_function(&format!("kernel{index}"), Linkage::Local, &sig)
+        .map_err(|e| CpuError(format!("declaring kernel {index}: {e}")))?;
+    let mut ctx: Context = module.make_context();
+    ctx.func.signature = sig;
+    ctx.func.name = UserFuncName::user(0, id.as_u32());
+    // Math functions this body calls.
+    let mut unary_sig = module.make_signature();
+    unary_sig.params.push(AbiParam::new(types::F32));
+    unary_sig.returns.push(AbiParam::new(types::F32));
+    let mut pow_sig = module.make_signature();
+    pow_sig.params.push(AbiParam::new(types::F32));
+    pow_sig.params.push(AbiParam::new(types::F32));
+    pow_sig.returns.push(AbiParam::new(types::F32));
+    let mut math = std::collections::HashMap::new();
+    for (name, _) in UNARY_MATH {
+        let f = module
+            .declare_function(name, Linkage::Import, &unary_sig)
+            .map_err(|e| CpuError(e.to_string()))?;
+        math.insert(name, f);
+    }
+    let pow =
+        module.declare_function("fx_pow", Linkage::Import, &pow_sig).map_err(|e| CpuError(e.to_string()))?;
+
+    let mut fctx = FunctionBuilderContext::new();
+    let frontend = module.target_config();
+    {
+        let mut bcx = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let mut refs = std::collections::HashMap::new();
+        for (name, f) in &math {
+            refs.insert(*name, module.declare_func_in_func(*f, bcx.func));
+        }
+        let pow_ref = module.declare_func_in_func(pow, bcx.func);
+        let entry = bcx.create_block();
+        let header = bcx.create_block();
+        let body_block = bcx.create_block();
+        let exit = bcx.create_block();
+        bcx.append_block_params_for_function_params(entry);
+        bcx.switch_to_block(entry);
+        let params = bcx.block_params(entry).to_vec();
+        let (Some(&ptrs), Some(&batch)) = (params.first(), params.get(1)) else {
+            return Err(CpuError("the kernel has no parameters".into()));
+        };
+        let flags = MemFlagsData::trusted();
+        let word = i32::try_from(ptr.bytes()).unwrap_or(8);
+        let out_ptr = bcx.ins().load(ptr, flags, ptrs, 0);
+        // Output dims and strides (row-major), the element count.
+        let rank = shape.len();
+        let mut out_dims = Vec::with_capacity(rank);
+        for d in shape {
+            out_dims.push(dim_value(&mut bcx, d, batch)?);
+        }
+        let mut out_strides = vec![bcx.ins().iconst(types::I64, 1); rank];
+        for k in (0..rank.saturating_sub(1)).rev() {
+            if let (Some(next), Some(dim)) = (out_strides.get(k + 1).copied(), out_dims.get(k + 1).copied())
+                && let Some(s) = out_strides.get_mut(k)
+            {
+                *s = bcx.ins().imul(next, dim);
+            }
+        }
+        let mut n = bcx.ins().iconst(types::I64, 1);
+        for d in &out_dims {
+            n = bcx.ins().imul(n, *d);
+        }
+        // Inputs: their pointers and how each is read.
+        let mut in_ptrs = Vec::with_capacity(inputs.len());
+        let mut access = Vec::with_capacity(inputs.len());
+        for (k, (_, s)) in inputs.iter().enumerate() {
+            let off = i32::try_from(k + 1).unwrap_or(i32::MAX).saturating_mul(word);
+            let p = bcx.ins().load(ptr, flags, ptrs, off);
+            in_ptrs.push(p);
+            let ones = s.iter().all(|d| d.as_constant() == Some(1));
+            let a = if s.as_slice() == shape {
+                Access::Same
+            } else if ones {
+                Access::Scalar(bcx.ins().load(types::F32, flags, p, 0))
+            } else {
+                let off_axes = rank - s.len();
+                let mut terms = Vec::new();
+                let mut in_stride = bcx.ins().iconst(types::I64, 1);
+                for (j, d) in s.iter().enumerate().rev() {
+                    if d.as_constant() != Some(1) {
+                        let (Some(os), Some(od)) =
+                            (out_strides.get(off_axes + j).copied(), out_dims.get(off_axes + j).copied())
+                        else {
+                            return Err(CpuError("broadcast out of rank".into()));
+                        };
+                        terms.push((os, od, in_stride));
+                    }
+                    let dv = dim_value(&mut bcx, d, batch)?;
+                    in_stride = bcx.ins().imul(in_stride, dv);
+                }
+                Access::Strided(terms)
+            };
+            access.push(a);
+        }
+        let zero = bcx.ins().iconst(types::I64, 0);
+        bcx.ins().jump(header, &[BlockArg::Value(zero)]);
+
+        // header(i): i < n ? body : exit
+        bcx.switch_to_block(header);
+        let i = bcx.append_block_param(header, types::I64);
+        let more = bcx.ins().icmp(IntCC::SignedLessThan, i, n);
+        bcx.ins().brif(more, body_block, &[], exit, &[]);
+
+        bcx.switch_to_block(body_block);
+        let mut vals: Vec<Value> = Vec::with_capacity(body.len());
+        let f32c = |bcx: &mut FunctionBuilder<'_>, v: f32| bcx.ins().f32const(v);
+        let bool_of = |bcx: &mut FunctionBuilder<'_>, c: Value| {
+            let one = bcx.ins().f32const(1.0);
+            let zero = bcx.ins().f32const(0.0);
+            bcx.ins().select(c, one, zero)
+        };
+        for f in body {
+            let get = |k: &usize| {
+                vals.get(*k)
+                    .copied()
+                    .ok_or_else(|| CpuError("a loop value used before it is computed".into()))
+            };
+            let v = match f {
+                Fused::Load(k) => {
+                    let p = *in_ptrs.get(*k).ok_or_else(|| CpuError("bad load".into()))?;
+                    match access.get(*k) {
+                        Some(Access::Scalar(v)) => *v,
+                        Some(Access::Same) => {
+                            let off = bcx.ins().ishl_imm_s(i, 2);
+                            let a = bcx.ins().iadd(p, off);
+                            bcx.ins().load(types::F32, flags, a, 0)
+                        }
+                        Some(Access::Strided(terms)) => {
+                            let mut at = bcx.ins().iconst(types::I64, 0);
+                            for (os, od, is) in terms {
+                                let q = bcx.ins().udiv(i, *os);
+                                let r = bcx.ins().urem(q, *od);
+                                let t = bcx.ins().imul(r, *is);
+                                at = bcx.ins().iadd(at, t);
+                            }
+                            let off = bcx.ins().ishl_imm_s(at, 2);
+                            let a = bcx.ins().iadd(p, off);
+                            bcx.ins().load(types::F32, flags, a, 0)
+                        }
+                        None => return Err(CpuError("bad load".into())),
+                    }
+                }
+                Fused::Const(c, d) => f32c(&mut bcx, round(*c, *d)),
+                Fused::Size(d, _) => {
+                    let v = dim_value(&mut bcx, d, batch)?;
+                    bcx.ins().fcvt_from_sint(types::F32, v)
+                }
+                Fused::Unary(u, x) => {
+                    let x = get(x)?;
+                    let call = |bcx: &mut FunctionBuilder<'_>, name: &str| -> Result<Value, CpuError> {
+                        let r = *refs.get(name).ok_or_else(|| CpuError(format!("no {name}")))?;
+                        let inst = bcx.ins().call(r, &[x]);
+                        bcx.inst_results(inst).first().copied().ok_or_else(|| CpuError("no result".into()))
+                    };
+                    match u {
+                        UnaryOp::Neg => bcx.ins().fneg(x),
+                        UnaryOp::Exp => call(&mut bcx, "fx_exp")?,
+                        UnaryOp::Log => call(&mut bcx, "fx_log")?,
+                        UnaryOp::Sin => call(&mut bcx, "fx_sin")?,
+                        UnaryOp::Cos => call(&mut bcx, "fx_cos")?,
+                        UnaryOp::Tanh => call(&mut bcx, "fx_tanh")?,
+                        UnaryOp::Sigmoid => call(&mut bcx, "fx_sigmoid")?,
+                        UnaryOp::Erf => call(&mut bcx, "fx_erf")?,
+                        UnaryOp::ErfInv => call(&mut bcx, "fx_erfinv")?,
+                        UnaryOp::Sqrt => bcx.ins().sqrt(x),
+                        UnaryOp::Rsqrt => {
+                            let s = bcx.ins().sqrt(x);
+                            let one = f32c(&mut bcx, 1.0);
+                            bcx.ins().fdiv(one, s)
+                        }
+                        UnaryOp::Abs => bcx.ins().fabs(x),
+                        UnaryOp::Sign => {
+                            let zero = f32c(&mut bcx, 0.0);
+                            let pos = bcx.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                            let neg = bcx.ins().fcmp(FloatCC::LessThan, x, zero);
+                            let one = f32c(&mut bcx, 1.0);
+                            let m1 = f32c(&mut bcx, -1.0);
+                            let n = bcx.ins().select(neg, m1, zero);
+                            bcx.ins().select(pos, one, n)
+                        }
+                        UnaryOp::Relu => {
+                            let zero = f32c(&mut bcx, 0.0);
+                            let pos = bcx.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                            bcx.ins().select(pos, x, zero)
+                        }
+                        UnaryOp::Floor => bcx.ins().floor(x),
+                        UnaryOp::Not => {
+                            let zero = f32c(&mut bcx, 0.0);
+                            let c = bcx.ins().fcmp(FloatCC::Equal, x, zero);
+                            bool_of(&mut bcx, c)
+                        }
+                    }
+                }
+                Fused::Binary(op, x, y) => {
+                    let (x, y) = (get(x)?, get(y)?);
+                    let cmp = |bcx: &mut FunctionBuilder<'_>, cc: FloatCC| {
+                        let c = bcx.ins().fcmp(cc, x, y);
+                        bool_of(bcx, c)
+                    };
+                    match op {
+                        BinaryOp::Add => bcx.ins().fadd(x, y),
+                        BinaryOp::Sub => bcx.ins().fsub(x, y),
+                        BinaryOp::Mul => bcx.ins().fmul(x, y),
+                        BinaryOp::Div => bcx.ins().fdiv(x, y),
+                        BinaryOp::Pow => {
+                            let inst = bcx.ins().call(pow_ref, &[x, y]);
+                            bcx.inst_results(inst)
+                                .first()
+                                .copied()
+                                .ok_or_else(|| CpuError("no result".into()))?
+                        }
+                        BinaryOp::Max => {
+                            let c = bcx.ins().fcmp(FloatCC::GreaterThanOrEqual, x, y);
+                            bcx.ins().select(c, x, y)
+                        }
+                        BinaryOp::Min => {
+                            let c = bcx.ins().fcmp(FloatCC::LessThanOrEqual, x, y);
+                            bcx.ins().select(c, x, y)
+                        }
+                        BinaryOp::Eq => cmp(&mut bcx, FloatCC::Equal),
+                        BinaryOp::Ne => cmp(&mut bcx, FloatCC::NotEqual),
+                        BinaryOp::Lt => cmp(&mut bcx, FloatCC::LessThan),
+                        BinaryOp::Le => cmp(&mut bcx, FloatCC::LessThanOrEqual),
+                        BinaryOp::Gt => cmp(&mut bcx, FloatCC::GreaterThan),
+                        BinaryOp::Ge => cmp(&mut bcx, FloatCC::GreaterThanOrEqual),
+                        BinaryOp::And | BinaryOp::Or => {
+                            let zero = f32c(&mut bcx, 0.0);
+                            let a = bcx.ins().fcmp(FloatCC::NotEqual, x, zero);
+                            let b = bcx.ins().fcmp(FloatCC::NotEqual, y, zero);
+                            let c =
+                                if *op == BinaryOp::And { bcx.ins().band(a, b) } else { bcx.ins().bor(a, b) };
+                            bool_of(&mut bcx, c)
+                        }
+                    }
+                }
+                Fused::Select(c, x, y) => {
+                    let (c, x, y) = (get(c)?, get(x)?, get(y)?);
+                    let zero = f32c(&mut bcx, 0.0);
+                    let t = bcx.ins().fcmp(FloatCC::NotEqual, c, zero);
+                    bcx.ins().select(t, x, y)
+                }
+                Fused::Cast(d, x) => {
+                    let x = get(x)?;
+                    match d {
+                        DType::F32 => x,
+                        DType::I32 => bcx.ins().trunc(x),
+                        DType::Bool => {
+                            let zero = f32c(&mut bcx, 0.0);
+                            let c = bcx.ins().fcmp(FloatCC::NotEqual, x, zero);
+                            bool_of(&mut bcx, c)
+                        }
+                    }
+                }
+            };
+            vals.push(v);
+        }
+        let result = vals.last().copied().ok_or_else(|| CpuError("an empty loop body".into()))?;
+        let result = if dtype == DType::I32 { bcx.ins().trunc(result) } else { result };
+        let off = bcx.ins().ishl_imm_s(i, 2);
+        let a = bcx.ins().iadd(out_ptr, off);
+        bcx.ins().store(flags, result, a, 0);
+        let next = bcx.ins().iadd_imm_s(i, 1);
+        bcx.ins().jump(header, &[BlockArg::Value(next)]);
+
+        bcx.switch_to_block(exit);
+        bcx.ins().return_(&[]);
+        bcx.seal_all_blocks();
+        bcx.finalize(frontend);
+    }
+    module.define_function(id, &mut ctx).map_err(|e| CpuError(format!("compiling kernel {index}: {e:?}")))?;
+    module.clear_context(&mut ctx);
+    Ok(id)
+}
+
+fn round(v: f64, d: DType) -> f32 {
+    match d {
+        DType::I32 => v.trunc() as f32,
+        _ => v as f32,
+    }
+}

@@ -1,0 +1,179 @@
+//! fluxc-cpu: KIR to native code with Cranelift.
+//!
+//! Today every fused loop kernel (`Kernel::Loop`) is compiled to one native function
+//! `fn(ptrs: *const *mut f32, batch: i64)`: `ptrs[0]` is the output buffer and `ptrs[1..]` the
+//! inputs; the loop runs over the output's elements, each input read through its broadcast
+//! (contiguous, scalar or general strided), every value an f32. Whole-buffer ops
+//! (`Kernel::Call`) still run on the reference kernels; native GEMM, convolution and the rest,
+//! SIMD, and object files for `fluxc build` come next (see the CPU-backend issue).
+//! Every generated function passes Cranelift's verifier before it is used.
+
+mod codegen;
+
+use std::collections::HashMap;
+
+use cranelift_jit::{JITBuilder, JITModule};
+use fluxc_core::interp::{Array, Run, concrete};
+use fluxc_core::kir::{Kernel, Kir, Storage, run_call};
+
+/// Why compiling or running failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuError(pub String);
+
+impl std::fmt::Display for CpuError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A KIR program with its loop kernels compiled.
+pub struct Compiled {
+    /// Keeps the generated code alive.
+    _module: JITModule,
+    /// Per kernel index: the entry of its native loop.
+    loops: HashMap<usize, codegen::LoopFn>,
+}
+
+/// Compiles every loop kernel of `kir` (verified by Cranelift's verifier).
+pub fn compile(kir: &Kir) -> Result<Compiled, CpuError> {
+    let isa = codegen::host_isa()?;
+    let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    codegen::register_math(&mut builder);
+    let mut module = JITModule::new(builder);
+    let mut ids = Vec::new();
+    for (k, kern) in kir.kernels.iter().enumerate() {
+        if let Kernel::Loop { shape, inputs, body, dtype, .. } = kern {
+            let id = codegen::define_loop(&mut module, k, shape, inputs, body, *dtype)?;
+            ids.push((k, id));
+        }
+    }
+    module.finalize_definitions().map_err(|e| CpuError(format!("linking the kernels: {e}")))?;
+    let loops =
+        ids.into_iter().map(|(k, id)| (k, codegen::LoopFn(module.get_finalized_function(id)))).collect();
+    Ok(Compiled { _module: module, loops })
+}
+
+/// Runs a compiled KIR program (inputs and parameters rounded to f32); returns the outputs by
+/// name as f64 arrays.
+pub fn execute(
+    c: &Compiled,
+    kir: &Kir,
+    inputs: &[Array],
+    params: &[Array],
+    run: &Run,
+) -> Result<Vec<(String, Array)>, CpuError> {
+    let b = run.batch;
+    if b < 1 {
+        return Err(CpuError(format!("invalid batch {b}")));
+    }
+    let size = |(f, r): (i64, i64)| usize::try_from(f + r * b).unwrap_or(0);
+    let mut slots: Vec<Vec<f32>> = kir.slots.iter().map(|s| vec![0.0; size(*s)]).collect();
+    let to_f32 = |a: &Array| a.data.iter().map(|v| *v as f32).collect::<Vec<f32>>();
+    let mut ext_inputs: Vec<Vec<f32>> = inputs.iter().map(to_f32).collect();
+    let mut ext_params: Vec<Vec<f32>> = params.iter().map(to_f32).collect();
+    for (k, kern) in kir.kernels.iter().enumerate() {
+        match kern {
+            Kernel::Loop { out, shape, inputs: ins, .. } => {
+                let n: usize = concrete(shape, b).map_err(|e| CpuError(e.0))?.iter().product();
+                let f = c.loops.get(&k).ok_or_else(|| CpuError(format!("kernel {k} was not compiled")))?;
+                // Check every buffer against the sizes the kernel will use, then run it.
+                let mut sizes = vec![n];
+                for (buf, s) in ins {
+                    let want: usize = concrete(s, b).map_err(|e| CpuError(e.0))?.iter().product();
+                    let have = buffer_len(kir, *buf, &slots, &ext_inputs, &ext_params)?;
+                    if have < want {
+                        return Err(CpuError(format!(
+                            "buffer b{} holds {have} values, the kernel reads {want}",
+                            buf.0
+                        )));
+                    }
+                    sizes.push(want);
+                }
+                let have = buffer_len(kir, *out, &slots, &ext_inputs, &ext_params)?;
+                if have < n {
+                    return Err(CpuError(format!(
+                        "buffer b{} holds {have} values, the kernel writes {n}",
+                        out.0
+                    )));
+                }
+                let mut ptrs: Vec<*mut f32> = Vec::with_capacity(ins.len() + 1);
+                ptrs.push(buffer_ptr(kir, *out, &mut slots, &mut ext_inputs, &mut ext_params)?);
+                for (buf, _) in ins {
+                    ptrs.push(buffer_ptr(kir, *buf, &mut slots, &mut ext_inputs, &mut ext_params)?);
+                }
+                f.call(&ptrs, b);
+            }
+            Kernel::Call { op, args, out, ty } => {
+                let mut arrays = Vec::new();
+                for (buf, t) in args {
+                    let s = concrete(&t.shape, b).map_err(|e| CpuError(e.0))?;
+                    let n: usize = s.iter().product();
+                    let data = buffer_data(kir, *buf, &slots, &ext_inputs, &ext_params)?;
+                    let data =
+                        data.get(..n).ok_or_else(|| CpuError(format!("buffer b{} too small", buf.0)))?;
+                    arrays.push(Array::new(s, data.iter().map(|v| f64::from(*v)).collect()));
+                }
+                let v = run_call(op, args, arrays, ty, run).map_err(|e| CpuError(e.0))?;
+                let Some(Storage::Slot(s)) = kir.buffers.get(out.0 as usize).map(|x| x.storage.clone())
+                else {
+                    return Err(CpuError("a kernel writes an external buffer".into()));
+                };
+                let slot = slots.get_mut(s).ok_or_else(|| CpuError(format!("no slot {s}")))?;
+                for (dst, src) in slot.iter_mut().zip(&v.data) {
+                    *dst = *src as f32;
+                }
+            }
+        }
+    }
+    let mut outs = Vec::new();
+    for (name, buf, t) in &kir.outputs {
+        let s = concrete(&t.shape, b).map_err(|e| CpuError(e.0))?;
+        let n: usize = s.iter().product();
+        let data = buffer_data(kir, *buf, &slots, &ext_inputs, &ext_params)?;
+        let data = data.get(..n).ok_or_else(|| CpuError(format!("output {name} too small")))?;
+        outs.push((name.clone(), Array::new(s, data.iter().map(|v| f64::from(*v)).collect())));
+    }
+    Ok(outs)
+}
+
+fn buffer_data<'v>(
+    kir: &Kir,
+    buf: fluxc_core::kir::BufId,
+    slots: &'v [Vec<f32>],
+    inputs: &'v [Vec<f32>],
+    params: &'v [Vec<f32>],
+) -> Result<&'v [f32], CpuError> {
+    let info = kir.buffers.get(buf.0 as usize).ok_or_else(|| CpuError("no buffer".into()))?;
+    let v = match info.storage {
+        Storage::Slot(s) => slots.get(s),
+        Storage::Input(k) => inputs.get(k),
+        Storage::Param(k) => params.get(k),
+    };
+    v.map(Vec::as_slice).ok_or_else(|| CpuError(format!("buffer b{} is missing", buf.0)))
+}
+
+fn buffer_len(
+    kir: &Kir,
+    buf: fluxc_core::kir::BufId,
+    slots: &[Vec<f32>],
+    inputs: &[Vec<f32>],
+    params: &[Vec<f32>],
+) -> Result<usize, CpuError> {
+    buffer_data(kir, buf, slots, inputs, params).map(<[f32]>::len)
+}
+
+fn buffer_ptr(
+    kir: &Kir,
+    buf: fluxc_core::kir::BufId,
+    slots: &mut [Vec<f32>],
+    inputs: &mut [Vec<f32>],
+    params: &mut [Vec<f32>],
+) -> Result<*mut f32, CpuError> {
+    let info = kir.buffers.get(buf.0 as usize).ok_or_else(|| CpuError("no buffer".into()))?;
+    let v = match info.storage {
+        Storage::Slot(s) => slots.get_mut(s),
+        Storage::Input(k) => inputs.get_mut(k),
+        Storage::Param(k) => params.get_mut(k),
+    };
+    v.map(|v| v.as_mut_ptr()).ok_or_else(|| CpuError(format!("buffer b{} is missing", buf.0)))
+}
