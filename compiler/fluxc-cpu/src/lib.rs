@@ -9,6 +9,7 @@
 //! Every generated function passes Cranelift's verifier before it is used.
 
 mod codegen;
+mod kernels;
 
 use std::collections::HashMap;
 
@@ -104,23 +105,36 @@ pub fn execute(
                 f.call(&ptrs, b);
             }
             Kernel::Call { op, args, out, ty } => {
-                let mut arrays = Vec::new();
+                let Some(Storage::Slot(o)) = kir.buffers.get(out.0 as usize).map(|x| x.storage.clone())
+                else {
+                    return Err(CpuError("a kernel writes an external buffer".into()));
+                };
+                let out_shape = concrete(&ty.shape, b).map_err(|e| CpuError(e.0))?;
+                // The output's slot is taken out while the operands are read (they never share it).
+                let mut out_vec =
+                    std::mem::take(slots.get_mut(o).ok_or_else(|| CpuError(format!("no slot {o}")))?);
+                let mut operands = Vec::new();
                 for (buf, t) in args {
                     let s = concrete(&t.shape, b).map_err(|e| CpuError(e.0))?;
                     let n: usize = s.iter().product();
                     let data = buffer_data(kir, *buf, &slots, &ext_inputs, &ext_params)?;
                     let data =
                         data.get(..n).ok_or_else(|| CpuError(format!("buffer b{} too small", buf.0)))?;
-                    arrays.push(Array::new(s, data.iter().map(|v| f64::from(*v)).collect()));
+                    operands.push((data, s));
                 }
-                let v = run_call(op, args, arrays, ty, run).map_err(|e| CpuError(e.0))?;
-                let Some(Storage::Slot(s)) = kir.buffers.get(out.0 as usize).map(|x| x.storage.clone())
-                else {
-                    return Err(CpuError("a kernel writes an external buffer".into()));
-                };
-                let slot = slots.get_mut(s).ok_or_else(|| CpuError(format!("no slot {s}")))?;
-                for (dst, src) in slot.iter_mut().zip(&v.data) {
-                    *dst = *src as f32;
+                let native = kernels::run(op, &operands, &mut out_vec, &out_shape, run)?;
+                if !native {
+                    let arrays = operands
+                        .iter()
+                        .map(|(d, s)| Array::new(s.clone(), d.iter().map(|v| f64::from(*v)).collect()))
+                        .collect();
+                    let v = run_call(op, args, arrays, ty, run).map_err(|e| CpuError(e.0))?;
+                    for (dst, src) in out_vec.iter_mut().zip(&v.data) {
+                        *dst = *src as f32;
+                    }
+                }
+                if let Some(slot) = slots.get_mut(o) {
+                    *slot = out_vec;
                 }
             }
         }

@@ -1,0 +1,222 @@
+//! Native f32 kernels for whole-buffer ops: matrix products through a packed, threaded GEMM
+//! (`matrixmultiply`), movement (transpose, slice, concat), reductions, argmax, iota and random
+//! numbers. Other ops (convolutions, pooling, orthogonalisation) run on the reference kernels
+//! until their native versions land; `None` says so.
+
+// Indexing with `[]` below stays within shapes the caller checked against the buffers.
+#![allow(clippy::indexing_slicing)]
+
+use fluxc_core::interp::Run;
+use fluxc_core::ir::{Dist, Op, RandSource, ReduceOp};
+use fluxc_core::rng::Stream;
+
+use super::CpuError;
+
+/// Runs `op` natively if it has a native kernel: `args` are (data, shape) of the operands, `out`
+/// the result buffer of `out_shape`. `Ok(false)` when the op has no native kernel.
+pub fn run(
+    op: &Op,
+    args: &[(&[f32], Vec<usize>)],
+    out: &mut [f32],
+    out_shape: &[usize],
+    r: &Run,
+) -> Result<bool, CpuError> {
+    let n: usize = out_shape.iter().product();
+    let out = out.get_mut(..n).ok_or_else(|| CpuError("the output buffer is too small".into()))?;
+    let arg = |k: usize| args.get(k).ok_or_else(|| CpuError(format!("{}: missing operand", op.name())));
+    match op {
+        Op::MatMul => {
+            let ((a, sa), (b, sb)) = (arg(0)?, arg(1)?);
+            matmul(a, sa, b, sb, out)?;
+        }
+        Op::Transpose { perm } => {
+            let (a, sa) = arg(0)?;
+            transpose(a, sa, perm, out)?;
+        }
+        Op::Slice { axis, start, end } => {
+            let (a, sa) = arg(0)?;
+            let outer: usize = sa.get(..*axis).unwrap_or_default().iter().product();
+            let inner: usize = sa.get(axis + 1..).unwrap_or_default().iter().product();
+            let extent = sa.get(*axis).copied().unwrap_or(0);
+            let (s, e) = (usize::try_from(*start).unwrap_or(0), usize::try_from(*end).unwrap_or(0));
+            let w = (e - s) * inner;
+            for o in 0..outer {
+                let src = a
+                    .get(o * extent * inner + s * inner..o * extent * inner + e * inner)
+                    .ok_or_else(|| CpuError("slice out of range".into()))?;
+                if let Some(dst) = out.get_mut(o * w..(o + 1) * w) {
+                    dst.copy_from_slice(src);
+                }
+            }
+        }
+        Op::Concat { axis } => {
+            let outer: usize = out_shape.get(..*axis).unwrap_or_default().iter().product();
+            let inner: usize = out_shape.get(axis + 1..).unwrap_or_default().iter().product();
+            let total = out_shape.get(*axis).copied().unwrap_or(0) * inner;
+            let mut offset = 0;
+            for (a, sa) in args {
+                let w = sa.get(*axis).copied().unwrap_or(0) * inner;
+                for o in 0..outer {
+                    let src = a
+                        .get(o * w..(o + 1) * w)
+                        .ok_or_else(|| CpuError("concat operand too small".into()))?;
+                    if let Some(dst) = out.get_mut(o * total + offset..o * total + offset + w) {
+                        dst.copy_from_slice(src);
+                    }
+                }
+                offset += w;
+            }
+        }
+        Op::Reduce { op: red, axes } => {
+            let (a, sa) = arg(0)?;
+            reduce(a, sa, *red, axes, out);
+        }
+        Op::ArgMax { axis } => {
+            let (a, sa) = arg(0)?;
+            let outer: usize = sa.get(..*axis).unwrap_or_default().iter().product();
+            let inner: usize = sa.get(axis + 1..).unwrap_or_default().iter().product();
+            let extent = sa.get(*axis).copied().unwrap_or(0);
+            for o in 0..outer {
+                for i in 0..inner {
+                    let mut best = (f32::NEG_INFINITY, 0usize);
+                    for k in 0..extent {
+                        let v = a.get((o * extent + k) * inner + i).copied().unwrap_or(f32::NEG_INFINITY);
+                        if k == 0 || v > best.0 {
+                            best = (v, k);
+                        }
+                    }
+                    if let Some(d) = out.get_mut(o * inner + i) {
+                        *d = best.1 as f32;
+                    }
+                }
+            }
+        }
+        Op::Iota => {
+            for (i, d) in out.iter_mut().enumerate() {
+                *d = i as f32;
+            }
+        }
+        Op::Random { dist, source } => {
+            let s = match source {
+                RandSource::Seed(seed) => Stream::new(*seed, 0, 0),
+                RandSource::Stream(k) => Stream::new(r.seed, *k, r.step),
+            };
+            match dist {
+                Dist::Uniform => s.fill_uniform(0.0, 1.0, out),
+                Dist::Normal => s.fill_normal(0.0, 1.0, out),
+            }
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// `[.., M, K] @ [.., K, N]` with equal batch dimensions, one GEMM per batch.
+fn matmul(a: &[f32], sa: &[usize], b: &[f32], sb: &[usize], out: &mut [f32]) -> Result<(), CpuError> {
+    let r = sa.len();
+    let (Some(&m), Some(&k), Some(&n)) =
+        (sa.get(r.wrapping_sub(2)), sa.get(r.wrapping_sub(1)), sb.get(r.wrapping_sub(1)))
+    else {
+        return Err(CpuError("matmul operands of rank below 2".into()));
+    };
+    let batch: usize = sa.get(..r - 2).unwrap_or_default().iter().product();
+    if a.len() < batch * m * k || b.len() < batch * k * n || out.len() < batch * m * n {
+        return Err(CpuError("matmul buffers too small".into()));
+    }
+    for t in 0..batch {
+        let (pa, pb) = (&a[t * m * k..(t + 1) * m * k], &b[t * k * n..(t + 1) * k * n]);
+        let pc = &mut out[t * m * n..(t + 1) * m * n];
+        gemm(m, k, n, pa, pb, pc);
+    }
+    Ok(())
+}
+
+/// `c = a @ b` for row-major `a [m, k]`, `b [k, n]`, `c [m, n]` (lengths checked by the caller).
+#[allow(unsafe_code, clippy::indexing_slicing)]
+fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm buffers");
+    // SAFETY: the pointers come from slices at least as long as the row-major m×k, k×n and m×n
+    // matrices the strides describe (asserted above); `c` does not alias `a` or `b`.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+fn transpose(a: &[f32], sa: &[usize], perm: &[usize], out: &mut [f32]) -> Result<(), CpuError> {
+    let r = sa.len();
+    let mut in_strides = vec![1usize; r];
+    for k in (0..r.saturating_sub(1)).rev() {
+        in_strides[k] = in_strides[k + 1] * sa[k + 1];
+    }
+    let out_shape: Vec<usize> = perm.iter().map(|p| sa.get(*p).copied().unwrap_or(1)).collect();
+    let strides: Vec<usize> = perm.iter().map(|p| in_strides.get(*p).copied().unwrap_or(0)).collect();
+    let mut idx = vec![0usize; r];
+    for d in out.iter_mut() {
+        let src: usize = idx.iter().zip(&strides).map(|(i, s)| i * s).sum();
+        *d = a.get(src).copied().ok_or_else(|| CpuError("transpose out of range".into()))?;
+        for k in (0..r).rev() {
+            idx[k] += 1;
+            if idx[k] < out_shape[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    Ok(())
+}
+
+fn reduce(a: &[f32], sa: &[usize], op: ReduceOp, axes: &[usize], out: &mut [f32]) {
+    let init = match op {
+        ReduceOp::Sum => 0.0,
+        ReduceOp::Prod => 1.0,
+        ReduceOp::Max => f32::NEG_INFINITY,
+        ReduceOp::Min => f32::INFINITY,
+    };
+    // Accumulate in f64 for sums (closer to the reference), then round once.
+    let mut acc = vec![f64::from(init); out.len()];
+    let kept: Vec<usize> = (0..sa.len()).filter(|i| !axes.contains(i)).collect();
+    let mut out_strides = vec![0usize; sa.len()];
+    let mut s = 1;
+    for &k in kept.iter().rev() {
+        out_strides[k] = s;
+        s *= sa[k];
+    }
+    let mut idx = vec![0usize; sa.len()];
+    for v in a {
+        let o: usize = idx.iter().zip(&out_strides).map(|(i, s)| i * s).sum();
+        if let Some(x) = acc.get_mut(o) {
+            let v = f64::from(*v);
+            *x = match op {
+                ReduceOp::Sum => *x + v,
+                ReduceOp::Prod => *x * v,
+                ReduceOp::Max => x.max(v),
+                ReduceOp::Min => x.min(v),
+            };
+        }
+        for k in (0..sa.len()).rev() {
+            idx[k] += 1;
+            if idx[k] < sa[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    for (d, v) in out.iter_mut().zip(acc) {
+        *d = v as f32;
+    }
+}
