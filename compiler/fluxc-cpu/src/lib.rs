@@ -63,15 +63,50 @@ pub fn execute(
     params: &[Array],
     run: &Run,
 ) -> Result<Vec<(String, Array)>, CpuError> {
+    let to_f32 = |a: &Array| a.data.iter().map(|v| *v as f32).collect::<Vec<f32>>();
+    let mut state = State { params: params.iter().map(to_f32).collect(), slots: Vec::new() };
+    let ins: Vec<Vec<f32>> = inputs.iter().map(to_f32).collect();
+    let outs = step(c, kir, &mut state, ins, run)?;
+    let mut result = Vec::new();
+    for ((name, _, t), data) in kir.outputs.iter().zip(outs) {
+        let s = concrete(&t.shape, run.batch).map_err(|e| CpuError(e.0))?;
+        result.push((name.clone(), Array::new(s, data.iter().map(|v| f64::from(*v)).collect())));
+    }
+    Ok(result)
+}
+
+/// What persists between steps: the parameters (f32) and the scratch slots, grown to the
+/// largest batch seen.
+pub struct State {
+    pub params: Vec<Vec<f32>>,
+    pub slots: Vec<Vec<f32>>,
+}
+
+/// One run of a compiled program on f32 inputs; returns each output's values.
+pub fn step(
+    c: &Compiled,
+    kir: &Kir,
+    state: &mut State,
+    inputs: Vec<Vec<f32>>,
+    run: &Run,
+) -> Result<Vec<Vec<f32>>, CpuError> {
     let b = run.batch;
     if b < 1 {
         return Err(CpuError(format!("invalid batch {b}")));
     }
     let size = |(f, r): (i64, i64)| usize::try_from(f + r * b).unwrap_or(0);
-    let mut slots: Vec<Vec<f32>> = kir.slots.iter().map(|s| vec![0.0; size(*s)]).collect();
-    let to_f32 = |a: &Array| a.data.iter().map(|v| *v as f32).collect::<Vec<f32>>();
-    let mut ext_inputs: Vec<Vec<f32>> = inputs.iter().map(to_f32).collect();
-    let mut ext_params: Vec<Vec<f32>> = params.iter().map(to_f32).collect();
+    if state.slots.len() != kir.slots.len() {
+        state.slots = vec![Vec::new(); kir.slots.len()];
+    }
+    for (slot, want) in state.slots.iter_mut().zip(&kir.slots) {
+        let n = size(*want);
+        if slot.len() < n {
+            slot.resize(n, 0.0);
+        }
+    }
+    let slots = &mut state.slots;
+    let mut ext_inputs = inputs;
+    let ext_params = &mut state.params;
     for (k, kern) in kir.kernels.iter().enumerate() {
         match kern {
             Kernel::Loop { out, shape, inputs: ins, .. } => {
@@ -81,7 +116,7 @@ pub fn execute(
                 let mut sizes = vec![n];
                 for (buf, s) in ins {
                     let want: usize = concrete(s, b).map_err(|e| CpuError(e.0))?.iter().product();
-                    let have = buffer_len(kir, *buf, &slots, &ext_inputs, &ext_params)?;
+                    let have = buffer_len(kir, *buf, slots, &ext_inputs, ext_params)?;
                     if have < want {
                         return Err(CpuError(format!(
                             "buffer b{} holds {have} values, the kernel reads {want}",
@@ -90,7 +125,7 @@ pub fn execute(
                     }
                     sizes.push(want);
                 }
-                let have = buffer_len(kir, *out, &slots, &ext_inputs, &ext_params)?;
+                let have = buffer_len(kir, *out, slots, &ext_inputs, ext_params)?;
                 if have < n {
                     return Err(CpuError(format!(
                         "buffer b{} holds {have} values, the kernel writes {n}",
@@ -98,9 +133,9 @@ pub fn execute(
                     )));
                 }
                 let mut ptrs: Vec<*mut f32> = Vec::with_capacity(ins.len() + 1);
-                ptrs.push(buffer_ptr(kir, *out, &mut slots, &mut ext_inputs, &mut ext_params)?);
+                ptrs.push(buffer_ptr(kir, *out, slots, &mut ext_inputs, ext_params)?);
                 for (buf, _) in ins {
-                    ptrs.push(buffer_ptr(kir, *buf, &mut slots, &mut ext_inputs, &mut ext_params)?);
+                    ptrs.push(buffer_ptr(kir, *buf, slots, &mut ext_inputs, ext_params)?);
                 }
                 f.call(&ptrs, b);
             }
@@ -117,7 +152,7 @@ pub fn execute(
                 for (buf, t) in args {
                     let s = concrete(&t.shape, b).map_err(|e| CpuError(e.0))?;
                     let n: usize = s.iter().product();
-                    let data = buffer_data(kir, *buf, &slots, &ext_inputs, &ext_params)?;
+                    let data = buffer_data(kir, *buf, slots, &ext_inputs, ext_params)?;
                     let data =
                         data.get(..n).ok_or_else(|| CpuError(format!("buffer b{} too small", buf.0)))?;
                     operands.push((data, s));
@@ -141,11 +176,10 @@ pub fn execute(
     }
     let mut outs = Vec::new();
     for (name, buf, t) in &kir.outputs {
-        let s = concrete(&t.shape, b).map_err(|e| CpuError(e.0))?;
-        let n: usize = s.iter().product();
-        let data = buffer_data(kir, *buf, &slots, &ext_inputs, &ext_params)?;
+        let n: usize = concrete(&t.shape, b).map_err(|e| CpuError(e.0))?.iter().product();
+        let data = buffer_data(kir, *buf, slots, &ext_inputs, ext_params)?;
         let data = data.get(..n).ok_or_else(|| CpuError(format!("output {name} too small")))?;
-        outs.push((name.clone(), Array::new(s, data.iter().map(|v| f64::from(*v)).collect())));
+        outs.push(data.to_vec());
     }
     Ok(outs)
 }

@@ -1,0 +1,133 @@
+//! Benchmark (not a timed test) of the CPU path: compile times and medians of GEMM, an MLP
+//! 784-256-256-10 forward and Adam train step. Prints one line per figure:
+//! `fluxc NAME median_us=… (runs=…)`, which `tests/reference/bench_compare.py` reads to print
+//! ratios against PyTorch and JAX on the same machine.
+//! Run with `cargo bench -p fluxc-tests --bench cpu`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::time::Instant;
+
+use fluxc_core::interp::{Array, Run, eval};
+use fluxc_core::ir::Graph;
+use fluxc_core::pipeline::{Outcome, after_check};
+use fluxc_syntax::SourceMap;
+
+const MLP: &str = "
+model Mlp: f32[B, 784] -> f32[B, 10] = Chain(Dense(784 => 256, relu), Dense(256 => 256, relu), Dense(256 => 10))
+data digits = npy(x = \"x.npy\", y = \"y.npy\")
+train Mlp on digits {
+    loss = logitcrossentropy
+    optimizer = Adam(lr = 0.001)
+}
+";
+
+/// (forward graph, train step, init graph) of `MLP`.
+fn graphs() -> (Graph, Graph, Graph) {
+    let mut sources = SourceMap::new();
+    let id = sources.add("bench.flx", MLP);
+    match after_check(&mut sources, id, &mut fluxc_core::NoFiles, move |idx, _| {
+        let model = idx.item(id, "Mlp").unwrap();
+        let train = (0..idx.items.len())
+            .find(|&i| {
+                matches!(idx.items[i].item, fluxc_syntax::ast::Item::Train(_)) && idx.items[i].file == id
+            })
+            .unwrap();
+        Ok((
+            fluxc_core::lower::lower_model(idx, model, false)?,
+            fluxc_core::lower::train_step(idx, train)?,
+            fluxc_core::lower::init_graph(idx, model)?,
+        ))
+    }) {
+        Outcome::Done(g) => g,
+        _ => panic!("the benchmark model does not compile"),
+    }
+}
+
+fn median_us(mut f: impl FnMut(), runs: usize) -> f64 {
+    f(); // warm up
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+fn report(name: &str, us: f64, runs: usize) {
+    println!("fluxc {name} median_us={us:.1} (runs={runs})");
+}
+
+fn main() {
+    // Compile times: source to scheduled, compiled kernels.
+    let start = Instant::now();
+    let (fwd, step, init) = graphs();
+    let lowered = start.elapsed().as_secs_f64() * 1e6;
+    let s = Instant::now();
+    let fwd_kir = fluxc_core::kir::schedule(&fwd).unwrap();
+    let fwd_bin = fluxc_cpu::compile(&fwd_kir).unwrap();
+    let fwd_compile = s.elapsed().as_secs_f64() * 1e6;
+    let s = Instant::now();
+    let step_kir = fluxc_core::kir::schedule(&step).unwrap();
+    let step_bin = fluxc_cpu::compile(&step_kir).unwrap();
+    let step_compile = s.elapsed().as_secs_f64() * 1e6;
+    report("mlp_check_and_lower", lowered, 1);
+    report("mlp_forward_compile", fwd_compile, 1);
+    report("mlp_train_step_compile", step_compile, 1);
+
+    let run = Run { batch: 1, seed: 0, step: 0 };
+    let init_vals = eval(&init, &[], &[], &run).unwrap();
+    let by_name: std::collections::HashMap<&str, Array> =
+        init.outputs.iter().map(|(n, v)| (n.as_str(), init_vals[v.index()].clone())).collect();
+    let to_f32 = |a: &Array| a.data.iter().map(|v| *v as f32).collect::<Vec<f32>>();
+    let params = |g: &Graph| g.params.iter().map(|p| to_f32(&by_name[p.name.as_str()])).collect::<Vec<_>>();
+
+    for batch in [1usize, 256] {
+        let mut state = fluxc_cpu::State { params: params(&fwd), slots: Vec::new() };
+        let x = vec![0.5f32; batch * 784];
+        let r = Run { batch: batch as i64, seed: 0, step: 0 };
+        let runs = if batch == 1 { 2000 } else { 200 };
+        let us = median_us(
+            || drop(fluxc_cpu::step(&fwd_bin, &fwd_kir, &mut state, vec![x.clone()], &r).unwrap()),
+            runs,
+        );
+        report(&format!("mlp_forward_b{batch}"), us, runs);
+    }
+    for batch in [1usize, 32, 128] {
+        let mut state = fluxc_cpu::State { params: params(&step), slots: Vec::new() };
+        let r = Run { batch: batch as i64, seed: 0, step: 1 };
+        let mut inputs = vec![vec![0.5f32; batch * 784], vec![0.1f32; batch * 10], vec![1.0], vec![1.0]];
+        for slot in step.inputs.iter().skip(4) {
+            inputs.push(vec![0.0; slot.ty.shape.iter().map(|d| d.as_constant().unwrap() as usize).product()]);
+        }
+        let runs = if batch == 1 { 500 } else { 100 };
+        let us = median_us(
+            || drop(fluxc_cpu::step(&step_bin, &step_kir, &mut state, inputs.clone(), &r).unwrap()),
+            runs,
+        );
+        report(&format!("mlp_adam_train_step_b{batch}"), us, runs);
+    }
+    // GEMM through a one-op graph.
+    for n in [256i64, 512, 1024] {
+        let mut g = Graph::default();
+        let a = g.input("a", fluxc_core::ir::TensorTy::f32(&[n, n])).unwrap();
+        let b = g.input("b", fluxc_core::ir::TensorTy::f32(&[n, n])).unwrap();
+        let c = g.push(fluxc_core::ir::Op::MatMul, &[a, b], None).unwrap();
+        g.outputs.push(("c".into(), c));
+        let kir = fluxc_core::kir::schedule(&g).unwrap();
+        let bin = fluxc_cpu::compile(&kir).unwrap();
+        let mut state = fluxc_cpu::State { params: Vec::new(), slots: Vec::new() };
+        let m = vec![0.5f32; (n * n) as usize];
+        let r = Run { batch: 1, seed: 0, step: 0 };
+        let runs = if n == 1024 { 10 } else { 50 };
+        let us = median_us(
+            || drop(fluxc_cpu::step(&bin, &kir, &mut state, vec![m.clone(), m.clone()], &r).unwrap()),
+            runs,
+        );
+        let gflops = 2.0 * (n * n * n) as f64 / us / 1e3;
+        println!("fluxc gemm_{n} median_us={us:.1} (runs={runs}) gflops={gflops:.1}");
+    }
+}

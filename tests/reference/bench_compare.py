@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Runs the CPU benchmark workloads in fluxc, PyTorch and (when installed) JAX on this machine and
+prints each fluxc median with its ratio to the others (ratio < 1: fluxc is faster).
+
+    python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch   # (and jax, optional)
+    /tmp/torchenv/bin/python tests/reference/bench_compare.py               # from the repo root
+
+Workloads (as tests/benches/cpu.rs): GEMM n x n for n in 256/512/1024; an MLP 784-256-256-10
+forward at batch 1 and 256; its Adam train step (logitcrossentropy) at batch 1, 32 and 128.
+Every framework runs on the CPU in float32 with 2 threads.
+"""
+
+import re
+import statistics
+import subprocess
+import time
+
+
+def median_us(fn, runs):
+    fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e6)
+    return statistics.median(times)
+
+
+def fluxc_figures():
+    out = subprocess.run(
+        ["cargo", "bench", "-q", "-p", "fluxc-tests", "--bench", "cpu"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^fluxc (\S+) median_us=([0-9.]+)", out, re.M)}
+
+
+def torch_figures():
+    import torch
+    torch.set_num_threads(2)
+    figs = {}
+    for n in (256, 512, 1024):
+        a = torch.full((n, n), 0.5)
+        figs[f"gemm_{n}"] = median_us(lambda: a @ a, 10 if n == 1024 else 50)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(784, 256), torch.nn.ReLU(),
+        torch.nn.Linear(256, 256), torch.nn.ReLU(),
+        torch.nn.Linear(256, 10),
+    )
+    with torch.no_grad():
+        for b in (1, 256):
+            x = torch.full((b, 784), 0.5)
+            figs[f"mlp_forward_b{b}"] = median_us(lambda: model(x), 2000 if b == 1 else 200)
+    opt = torch.optim.Adam(model.parameters(), lr=0.001)
+    for b in (1, 32, 128):
+        x = torch.full((b, 784), 0.5)
+        y = torch.full((b, 10), 0.1)
+
+        def step():
+            opt.zero_grad()
+            loss = (-(y * torch.log_softmax(model(x), dim=-1)).sum(-1)).mean()
+            loss.backward()
+            opt.step()
+
+        figs[f"mlp_adam_train_step_b{b}"] = median_us(step, 500 if b == 1 else 100)
+    return figs
+
+
+def jax_figures():
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    figs = {}
+    for n in (256, 512, 1024):
+        a = jnp.full((n, n), 0.5, dtype=jnp.float32)
+        f = jax.jit(lambda m: m @ m)
+        figs[f"gemm_{n}"] = median_us(lambda: f(a).block_until_ready(), 10 if n == 1024 else 50)
+    key = jax.random.PRNGKey(0)
+    sizes = [(784, 256), (256, 256), (256, 10)]
+    params = [(jax.random.normal(key, (o, i)) * 0.05, jnp.zeros(o)) for i, o in sizes]
+
+    def forward(ps, x):
+        for k, (w, b) in enumerate(ps):
+            x = x @ w.T + b
+            if k < len(ps) - 1:
+                x = jax.nn.relu(x)
+        return x
+
+    fwd = jax.jit(forward)
+    for b in (1, 256):
+        x = jnp.full((b, 784), 0.5, dtype=jnp.float32)
+        figs[f"mlp_forward_b{b}"] = median_us(lambda: fwd(params, x).block_until_ready(), 2000 if b == 1 else 200)
+
+    def loss(ps, x, y):
+        return (-(y * jax.nn.log_softmax(forward(ps, x), axis=-1)).sum(-1)).mean()
+
+    @jax.jit
+    def step(ps, m, v, t, x, y):
+        g = jax.grad(loss)(ps, x, y)
+        new = []
+        nm = []
+        nv = []
+        for (p, gp, mp, vp) in zip(jax.tree_util.tree_leaves(ps), jax.tree_util.tree_leaves(g), m, v):
+            mp = 0.9 * mp + 0.1 * gp
+            vp = 0.999 * vp + 0.001 * gp * gp
+            new.append(p - 0.001 * (mp / (1 - 0.9 ** t)) / (jnp.sqrt(vp / (1 - 0.999 ** t)) + 1e-8))
+            nm.append(mp)
+            nv.append(vp)
+        return new, nm, nv
+
+    leaves = jax.tree_util.tree_leaves(params)
+    m = [jnp.zeros_like(p) for p in leaves]
+    v = [jnp.zeros_like(p) for p in leaves]
+    for b in (1, 32, 128):
+        x = jnp.full((b, 784), 0.5, dtype=jnp.float32)
+        y = jnp.full((b, 10), 0.1, dtype=jnp.float32)
+        figs[f"mlp_adam_train_step_b{b}"] = median_us(
+            lambda: jax.block_until_ready(step(params, m, v, 1.0, x, y)), 500 if b == 1 else 100)
+    return figs
+
+
+def main():
+    flux = fluxc_figures()
+    torch_f = torch_figures()
+    jax_f = jax_figures()
+    print(f"{'workload':28} {'fluxc us':>10} {'torch us':>10} {'fluxc/torch':>11} {'jax us':>10} {'fluxc/jax':>10}")
+    for name, us in flux.items():
+        t = torch_f.get(name)
+        j = (jax_f or {}).get(name)
+        tr = f"{us / t:.2f}" if t else "-"
+        jr = f"{us / j:.2f}" if j else "-"
+        print(f"{name:28} {us:10.1f} {t if t else float('nan'):10.1f} {tr:>11} {j if j else float('nan'):10.1f} {jr:>10}")
+    if jax_f is None:
+        print("(JAX is not installed in this environment: its columns are empty)")
+
+
+if __name__ == "__main__":
+    main()
