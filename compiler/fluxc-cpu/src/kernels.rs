@@ -132,11 +132,19 @@ fn matmul(a: &[f32], sa: &[usize], b: &[f32], sb: &[usize], out: &mut [f32]) -> 
 }
 
 /// `c = a @ b` for row-major `a [m, k]`, `b [k, n]`, `c [m, n]` (lengths checked by the caller).
-#[allow(unsafe_code, clippy::indexing_slicing)]
 fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    gemm_t(m, k, n, a, false, b, false, c);
+}
+
+/// `c = op(a) @ op(b)`: `a` is stored `[m, k]` (or `[k, m]` when `ta`), `b` `[k, n]` (or `[n, k]`
+/// when `tb`); the transposes are strides, not copies.
+#[allow(unsafe_code, clippy::too_many_arguments)]
+fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm buffers");
-    // SAFETY: the pointers come from slices at least as long as the row-major m×k, k×n and m×n
-    // matrices the strides describe (asserted above); `c` does not alias `a` or `b`.
+    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    // SAFETY: the pointers come from slices at least as long as the m×k, k×n and m×n matrices
+    // the strides describe (asserted above); `c` does not alias `a` or `b`.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -144,17 +152,43 @@ fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
             n,
             1.0,
             a.as_ptr(),
-            k as isize,
-            1,
+            rsa,
+            csa,
             b.as_ptr(),
-            n as isize,
-            1,
+            rsb,
+            csb,
             0.0,
             c.as_mut_ptr(),
             n as isize,
             1,
         );
     }
+}
+
+/// A KIR `Gemm`: batched `op(a) @ op(b)` with equal batch dimensions.
+pub fn gemm_op(
+    a: &(&[f32], Vec<usize>, bool),
+    b: &(&[f32], Vec<usize>, bool),
+    out: &mut [f32],
+    out_shape: &[usize],
+) -> Result<(), CpuError> {
+    let r = out_shape.len();
+    let (Some(&m), Some(&n)) = (out_shape.get(r.wrapping_sub(2)), out_shape.get(r.wrapping_sub(1))) else {
+        return Err(CpuError("gemm output of rank below 2".into()));
+    };
+    let ar = a.1.len();
+    let k = if a.2 { a.1.get(ar.wrapping_sub(2)).copied() } else { a.1.get(ar.wrapping_sub(1)).copied() }
+        .unwrap_or(0);
+    let batch: usize = out_shape.get(..r - 2).unwrap_or_default().iter().product();
+    if a.0.len() < batch * m * k || b.0.len() < batch * k * n || out.len() < batch * m * n {
+        return Err(CpuError("gemm buffers too small".into()));
+    }
+    for t in 0..batch {
+        let pa = &a.0[t * m * k..(t + 1) * m * k];
+        let pb = &b.0[t * k * n..(t + 1) * k * n];
+        gemm_t(m, k, n, pa, a.2, pb, b.2, &mut out[t * m * n..(t + 1) * m * n]);
+    }
+    Ok(())
 }
 
 fn transpose(a: &[f32], sa: &[usize], perm: &[usize], out: &mut [f32]) -> Result<(), CpuError> {

@@ -139,6 +139,30 @@ pub fn step(
                 }
                 f.call(&ptrs, b);
             }
+            Kernel::Gemm { a, b: bb, out, ty } => {
+                let Some(Storage::Slot(o)) = kir.buffers.get(out.0 as usize).map(|x| x.storage.clone())
+                else {
+                    return Err(CpuError("a kernel writes an external buffer".into()));
+                };
+                let mut out_vec =
+                    std::mem::take(slots.get_mut(o).ok_or_else(|| CpuError(format!("no slot {o}")))?);
+                let mut sides = Vec::new();
+                for (buf, t, trans) in [a, bb] {
+                    let s = concrete(&t.shape, b).map_err(|e| CpuError(e.0))?;
+                    let n: usize = s.iter().product();
+                    let data = buffer_data(kir, *buf, slots, &ext_inputs, ext_params)?;
+                    let data =
+                        data.get(..n).ok_or_else(|| CpuError(format!("buffer b{} too small", buf.0)))?;
+                    sides.push((data, s, *trans));
+                }
+                let out_shape = concrete(&ty.shape, b).map_err(|e| CpuError(e.0))?;
+                if let (Some(x), Some(y)) = (sides.first(), sides.get(1)) {
+                    kernels::gemm_op(x, y, &mut out_vec, &out_shape)?;
+                }
+                if let Some(slot) = slots.get_mut(o) {
+                    *slot = out_vec;
+                }
+            }
             Kernel::Call { op, args, out, ty } => {
                 let Some(Storage::Slot(o)) = kir.buffers.get(out.0 as usize).map(|x| x.storage.clone())
                 else {

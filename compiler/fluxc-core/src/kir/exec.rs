@@ -137,6 +137,29 @@ pub fn execute(
                 }
                 store(&mut slots, kir, *out, &result)?;
             }
+            Kernel::Gemm { a, b: bb, out, ty } => {
+                // The reference: materialise the transposes, then the product.
+                let mut g = Graph::default();
+                let mut arrays = Vec::new();
+                let mut ids = Vec::new();
+                for (buf, t, trans) in [a, bb] {
+                    let s = concrete(&t.shape, b).map_err(|e| ExecError(e.0))?;
+                    arrays.push(read(&slots, *buf, &s)?);
+                    let mut v = g.input("a", t.clone()).map_err(|e| ExecError(e.0))?;
+                    if *trans {
+                        let r = t.rank();
+                        let mut perm: Vec<usize> = (0..r).collect();
+                        perm.swap(r - 1, r - 2);
+                        v = g.push(Op::Transpose { perm }, &[v], None).map_err(|e| ExecError(e.0))?;
+                    }
+                    ids.push(v);
+                }
+                let r = g.push(Op::MatMul, &ids, None).map_err(|e| ExecError(e.0))?;
+                let vals = eval(&g, &arrays, &[], run).map_err(|e| ExecError(e.0))?;
+                let v = vals.get(r.index()).ok_or_else(|| ExecError("no result".into()))?;
+                let data: Vec<f64> = v.data.iter().map(|x| round(*x, ty.dtype)).collect();
+                store(&mut slots, kir, *out, &data)?;
+            }
             Kernel::Call { op, args, out, ty } => {
                 let mut arrays = Vec::new();
                 for (buf, t) in args {

@@ -57,6 +57,9 @@ pub enum Kernel {
     Loop { out: BufId, shape: Vec<Dim>, dtype: DType, inputs: Vec<(BufId, Vec<Dim>)>, body: Vec<Fused> },
     /// Any other op on whole buffers (its operands' and result's types as in the graph).
     Call { op: Op, args: Vec<(BufId, TensorTy)>, out: BufId, ty: TensorTy },
+    /// `out = op(a) @ op(b)` where `op` transposes the last two axes when the flag is set: a
+    /// transpose feeding a matrix product is read through strides, never copied.
+    Gemm { a: (BufId, TensorTy, bool), b: (BufId, TensorTy, bool), out: BufId, ty: TensorTy },
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -112,6 +115,26 @@ pub fn schedule(g: &Graph) -> Result<Kir, IrError> {
     }
     let is_output: Vec<bool> = (0..n).map(|i| g.outputs.iter().any(|(_, v)| v.index() == i)).collect();
     let node = |i: usize| g.nodes.get(i).ok_or_else(|| IrError(format!("no node %{i}")));
+    // A transpose of the last two axes read only by matrix products is absorbed into them.
+    let swaps_last_two = |op: &Op| match op {
+        Op::Transpose { perm } => {
+            let r = perm.len();
+            r >= 2
+                && perm.iter().enumerate().all(|(i, p)| {
+                    if i + 2 < r { *p == i } else { *p == if i == r - 1 { r - 2 } else { r - 1 } }
+                })
+        }
+        _ => false,
+    };
+    let absorbed: Vec<bool> = (0..n)
+        .map(|i| {
+            g.nodes.get(i).is_some_and(|nd| swaps_last_two(&nd.op))
+                && !is_output.get(i).copied().unwrap_or(false)
+                && uses.get(i).is_some_and(|u| {
+                    !u.is_empty() && u.iter().all(|&c| g.nodes.get(c).is_some_and(|cn| cn.op == Op::MatMul))
+                })
+        })
+        .collect();
     // Which values live in buffers.
     let mut materialised = vec![false; n];
     for i in 0..n {
@@ -129,6 +152,7 @@ pub fn schedule(g: &Graph) -> Result<Kir, IrError> {
             });
         if let Some(m) = materialised.get_mut(i) {
             *m = needed
+                && !absorbed.get(i).copied().unwrap_or(false)
                 && !(scalar_const
                     && !is_output.get(i).copied().unwrap_or(false)
                     && uses.get(i).is_some_and(|u| {
@@ -179,6 +203,28 @@ pub fn schedule(g: &Graph) -> Result<Kir, IrError> {
                     inputs,
                     body,
                 });
+                buf_of.insert(i, out);
+            }
+            Op::MatMul => {
+                let out = new_buffer(&mut kir, &nd.ty, Storage::Slot(usize::MAX))?;
+                let operand = |k: usize| -> Result<(BufId, TensorTy, bool), IrError> {
+                    let a = nd.args.get(k).copied().ok_or_else(|| IrError("matmul operand".into()))?;
+                    let (src, trans) = match g.nodes.get(a.index()) {
+                        Some(t) if absorbed.get(a.index()).copied().unwrap_or(false) => (
+                            t.args.first().copied().ok_or_else(|| IrError("transpose operand".into()))?,
+                            true,
+                        ),
+                        _ => (a, false),
+                    };
+                    let b = buf_of
+                        .get(&src.index())
+                        .copied()
+                        .ok_or_else(|| IrError(format!("%{i}: operand not materialised")))?;
+                    let t = g.ty(src).cloned().ok_or_else(|| IrError("no type".into()))?;
+                    Ok((b, t, trans))
+                };
+                let (a, b) = (operand(0)?, operand(1)?);
+                kir.kernels.push(Kernel::Gemm { a, b, out, ty: nd.ty.clone() });
                 buf_of.insert(i, out);
             }
             op => {
@@ -310,6 +356,7 @@ fn plan(kir: &mut Kir) -> Result<(), IrError> {
         let reads: Vec<BufId> = match kern {
             Kernel::Loop { inputs, .. } => inputs.iter().map(|x| x.0).collect(),
             Kernel::Call { args, .. } => args.iter().map(|x| x.0).collect(),
+            Kernel::Gemm { a, b, .. } => vec![a.0, b.0],
         };
         for b in reads {
             last_use.insert(b, k);
@@ -321,7 +368,7 @@ fn plan(kir: &mut Kir) -> Result<(), IrError> {
     let kernels = kir.kernels.clone();
     for (k, kern) in kernels.iter().enumerate() {
         let out = match kern {
-            Kernel::Loop { out, .. } | Kernel::Call { out, .. } => *out,
+            Kernel::Loop { out, .. } | Kernel::Call { out, .. } | Kernel::Gemm { out, .. } => *out,
         };
         let size = linear_in_b(
             &kir.buffers.get(out.0 as usize).ok_or_else(|| IrError("no buffer".into()))?.elements,
@@ -418,6 +465,10 @@ pub fn print_kir(k: &Kir) -> String {
             Kernel::Call { op, args, out: o, ty } => {
                 let a: Vec<String> = args.iter().map(|(b, _)| format!("b{}", b.0)).collect();
                 let _ = writeln!(out, "call b{} = {} {} : {ty}", o.0, op.name(), a.join(", "));
+            }
+            Kernel::Gemm { a, b, out: o, ty } => {
+                let side = |x: &(BufId, TensorTy, bool)| format!("b{}{}", x.0.0, if x.2 { "ᵀ" } else { "" });
+                let _ = writeln!(out, "gemm b{} = {} @ {} : {ty}", o.0, side(a), side(b));
             }
         }
     }
