@@ -112,7 +112,14 @@ enum Access {
     Same,
     Scalar(Value),
     /// `sum over axes of ((i / out_stride) % out_dim) * in_stride` (only axes of size > 1).
-    Strided(Vec<(Value, Value, Value)>),
+    Strided(Vec<Term>),
+}
+
+/// One axis of a strided read; a division or remainder that cannot change the index is left out.
+struct Term {
+    os: Option<Value>,
+    od: Option<Value>,
+    is: Value,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -215,7 +222,16 @@ pub fn define_loop(
                         else {
                             return Err(CpuError("broadcast out of rank".into()));
                         };
-                        terms.push((os, od, in_stride));
+                        // Skip the division for the innermost axis and the remainder for the outermost.
+                        let axis = off_axes + j;
+                        let unit_stride = shape
+                            .get(axis + 1..)
+                            .is_some_and(|rest| rest.iter().all(|x| x.as_constant() == Some(1)));
+                        terms.push(Term {
+                            os: (!unit_stride).then_some(os),
+                            od: (axis != 0).then_some(od),
+                            is: in_stride,
+                        });
                     }
                     let dv = dim_value(&mut bcx, d, batch)?;
                     in_stride = bcx.ins().imul(in_stride, dv);
@@ -259,11 +275,17 @@ pub fn define_loop(
                         }
                         Some(Access::Strided(terms)) => {
                             let mut at = bcx.ins().iconst(types::I64, 0);
-                            for (os, od, is) in terms {
-                                let q = bcx.ins().udiv(i, *os);
-                                let r = bcx.ins().urem(q, *od);
-                                let t = bcx.ins().imul(r, *is);
-                                at = bcx.ins().iadd(at, t);
+                            for t in terms {
+                                let q = match t.os {
+                                    Some(os) => bcx.ins().udiv(i, os),
+                                    None => i,
+                                };
+                                let r = match t.od {
+                                    Some(od) => bcx.ins().urem(q, od),
+                                    None => q,
+                                };
+                                let x = bcx.ins().imul(r, t.is);
+                                at = bcx.ins().iadd(at, x);
                             }
                             let off = bcx.ins().ishl_imm_s(at, 2);
                             let a = bcx.ins().iadd(p, off);

@@ -141,6 +141,28 @@ fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
 #[allow(unsafe_code, clippy::too_many_arguments)]
 fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm buffers");
+    if m <= 4 {
+        // A few rows (a forward pass on a small batch): packing costs more than it saves.
+        let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
+        for i in 0..m {
+            let row = &mut c[i * n..(i + 1) * n];
+            if tb {
+                for (j, out) in row.iter_mut().enumerate() {
+                    let bj = &b[j * k..(j + 1) * k];
+                    *out = (0..k).map(|p| at(i, p) * bj[p]).sum();
+                }
+            } else {
+                row.iter_mut().for_each(|v| *v = 0.0);
+                for p in 0..k {
+                    let x = at(i, p);
+                    for (out, bv) in row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
+                        *out += x * bv;
+                    }
+                }
+            }
+        }
+        return;
+    }
     let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
     let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
     // SAFETY: the pointers come from slices at least as long as the m×k, k×n and m×n matrices
