@@ -240,175 +240,205 @@ pub fn define_loop(
             };
             access.push(a);
         }
-        let zero = bcx.ins().iconst(types::I64, 0);
-        bcx.ins().jump(header, &[BlockArg::Value(zero)]);
-
-        // header(i): i < n ? body : exit
-        bcx.switch_to_block(header);
         let i = bcx.append_block_param(header, types::I64);
-        let more = bcx.ins().icmp(IntCC::SignedLessThan, i, n);
-        bcx.ins().brif(more, body_block, &[], exit, &[]);
-
-        bcx.switch_to_block(body_block);
-        let mut vals: Vec<Value> = Vec::with_capacity(body.len());
+        // Values that do not depend on the element (scalars, constants, the batch) are computed
+        // once, before the loop: `beta1 ^ t` in Adam is one call, not one per parameter.
+        let mut invariant = vec![false; body.len()];
+        for (j, f) in body.iter().enumerate() {
+            let inv = |k: &usize| invariant.get(*k).copied().unwrap_or(false);
+            let v = match f {
+                Fused::Load(k) => matches!(access.get(*k), Some(Access::Scalar(_))),
+                Fused::Const(..) | Fused::Size(..) => true,
+                Fused::Unary(_, x) | Fused::Cast(_, x) => inv(x),
+                Fused::Binary(_, x, y) => inv(x) && inv(y),
+                Fused::Select(c, x, y) => inv(c) && inv(x) && inv(y),
+            };
+            if let Some(slot) = invariant.get_mut(j) {
+                *slot = v;
+            }
+        }
+        let mut vals: Vec<Option<Value>> = vec![None; body.len()];
         let f32c = |bcx: &mut FunctionBuilder<'_>, v: f32| bcx.ins().f32const(v);
         let bool_of = |bcx: &mut FunctionBuilder<'_>, c: Value| {
             let one = bcx.ins().f32const(1.0);
             let zero = bcx.ins().f32const(0.0);
             bcx.ins().select(c, one, zero)
         };
-        for f in body {
-            let get = |k: &usize| {
-                vals.get(*k)
-                    .copied()
-                    .ok_or_else(|| CpuError("a loop value used before it is computed".into()))
-            };
-            let v = match f {
-                Fused::Load(k) => {
-                    let p = *in_ptrs.get(*k).ok_or_else(|| CpuError("bad load".into()))?;
-                    match access.get(*k) {
-                        Some(Access::Scalar(v)) => *v,
-                        Some(Access::Same) => {
-                            let off = bcx.ins().ishl_imm_s(i, 2);
-                            let a = bcx.ins().iadd(p, off);
-                            bcx.ins().load(types::F32, flags, a, 0)
-                        }
-                        Some(Access::Strided(terms)) => {
-                            let mut at = bcx.ins().iconst(types::I64, 0);
-                            for t in terms {
-                                let q = match t.os {
-                                    Some(os) => bcx.ins().udiv(i, os),
-                                    None => i,
-                                };
-                                let r = match t.od {
-                                    Some(od) => bcx.ins().urem(q, od),
-                                    None => q,
-                                };
-                                let x = bcx.ins().imul(r, t.is);
-                                at = bcx.ins().iadd(at, x);
+        for hoisted in [true, false] {
+            if !hoisted {
+                // Leave the entry block: header(i): i < n ? body : exit.
+                let zero = bcx.ins().iconst(types::I64, 0);
+                bcx.ins().jump(header, &[BlockArg::Value(zero)]);
+                bcx.switch_to_block(header);
+                let more = bcx.ins().icmp(IntCC::SignedLessThan, i, n);
+                bcx.ins().brif(more, body_block, &[], exit, &[]);
+                bcx.switch_to_block(body_block);
+            }
+            for (j, f) in body.iter().enumerate() {
+                if invariant.get(j).copied().unwrap_or(false) != hoisted {
+                    continue;
+                }
+                let get = |k: &usize| {
+                    vals.get(*k)
+                        .copied()
+                        .flatten()
+                        .ok_or_else(|| CpuError("a loop value used before it is computed".into()))
+                };
+                let v = match f {
+                    Fused::Load(k) => {
+                        let p = *in_ptrs.get(*k).ok_or_else(|| CpuError("bad load".into()))?;
+                        match access.get(*k) {
+                            Some(Access::Scalar(v)) => *v,
+                            Some(Access::Same) => {
+                                let off = bcx.ins().ishl_imm_s(i, 2);
+                                let a = bcx.ins().iadd(p, off);
+                                bcx.ins().load(types::F32, flags, a, 0)
                             }
-                            let off = bcx.ins().ishl_imm_s(at, 2);
-                            let a = bcx.ins().iadd(p, off);
-                            bcx.ins().load(types::F32, flags, a, 0)
-                        }
-                        None => return Err(CpuError("bad load".into())),
-                    }
-                }
-                Fused::Const(c, d) => f32c(&mut bcx, round(*c, *d)),
-                Fused::Size(d, _) => {
-                    let v = dim_value(&mut bcx, d, batch)?;
-                    bcx.ins().fcvt_from_sint(types::F32, v)
-                }
-                Fused::Unary(u, x) => {
-                    let x = get(x)?;
-                    let call = |bcx: &mut FunctionBuilder<'_>, name: &str| -> Result<Value, CpuError> {
-                        let r = *refs.get(name).ok_or_else(|| CpuError(format!("no {name}")))?;
-                        let inst = bcx.ins().call(r, &[x]);
-                        bcx.inst_results(inst).first().copied().ok_or_else(|| CpuError("no result".into()))
-                    };
-                    match u {
-                        UnaryOp::Neg => bcx.ins().fneg(x),
-                        UnaryOp::Exp => call(&mut bcx, "fx_exp")?,
-                        UnaryOp::Log => call(&mut bcx, "fx_log")?,
-                        UnaryOp::Sin => call(&mut bcx, "fx_sin")?,
-                        UnaryOp::Cos => call(&mut bcx, "fx_cos")?,
-                        UnaryOp::Tanh => call(&mut bcx, "fx_tanh")?,
-                        UnaryOp::Sigmoid => call(&mut bcx, "fx_sigmoid")?,
-                        UnaryOp::Erf => call(&mut bcx, "fx_erf")?,
-                        UnaryOp::ErfInv => call(&mut bcx, "fx_erfinv")?,
-                        UnaryOp::Sqrt => bcx.ins().sqrt(x),
-                        UnaryOp::Rsqrt => {
-                            let s = bcx.ins().sqrt(x);
-                            let one = f32c(&mut bcx, 1.0);
-                            bcx.ins().fdiv(one, s)
-                        }
-                        UnaryOp::Abs => bcx.ins().fabs(x),
-                        UnaryOp::Sign => {
-                            let zero = f32c(&mut bcx, 0.0);
-                            let pos = bcx.ins().fcmp(FloatCC::GreaterThan, x, zero);
-                            let neg = bcx.ins().fcmp(FloatCC::LessThan, x, zero);
-                            let one = f32c(&mut bcx, 1.0);
-                            let m1 = f32c(&mut bcx, -1.0);
-                            let n = bcx.ins().select(neg, m1, zero);
-                            bcx.ins().select(pos, one, n)
-                        }
-                        UnaryOp::Relu => {
-                            let zero = f32c(&mut bcx, 0.0);
-                            let pos = bcx.ins().fcmp(FloatCC::GreaterThan, x, zero);
-                            bcx.ins().select(pos, x, zero)
-                        }
-                        UnaryOp::Floor => bcx.ins().floor(x),
-                        UnaryOp::Not => {
-                            let zero = f32c(&mut bcx, 0.0);
-                            let c = bcx.ins().fcmp(FloatCC::Equal, x, zero);
-                            bool_of(&mut bcx, c)
+                            Some(Access::Strided(terms)) => {
+                                let mut at = bcx.ins().iconst(types::I64, 0);
+                                for t in terms {
+                                    let q = match t.os {
+                                        Some(os) => bcx.ins().udiv(i, os),
+                                        None => i,
+                                    };
+                                    let r = match t.od {
+                                        Some(od) => bcx.ins().urem(q, od),
+                                        None => q,
+                                    };
+                                    let x = bcx.ins().imul(r, t.is);
+                                    at = bcx.ins().iadd(at, x);
+                                }
+                                let off = bcx.ins().ishl_imm_s(at, 2);
+                                let a = bcx.ins().iadd(p, off);
+                                bcx.ins().load(types::F32, flags, a, 0)
+                            }
+                            None => return Err(CpuError("bad load".into())),
                         }
                     }
-                }
-                Fused::Binary(op, x, y) => {
-                    let (x, y) = (get(x)?, get(y)?);
-                    let cmp = |bcx: &mut FunctionBuilder<'_>, cc: FloatCC| {
-                        let c = bcx.ins().fcmp(cc, x, y);
-                        bool_of(bcx, c)
-                    };
-                    match op {
-                        BinaryOp::Add => bcx.ins().fadd(x, y),
-                        BinaryOp::Sub => bcx.ins().fsub(x, y),
-                        BinaryOp::Mul => bcx.ins().fmul(x, y),
-                        BinaryOp::Div => bcx.ins().fdiv(x, y),
-                        BinaryOp::Pow => {
-                            let inst = bcx.ins().call(pow_ref, &[x, y]);
+                    Fused::Const(c, d) => f32c(&mut bcx, round(*c, *d)),
+                    Fused::Size(d, _) => {
+                        let v = dim_value(&mut bcx, d, batch)?;
+                        bcx.ins().fcvt_from_sint(types::F32, v)
+                    }
+                    Fused::Unary(u, x) => {
+                        let x = get(x)?;
+                        let call = |bcx: &mut FunctionBuilder<'_>, name: &str| -> Result<Value, CpuError> {
+                            let r = *refs.get(name).ok_or_else(|| CpuError(format!("no {name}")))?;
+                            let inst = bcx.ins().call(r, &[x]);
                             bcx.inst_results(inst)
                                 .first()
                                 .copied()
-                                .ok_or_else(|| CpuError("no result".into()))?
-                        }
-                        BinaryOp::Max => {
-                            let c = bcx.ins().fcmp(FloatCC::GreaterThanOrEqual, x, y);
-                            bcx.ins().select(c, x, y)
-                        }
-                        BinaryOp::Min => {
-                            let c = bcx.ins().fcmp(FloatCC::LessThanOrEqual, x, y);
-                            bcx.ins().select(c, x, y)
-                        }
-                        BinaryOp::Eq => cmp(&mut bcx, FloatCC::Equal),
-                        BinaryOp::Ne => cmp(&mut bcx, FloatCC::NotEqual),
-                        BinaryOp::Lt => cmp(&mut bcx, FloatCC::LessThan),
-                        BinaryOp::Le => cmp(&mut bcx, FloatCC::LessThanOrEqual),
-                        BinaryOp::Gt => cmp(&mut bcx, FloatCC::GreaterThan),
-                        BinaryOp::Ge => cmp(&mut bcx, FloatCC::GreaterThanOrEqual),
-                        BinaryOp::And | BinaryOp::Or => {
-                            let zero = f32c(&mut bcx, 0.0);
-                            let a = bcx.ins().fcmp(FloatCC::NotEqual, x, zero);
-                            let b = bcx.ins().fcmp(FloatCC::NotEqual, y, zero);
-                            let c =
-                                if *op == BinaryOp::And { bcx.ins().band(a, b) } else { bcx.ins().bor(a, b) };
-                            bool_of(&mut bcx, c)
-                        }
-                    }
-                }
-                Fused::Select(c, x, y) => {
-                    let (c, x, y) = (get(c)?, get(x)?, get(y)?);
-                    let zero = f32c(&mut bcx, 0.0);
-                    let t = bcx.ins().fcmp(FloatCC::NotEqual, c, zero);
-                    bcx.ins().select(t, x, y)
-                }
-                Fused::Cast(d, x) => {
-                    let x = get(x)?;
-                    match d {
-                        DType::F32 => x,
-                        DType::I32 => bcx.ins().trunc(x),
-                        DType::Bool => {
-                            let zero = f32c(&mut bcx, 0.0);
-                            let c = bcx.ins().fcmp(FloatCC::NotEqual, x, zero);
-                            bool_of(&mut bcx, c)
+                                .ok_or_else(|| CpuError("no result".into()))
+                        };
+                        match u {
+                            UnaryOp::Neg => bcx.ins().fneg(x),
+                            UnaryOp::Exp => call(&mut bcx, "fx_exp")?,
+                            UnaryOp::Log => call(&mut bcx, "fx_log")?,
+                            UnaryOp::Sin => call(&mut bcx, "fx_sin")?,
+                            UnaryOp::Cos => call(&mut bcx, "fx_cos")?,
+                            UnaryOp::Tanh => call(&mut bcx, "fx_tanh")?,
+                            UnaryOp::Sigmoid => call(&mut bcx, "fx_sigmoid")?,
+                            UnaryOp::Erf => call(&mut bcx, "fx_erf")?,
+                            UnaryOp::ErfInv => call(&mut bcx, "fx_erfinv")?,
+                            UnaryOp::Sqrt => bcx.ins().sqrt(x),
+                            UnaryOp::Rsqrt => {
+                                let s = bcx.ins().sqrt(x);
+                                let one = f32c(&mut bcx, 1.0);
+                                bcx.ins().fdiv(one, s)
+                            }
+                            UnaryOp::Abs => bcx.ins().fabs(x),
+                            UnaryOp::Sign => {
+                                let zero = f32c(&mut bcx, 0.0);
+                                let pos = bcx.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                                let neg = bcx.ins().fcmp(FloatCC::LessThan, x, zero);
+                                let one = f32c(&mut bcx, 1.0);
+                                let m1 = f32c(&mut bcx, -1.0);
+                                let n = bcx.ins().select(neg, m1, zero);
+                                bcx.ins().select(pos, one, n)
+                            }
+                            UnaryOp::Relu => {
+                                let zero = f32c(&mut bcx, 0.0);
+                                let pos = bcx.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                                bcx.ins().select(pos, x, zero)
+                            }
+                            UnaryOp::Floor => bcx.ins().floor(x),
+                            UnaryOp::Not => {
+                                let zero = f32c(&mut bcx, 0.0);
+                                let c = bcx.ins().fcmp(FloatCC::Equal, x, zero);
+                                bool_of(&mut bcx, c)
+                            }
                         }
                     }
+                    Fused::Binary(op, x, y) => {
+                        let (x, y) = (get(x)?, get(y)?);
+                        let cmp = |bcx: &mut FunctionBuilder<'_>, cc: FloatCC| {
+                            let c = bcx.ins().fcmp(cc, x, y);
+                            bool_of(bcx, c)
+                        };
+                        match op {
+                            BinaryOp::Add => bcx.ins().fadd(x, y),
+                            BinaryOp::Sub => bcx.ins().fsub(x, y),
+                            BinaryOp::Mul => bcx.ins().fmul(x, y),
+                            BinaryOp::Div => bcx.ins().fdiv(x, y),
+                            BinaryOp::Pow => {
+                                let inst = bcx.ins().call(pow_ref, &[x, y]);
+                                bcx.inst_results(inst)
+                                    .first()
+                                    .copied()
+                                    .ok_or_else(|| CpuError("no result".into()))?
+                            }
+                            BinaryOp::Max => {
+                                let c = bcx.ins().fcmp(FloatCC::GreaterThanOrEqual, x, y);
+                                bcx.ins().select(c, x, y)
+                            }
+                            BinaryOp::Min => {
+                                let c = bcx.ins().fcmp(FloatCC::LessThanOrEqual, x, y);
+                                bcx.ins().select(c, x, y)
+                            }
+                            BinaryOp::Eq => cmp(&mut bcx, FloatCC::Equal),
+                            BinaryOp::Ne => cmp(&mut bcx, FloatCC::NotEqual),
+                            BinaryOp::Lt => cmp(&mut bcx, FloatCC::LessThan),
+                            BinaryOp::Le => cmp(&mut bcx, FloatCC::LessThanOrEqual),
+                            BinaryOp::Gt => cmp(&mut bcx, FloatCC::GreaterThan),
+                            BinaryOp::Ge => cmp(&mut bcx, FloatCC::GreaterThanOrEqual),
+                            BinaryOp::And | BinaryOp::Or => {
+                                let zero = f32c(&mut bcx, 0.0);
+                                let a = bcx.ins().fcmp(FloatCC::NotEqual, x, zero);
+                                let b = bcx.ins().fcmp(FloatCC::NotEqual, y, zero);
+                                let c = if *op == BinaryOp::And {
+                                    bcx.ins().band(a, b)
+                                } else {
+                                    bcx.ins().bor(a, b)
+                                };
+                                bool_of(&mut bcx, c)
+                            }
+                        }
+                    }
+                    Fused::Select(c, x, y) => {
+                        let (c, x, y) = (get(c)?, get(x)?, get(y)?);
+                        let zero = f32c(&mut bcx, 0.0);
+                        let t = bcx.ins().fcmp(FloatCC::NotEqual, c, zero);
+                        bcx.ins().select(t, x, y)
+                    }
+                    Fused::Cast(d, x) => {
+                        let x = get(x)?;
+                        match d {
+                            DType::F32 => x,
+                            DType::I32 => bcx.ins().trunc(x),
+                            DType::Bool => {
+                                let zero = f32c(&mut bcx, 0.0);
+                                let c = bcx.ins().fcmp(FloatCC::NotEqual, x, zero);
+                                bool_of(&mut bcx, c)
+                            }
+                        }
+                    }
+                };
+                if let Some(slot) = vals.get_mut(j) {
+                    *slot = Some(v);
                 }
-            };
-            vals.push(v);
+            }
         }
-        let result = vals.last().copied().ok_or_else(|| CpuError("an empty loop body".into()))?;
+        let result = vals.last().copied().flatten().ok_or_else(|| CpuError("an empty loop body".into()))?;
         let result = if dtype == DType::I32 { bcx.ins().trunc(result) } else { result };
         let off = bcx.ins().ishl_imm_s(i, 2);
         let a = bcx.ins().iadd(out_ptr, off);

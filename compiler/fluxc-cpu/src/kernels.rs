@@ -243,6 +243,33 @@ fn reduce(a: &[f32], sa: &[usize], op: ReduceOp, axes: &[usize], out: &mut [f32]
         ReduceOp::Max => f32::NEG_INFINITY,
         ReduceOp::Min => f32::INFINITY,
     };
+    // Reductions over leading or trailing axes walk memory in order (the common cases: a sum over
+    // the batch, a sum over the last axis).
+    let r = sa.len();
+    let mut sorted = axes.to_vec();
+    sorted.sort_unstable();
+    let leading = sorted.iter().enumerate().all(|(i, a)| i == *a);
+    let trailing = sorted.iter().rev().enumerate().all(|(i, a)| *a + i + 1 == r);
+    if (leading || trailing) && op == ReduceOp::Sum && !sorted.is_empty() {
+        let reduced: usize = sorted.iter().map(|a| sa[*a]).product();
+        let kept = a.len() / reduced.max(1);
+        let mut acc = vec![0f64; out.len()];
+        if leading {
+            for row in a.chunks_exact(kept.max(1)) {
+                for (x, v) in acc.iter_mut().zip(row) {
+                    *x += f64::from(*v);
+                }
+            }
+        } else {
+            for (x, row) in acc.iter_mut().zip(a.chunks_exact(reduced.max(1))) {
+                *x = row.iter().map(|v| f64::from(*v)).sum();
+            }
+        }
+        for (d, v) in out.iter_mut().zip(acc) {
+            *d = v as f32;
+        }
+        return;
+    }
     // Accumulate in f64 for sums (closer to the reference), then round once.
     let mut acc = vec![f64::from(init); out.len()];
     let kept: Vec<usize> = (0..sa.len()).filter(|i| !axes.contains(i)).collect();
