@@ -52,6 +52,13 @@ enum Command {
     },
     /// Run a file's top-level statements (a script) on the reference interpreter
     Run { file: PathBuf },
+    /// Each layer's path, kind, output shape and parameter count, and the totals
+    Summary {
+        file: PathBuf,
+        /// Model to summarise (default: every model in the file)
+        #[arg(long)]
+        model: Option<String>,
+    },
     /// Explain a diagnostic code, e.g. `fluxc explain E0301`
     Explain { code: String },
 }
@@ -98,6 +105,7 @@ fn main() -> ExitCode {
         Command::Check { file, format } => check(&file, format),
         Command::Build { file, emit, model, .. } => build(&file, emit, model.as_deref()),
         Command::Run { file } => run(&file),
+        Command::Summary { file, model } => summary(&file, model.as_deref()),
         Command::Explain { code } => explain(&code),
     };
     match result {
@@ -298,6 +306,17 @@ fn finish<T>(outcome: Outcome<T>, sources: &SourceMap, done: impl FnOnce(T)) -> 
             ExitCode::from(1)
         }
     }
+}
+
+/// `fluxc summary FILE [--model NAME]` (§12.15).
+fn summary(path: &Path, model: Option<&str>) -> Result<ExitCode, UserError> {
+    let (mut sources, id) = match load(path, Format::Text)? {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let mut loader = DiskLoader::new(Path::new(""), path, None);
+    let outcome = fluxc_core::pipeline::summary(&mut sources, id, &mut loader, model);
+    Ok(finish(outcome, &sources, |text| print!("{text}")))
 }
 
 /// `file:line:column: message` (or the message alone when it has no place).

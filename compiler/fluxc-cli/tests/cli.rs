@@ -266,3 +266,18 @@ fn paths_are_judged_from_the_files_folder_when_it_is_the_working_directory() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("E0502"));
 }
+
+#[test]
+fn summary_lists_layers_shapes_and_parameter_counts() {
+    let out = fluxc(&["summary", &repo("examples/resnet.flx")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let lines: Vec<&str> = s.lines().collect();
+    assert!(lines[1].starts_with("Layer") && lines[2].starts_with("ResNet (model)"), "{s}");
+    assert!(s.contains("1.conv1") && s.contains("f32[B, 8, 8, 8]") && s.contains("Dense[8, 10]"), "{s}");
+    // 8*1*9+8 + 4*(8*8*9+8) + 8*10+10 parameters.
+    assert!(s.contains("Total parameters: 2,506 (trainable 2,506, state 0)"), "{s}");
+    assert!(s.contains("per batch row"), "{s}");
+    let out = fluxc(&["summary", &repo("examples/resnet.flx"), "--model", "Nope"]);
+    assert_eq!(out.status.code(), Some(1));
+}

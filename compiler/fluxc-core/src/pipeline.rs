@@ -282,6 +282,37 @@ pub fn after_check<T: Send>(
     }
 }
 
+/// `fluxc summary`: each model's (or `model`'s) layers, output shapes and parameter counts.
+pub fn summary(
+    sources: &mut SourceMap,
+    file: FileId,
+    loader: &mut dyn SourceLoader,
+    model: Option<&str>,
+) -> Outcome<String> {
+    let model = model.map(str::to_owned);
+    after_check(sources, file, loader, move |idx, _| {
+        let mut out = String::new();
+        for (k, item) in idx.items.iter().enumerate() {
+            let Item::Model(m) = item.item else { continue };
+            if item.file != file || model.as_deref().is_some_and(|w| w != m.name.name) {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&format!("model {}\n{}", m.name.name, crate::lower::summary(idx, k)?));
+        }
+        if out.is_empty() {
+            let message = match &model {
+                Some(name) => format!("there is no model `{name}` in this file"),
+                None => "this file defines no model".into(),
+            };
+            return Err(crate::lower::LowerError { span: None, message });
+        }
+        Ok(out)
+    })
+}
+
 /// `fluxc build --emit kir`: each model's inference forward and each train step scheduled into
 /// kernels, with the memory plan and the scratch bytes per batch row.
 pub fn emit_kir(

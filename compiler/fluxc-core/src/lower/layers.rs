@@ -68,12 +68,22 @@ pub struct SnapEnv {
 struct Placed {
     members: Vec<(String, Val)>,
     states: HashMap<String, usize>,
+    /// Where it was placed (`1.conv1`; empty for the root).
+    path: String,
 }
 
 impl std::fmt::Debug for LEnv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("LEnv")
     }
+}
+
+/// One row of a model summary: a layer's path, kind and output type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerRow {
+    pub path: String,
+    pub kind: String,
+    pub output: String,
 }
 
 /// A running script: its I/O, the run, the values computed so far and the loaded inputs.
@@ -407,6 +417,7 @@ impl<'a> Lowerer<'a> {
             }
             LayerKind::Func(_) => {}
         }
+        placed.path = path.to_owned();
         *l.placed.borrow_mut() = Some(placed);
         Ok(())
     }
@@ -456,6 +467,61 @@ impl<'a> Lowerer<'a> {
 
     pub(crate) fn apply_layer(&mut self, l: &Rc<LayerInst>, x: Val, span: Span) -> LResult<Val> {
         self.place(l, "", span)?;
+        let y = self.apply_placed(l, x, span)?;
+        // The summary's row for this layer (§12.15): its path, kind and output type.
+        let path = l.placed.borrow().as_ref().map(|p| p.path.clone()).unwrap_or_default();
+        let kind = self.layer_kind_name(l);
+        let out = match &y {
+            Val::T(t) => self.ty_of(*t).to_string(),
+            Val::Tuple(items) => {
+                let parts: Vec<String> = items
+                    .iter()
+                    .map(|i| if let Val::T(t) = i { self.ty_of(*t).to_string() } else { "?".into() })
+                    .collect();
+                format!("({})", parts.join(", "))
+            }
+            _ => "?".into(),
+        };
+        if !self.layer_log.iter().any(|r| r.path == path && r.output == out) {
+            self.layer_log.push(LayerRow { path, kind, output: out });
+        }
+        Ok(y)
+    }
+
+    fn layer_kind_name(&self, l: &LayerInst) -> String {
+        match &l.kind {
+            LayerKind::User { item, env } => {
+                let name = self.idx.items.get(*item).map(|i| i.name.clone()).unwrap_or_default();
+                let Some(ast::Item::Layer(def)) = self.idx.items.get(*item).map(|i| i.item) else {
+                    return name;
+                };
+                let dims: Vec<String> = def
+                    .dims
+                    .iter()
+                    .filter_map(|d| match &d.kind {
+                        ast::DimParamKind::Dim { name, .. } => match env.0.vars.get(&name.name) {
+                            Some(Val::Dim(v)) => Some(v.to_string()),
+                            _ => None,
+                        },
+                        ast::DimParamKind::Shape { .. } => None,
+                    })
+                    .collect();
+                if dims.is_empty() { name } else { format!("{name}[{}]", dims.join(", ")) }
+            }
+            LayerKind::Chain(_) => "Chain".into(),
+            LayerKind::Parallel(..) => "Parallel".into(),
+            LayerKind::Skip(..) => "SkipConnection".into(),
+            LayerKind::Recur(_) => "Recur".into(),
+            LayerKind::BatchNorm { c, .. } => format!("BatchNorm[{c}]"),
+            LayerKind::GroupNorm { groups, c, .. } => format!("GroupNorm[{groups}, {c}]"),
+            LayerKind::Func(FnRef::Item(i)) => {
+                self.idx.items.get(*i).map(|x| x.name.clone()).unwrap_or_default()
+            }
+            LayerKind::Func(FnRef::Prim(p)) => p.name().to_owned(),
+        }
+    }
+
+    fn apply_placed(&mut self, l: &Rc<LayerInst>, x: Val, span: Span) -> LResult<Val> {
         match &l.kind {
             LayerKind::User { item, env } => {
                 let Some(info) = self.idx.items.get(*item) else {

@@ -28,7 +28,7 @@ use crate::check::{Global, Index};
 use crate::dims::Dim;
 use crate::ir::{BinaryOp, DType, Graph, IrError, Op, ReduceOp, TensorTy, UnaryOp, ValueId};
 
-pub use layers::{LayerInst, LayerKind, format_tensor};
+pub use layers::{LayerInst, LayerKind, LayerRow, format_tensor};
 pub use train::{matches_pattern, train_step};
 
 /// A failure while lowering or running: a message and, where known, the source span.
@@ -167,6 +167,8 @@ pub struct Lowerer<'a> {
     /// While a `param`/`state` initialiser runs: the declared shape (§10.4) and its stream.
     pub(crate) init_shape: Option<Vec<Dim>>,
     pub(crate) init_stream: Option<u32>,
+    /// The layers applied, in order (for `fluxc summary`).
+    pub layer_log: Vec<layers::LayerRow>,
 }
 
 /// The first stream used by rng sites that are not initialisers (initialisers use the
@@ -189,6 +191,7 @@ impl<'a> Lowerer<'a> {
             script: None,
             init_shape: None,
             init_stream: None,
+            layer_log: Vec::new(),
         }
     }
 
@@ -1119,6 +1122,93 @@ pub fn lower_model(idx: &Index<'_>, model: usize, training: bool) -> LResult<Gra
     }
     crate::ir::verify(&lw.g)?;
     Ok(lw.g)
+}
+
+/// `fluxc summary` (§12.15): each layer's path, kind, output type and parameter count (its own,
+/// not its children's), the totals, and the static scratch memory of the inference forward.
+pub fn summary(idx: &Index<'_>, model: usize) -> LResult<String> {
+    let mut lw = Lowerer::new(idx, false, ParamMode::Slots);
+    let Some(info) = idx.items.get(model) else {
+        return Err(LowerError { span: None, message: "no such model".into() });
+    };
+    let ast::Item::Model(m) = info.item else {
+        return Err(LowerError { span: None, message: "not a model".into() });
+    };
+    let mut env = LEnv::new(info.file);
+    env.bind("B", Val::Dim(Dim::var("B")));
+    let in_ty = lw.resolve_type(&mut env, &m.input)?;
+    let l = lw.model_layer(model, m.value.span)?;
+    lw.place(&l, "", m.value.span)?;
+    let x = match Lowerer::tensor_ty_of(&in_ty) {
+        Some(tt) => Val::T(lw.g.input("x", tt)?),
+        None => return fail(m.input.span, "tuple inputs are not summarised yet"),
+    };
+    let y = lw.apply_layer(&l, x, m.value.span)?;
+    let y = lw.tensor(&y, m.value.span)?;
+    lw.g.outputs.push(("y".into(), y));
+    let count = |t: &TensorTy| t.shape.iter().map(|d| d.as_constant().unwrap_or(0)).product::<i64>();
+    let own = |path: &str| -> i64 {
+        lw.params
+            .iter()
+            .filter(|p| {
+                let parent = p.name.rsplit_once('.').map_or("", |(a, _)| a);
+                parent == path
+            })
+            .map(|p| count(&p.ty))
+            .sum()
+    };
+    let mut rows: Vec<(String, String, String, i64)> = Vec::new();
+    let mut log = lw.layer_log.clone();
+    // Parents before children, siblings in index order (`1`, `1.conv1`, `2`, …, `10`).
+    let key = |p: &str| -> Vec<(u64, String)> {
+        if p.is_empty() {
+            return Vec::new();
+        }
+        p.split('.').map(|part| (part.parse::<u64>().unwrap_or(u64::MAX), part.to_owned())).collect()
+    };
+    log.sort_by_key(|r| key(&r.path));
+    for r in &log {
+        let shown = if r.path.is_empty() { format!("{} (model)", m.name.name) } else { r.path.clone() };
+        rows.push((shown, r.kind.clone(), r.output.clone(), own(&r.path)));
+    }
+    let w0 = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(5).max(5);
+    let w1 = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(4).max(4);
+    let w2 = rows.iter().map(|r| r.2.chars().count()).max().unwrap_or(12).max(12);
+    let mut out = format!("{:w0$}  {:w1$}  {:w2$}  {:>10}\n", "Layer", "Kind", "Output shape", "Params");
+    for (p, k, o, n) in &rows {
+        out.push_str(&format!("{p:w0$}  {k:w1$}  {o:w2$}  {:>10}\n", group(*n)));
+    }
+    let trainable: i64 = lw.params.iter().filter(|p| p.trainable).map(|p| count(&p.ty)).sum();
+    let state: i64 = lw.params.iter().filter(|p| !p.trainable).map(|p| count(&p.ty)).sum();
+    out.push_str(&format!(
+        "Total parameters: {} (trainable {}, state {})\n",
+        group(trainable + state),
+        group(trainable),
+        group(state)
+    ));
+    out.push_str(&format!("Parameter bytes: {}\n", group(4 * (trainable + state))));
+    crate::ir::verify(&lw.g)?;
+    let kir = crate::kir::schedule(&lw.g)?;
+    let (fixed, per_row) = kir.scratch_bytes();
+    out.push_str(&format!(
+        "Peak scratch (inference): {} bytes + {} bytes per batch row\n",
+        group(fixed),
+        group(per_row)
+    ));
+    Ok(out)
+}
+
+/// `1234567` as `1,234,567`.
+fn group(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
 }
 
 /// A model's initialiser graph: no inputs; one output per parameter (manifest order), each
