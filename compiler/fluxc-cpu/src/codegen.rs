@@ -266,9 +266,27 @@ pub fn define_loop(
         };
         for hoisted in [true, false] {
             if !hoisted {
-                // Leave the entry block: header(i): i < n ? body : exit.
+                // Leave the entry block. When the body allows it, a loop over f32x4 lanes runs
+                // first; the scalar loop header(i): i < n ? body : exit finishes the tail.
                 let zero = bcx.ins().iconst(types::I64, 0);
-                bcx.ins().jump(header, &[BlockArg::Value(zero)]);
+                if vectorizable(body, &access, &invariant) {
+                    let vheader = bcx.create_block();
+                    let vbody = bcx.create_block();
+                    let iv = bcx.append_block_param(vheader, types::I64);
+                    bcx.ins().jump(vheader, &[BlockArg::Value(zero)]);
+                    bcx.switch_to_block(vheader);
+                    let end = bcx.ins().iadd_imm_s(iv, 4);
+                    let room = bcx.ins().icmp(IntCC::SignedLessThanOrEqual, end, n);
+                    bcx.ins().brif(room, vbody, &[], header, &[BlockArg::Value(iv)]);
+                    bcx.switch_to_block(vbody);
+                    let v = emit_vector(&mut bcx, body, &invariant, &vals, &in_ptrs, iv, dtype)?;
+                    let off = bcx.ins().ishl_imm_s(iv, 2);
+                    let a = bcx.ins().iadd(out_ptr, off);
+                    bcx.ins().store(flags, v, a, 0);
+                    bcx.ins().jump(vheader, &[BlockArg::Value(end)]);
+                } else {
+                    bcx.ins().jump(header, &[BlockArg::Value(zero)]);
+                }
                 bcx.switch_to_block(header);
                 let more = bcx.ins().icmp(IntCC::SignedLessThan, i, n);
                 bcx.ins().brif(more, body_block, &[], exit, &[]);
@@ -454,6 +472,185 @@ pub fn define_loop(
     module.define_function(id, &mut ctx).map_err(|e| CpuError(format!("compiling kernel {index}: {e:?}")))?;
     module.clear_context(&mut ctx);
     Ok(id)
+}
+
+/// Whether a body runs on f32x4 lanes: every read contiguous or a scalar, and every operation
+/// one with a vector instruction (math calls only where hoisted out of the loop).
+fn vectorizable(body: &[Fused], access: &[Access], invariant: &[bool]) -> bool {
+    body.iter().enumerate().all(|(j, f)| {
+        if invariant.get(j).copied().unwrap_or(false) {
+            return true;
+        }
+        match f {
+            Fused::Load(k) => matches!(access.get(*k), Some(Access::Same | Access::Scalar(_))),
+            Fused::Const(..) | Fused::Size(..) | Fused::Select(..) => true,
+            Fused::Unary(u, _) => matches!(
+                u,
+                UnaryOp::Neg
+                    | UnaryOp::Sqrt
+                    | UnaryOp::Rsqrt
+                    | UnaryOp::Abs
+                    | UnaryOp::Relu
+                    | UnaryOp::Floor
+                    | UnaryOp::Not
+                    | UnaryOp::Sign
+            ),
+            Fused::Binary(op, _, _) => *op != BinaryOp::Pow,
+            Fused::Cast(..) => true,
+        }
+    })
+}
+
+/// The loop body on four lanes at element `iv`; returns the vector to store.
+#[allow(clippy::too_many_arguments)]
+fn emit_vector(
+    bcx: &mut FunctionBuilder<'_>,
+    body: &[Fused],
+    invariant: &[bool],
+    scalars: &[Option<Value>],
+    in_ptrs: &[Value],
+    iv: Value,
+    dtype: DType,
+) -> Result<Value, CpuError> {
+    let v4 = types::F32X4;
+    let flags = MemFlagsData::trusted();
+    let lanes = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+    let mut vals: Vec<Option<Value>> = vec![None; body.len()];
+    let splat = |bcx: &mut FunctionBuilder<'_>, x: f32| {
+        let s = bcx.ins().f32const(x);
+        bcx.ins().splat(v4, s)
+    };
+    // A lane mask (all ones where true) as 1.0 / 0.0.
+    let as_bool = |bcx: &mut FunctionBuilder<'_>, mask: Value| {
+        let m = bcx.ins().bitcast(v4, lanes, mask);
+        let one = splat(bcx, 1.0);
+        let zero = splat(bcx, 0.0);
+        bcx.ins().bitselect(m, one, zero)
+    };
+    for (j, f) in body.iter().enumerate() {
+        let get = |k: &usize| {
+            vals.get(*k)
+                .copied()
+                .flatten()
+                .ok_or_else(|| CpuError("a lane value used before it is computed".into()))
+        };
+        let v = if invariant.get(j).copied().unwrap_or(false) {
+            let s = scalars
+                .get(j)
+                .copied()
+                .flatten()
+                .ok_or_else(|| CpuError("a hoisted value is missing".into()))?;
+            bcx.ins().splat(v4, s)
+        } else {
+            match f {
+                Fused::Load(k) => {
+                    let p = *in_ptrs.get(*k).ok_or_else(|| CpuError("bad load".into()))?;
+                    let off = bcx.ins().ishl_imm_s(iv, 2);
+                    let a = bcx.ins().iadd(p, off);
+                    bcx.ins().load(v4, flags, a, 0)
+                }
+                Fused::Const(..) | Fused::Size(..) => {
+                    return Err(CpuError("a constant that was not hoisted".into()));
+                }
+                Fused::Unary(u, x) => {
+                    let x = get(x)?;
+                    match u {
+                        UnaryOp::Neg => bcx.ins().fneg(x),
+                        UnaryOp::Sqrt => bcx.ins().sqrt(x),
+                        UnaryOp::Rsqrt => {
+                            let s = bcx.ins().sqrt(x);
+                            let one = splat(bcx, 1.0);
+                            bcx.ins().fdiv(one, s)
+                        }
+                        UnaryOp::Abs => bcx.ins().fabs(x),
+                        UnaryOp::Relu => {
+                            let zero = splat(bcx, 0.0);
+                            let pos = bcx.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                            let m = bcx.ins().bitcast(v4, lanes, pos);
+                            bcx.ins().bitselect(m, x, zero)
+                        }
+                        UnaryOp::Floor => bcx.ins().floor(x),
+                        UnaryOp::Not => {
+                            let zero = splat(bcx, 0.0);
+                            let c = bcx.ins().fcmp(FloatCC::Equal, x, zero);
+                            as_bool(bcx, c)
+                        }
+                        UnaryOp::Sign => {
+                            let zero = splat(bcx, 0.0);
+                            let pos = bcx.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                            let neg = bcx.ins().fcmp(FloatCC::LessThan, x, zero);
+                            let p = as_bool(bcx, pos);
+                            let n = as_bool(bcx, neg);
+                            bcx.ins().fsub(p, n)
+                        }
+                        _ => return Err(CpuError("not a lane operation".into())),
+                    }
+                }
+                Fused::Binary(op, x, y) => {
+                    let (x, y) = (get(x)?, get(y)?);
+                    let cmp = |bcx: &mut FunctionBuilder<'_>, cc: FloatCC| {
+                        let c = bcx.ins().fcmp(cc, x, y);
+                        as_bool(bcx, c)
+                    };
+                    match op {
+                        BinaryOp::Add => bcx.ins().fadd(x, y),
+                        BinaryOp::Sub => bcx.ins().fsub(x, y),
+                        BinaryOp::Mul => bcx.ins().fmul(x, y),
+                        BinaryOp::Div => bcx.ins().fdiv(x, y),
+                        BinaryOp::Max | BinaryOp::Min => {
+                            let cc = if *op == BinaryOp::Max {
+                                FloatCC::GreaterThanOrEqual
+                            } else {
+                                FloatCC::LessThanOrEqual
+                            };
+                            let c = bcx.ins().fcmp(cc, x, y);
+                            let m = bcx.ins().bitcast(v4, lanes, c);
+                            bcx.ins().bitselect(m, x, y)
+                        }
+                        BinaryOp::Eq => cmp(bcx, FloatCC::Equal),
+                        BinaryOp::Ne => cmp(bcx, FloatCC::NotEqual),
+                        BinaryOp::Lt => cmp(bcx, FloatCC::LessThan),
+                        BinaryOp::Le => cmp(bcx, FloatCC::LessThanOrEqual),
+                        BinaryOp::Gt => cmp(bcx, FloatCC::GreaterThan),
+                        BinaryOp::Ge => cmp(bcx, FloatCC::GreaterThanOrEqual),
+                        BinaryOp::And | BinaryOp::Or => {
+                            let zero = splat(bcx, 0.0);
+                            let a = bcx.ins().fcmp(FloatCC::NotEqual, x, zero);
+                            let b = bcx.ins().fcmp(FloatCC::NotEqual, y, zero);
+                            let c =
+                                if *op == BinaryOp::And { bcx.ins().band(a, b) } else { bcx.ins().bor(a, b) };
+                            as_bool(bcx, c)
+                        }
+                        BinaryOp::Pow => return Err(CpuError("not a lane operation".into())),
+                    }
+                }
+                Fused::Select(c, x, y) => {
+                    let (c, x, y) = (get(c)?, get(x)?, get(y)?);
+                    let zero = splat(bcx, 0.0);
+                    let t = bcx.ins().fcmp(FloatCC::NotEqual, c, zero);
+                    let m = bcx.ins().bitcast(v4, lanes, t);
+                    bcx.ins().bitselect(m, x, y)
+                }
+                Fused::Cast(d, x) => {
+                    let x = get(x)?;
+                    match d {
+                        DType::F32 => x,
+                        DType::I32 => bcx.ins().trunc(x),
+                        DType::Bool => {
+                            let zero = splat(bcx, 0.0);
+                            let c = bcx.ins().fcmp(FloatCC::NotEqual, x, zero);
+                            as_bool(bcx, c)
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(slot) = vals.get_mut(j) {
+            *slot = Some(v);
+        }
+    }
+    let result = vals.last().copied().flatten().ok_or_else(|| CpuError("an empty loop body".into()))?;
+    Ok(if dtype == DType::I32 { bcx.ins().trunc(result) } else { result })
 }
 
 fn round(v: f64, d: DType) -> f32 {
