@@ -106,9 +106,146 @@ pub fn run(
                 Dist::Normal => s.fill_normal(0.0, 1.0, out),
             }
         }
+        Op::Conv(w) => {
+            let ((x, sx), (k, sk)) = (arg(0)?, arg(1)?);
+            let g = Geom::new(sx, &sk[2..], out_shape, w);
+            conv(x, k, &g, out);
+        }
+        Op::ConvWeightGrad(w) => {
+            let ((x, sx), (gr, sg)) = (arg(0)?, arg(1)?);
+            let g = Geom::new(sx, &out_shape[2..], sg, w);
+            conv_weight_grad(x, gr, &g, out);
+        }
+        Op::ConvTranspose(w) => {
+            let ((x, sx), (k, sk)) = (arg(0)?, arg(1)?);
+            // The transpose of a conv from `out_shape` to `sx`: geometry of that forward conv.
+            let g = Geom::new(out_shape, &sk[2..], sx, w);
+            conv_transpose(x, k, &g, out);
+        }
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// A convolution's geometry, 1-D treated as 2-D of height 1: `x [B, Cin, H, W]` (the conv's
+/// input side), kernel `[KH, KW]`, output `[B, Cout, OH, OW]`.
+struct Geom {
+    b: usize,
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    s: (i64, i64),
+    p: (i64, i64),
+    d: (i64, i64),
+}
+
+impl Geom {
+    fn new(x: &[usize], k: &[usize], out: &[usize], win: &fluxc_core::ir::Window) -> Geom {
+        let two = |v: &[usize]| if v.len() == 1 { (1, v[0]) } else { (v[0], v[1]) };
+        let two_i = |v: &[i64], fill: i64| if v.len() == 1 { (fill, v[0]) } else { (v[0], v[1]) };
+        let (h, w) = two(&x[2..]);
+        let (kh, kw) = two(k);
+        let (oh, ow) = two(&out[2..]);
+        Geom {
+            b: x[0],
+            cin: x[1],
+            cout: out[1],
+            h,
+            w,
+            kh,
+            kw,
+            oh,
+            ow,
+            s: two_i(&win.stride, 1),
+            p: two_i(&win.pad, 0),
+            d: two_i(&win.dilation, 1),
+        }
+    }
+
+    /// The input position output `o` reads through tap `t` on an axis, if inside.
+    fn src(o: usize, t: usize, s: i64, p: i64, d: i64, size: usize) -> Option<usize> {
+        let i = o as i64 * s - p + t as i64 * d;
+        (0..size as i64).contains(&i).then_some(i as usize)
+    }
+
+    /// `cols [Cin*KH*KW, OH*OW]` of batch element `n` (zeros where padding is read).
+    fn im2col(&self, x: &[f32], n: usize, cols: &mut [f32]) {
+        let plane = self.oh * self.ow;
+        for ci in 0..self.cin {
+            for ty in 0..self.kh {
+                for tx in 0..self.kw {
+                    let row = ((ci * self.kh + ty) * self.kw + tx) * plane;
+                    for oy in 0..self.oh {
+                        let iy = Geom::src(oy, ty, self.s.0, self.p.0, self.d.0, self.h);
+                        for ox in 0..self.ow {
+                            let v = match (iy, Geom::src(ox, tx, self.s.1, self.p.1, self.d.1, self.w)) {
+                                (Some(iy), Some(ix)) => x[((n * self.cin + ci) * self.h + iy) * self.w + ix],
+                                _ => 0.0,
+                            };
+                            cols[row + oy * self.ow + ox] = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `out[n] [Cout, OH*OW] = weight [Cout, Cin*KH*KW] @ im2col(x[n])`.
+fn conv(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
+    let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
+    let mut cols = vec![0.0f32; kk * plane];
+    for n in 0..g.b {
+        g.im2col(x, n, &mut cols);
+        gemm(g.cout, kk, plane, k, &cols, &mut out[n * g.cout * plane..(n + 1) * g.cout * plane]);
+    }
+}
+
+/// `dW [Cout, Cin*KH*KW] = sum over n of grad[n] [Cout, OH*OW] @ im2col(x[n])ᵀ`.
+fn conv_weight_grad(x: &[f32], gr: &[f32], g: &Geom, out: &mut [f32]) {
+    let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
+    let mut cols = vec![0.0f32; kk * plane];
+    let mut part = vec![0.0f32; g.cout * kk];
+    out[..g.cout * kk].iter_mut().for_each(|v| *v = 0.0);
+    for n in 0..g.b {
+        g.im2col(x, n, &mut cols);
+        gemm_t(g.cout, plane, kk, &gr[n * g.cout * plane..(n + 1) * g.cout * plane], false, &cols, true, &mut part);
+        for (o, v) in out.iter_mut().zip(&part) {
+            *o += v;
+        }
+    }
+}
+
+/// The transpose of `conv` (its gradient with respect to the input): `x [B, Cout, OH, OW]`,
+/// `k [Cout, Cin, KH, KW]` (the forward conv's weight), `out [B, Cin, H, W]`:
+/// `cols = kᵀ @ x[n]`, scattered back through the conv's taps (col2im).
+fn conv_transpose(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
+    let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
+    let mut cols = vec![0.0f32; kk * plane];
+    out[..g.b * g.cin * g.h * g.w].iter_mut().for_each(|v| *v = 0.0);
+    for n in 0..g.b {
+        // cols [Cin*KH*KW, OH*OW] = k [Cout, Cin*KH*KW]ᵀ @ x[n] [Cout, OH*OW]
+        gemm_t(kk, g.cout, plane, k, true, &x[n * g.cout * plane..(n + 1) * g.cout * plane], false, &mut cols);
+        for ci in 0..g.cin {
+            for ty in 0..g.kh {
+                for tx in 0..g.kw {
+                    let row = ((ci * g.kh + ty) * g.kw + tx) * plane;
+                    for oy in 0..g.oh {
+                        let Some(iy) = Geom::src(oy, ty, g.s.0, g.p.0, g.d.0, g.h) else { continue };
+                        for ox in 0..g.ow {
+                            let Some(ix) = Geom::src(ox, tx, g.s.1, g.p.1, g.d.1, g.w) else { continue };
+                            out[((n * g.cin + ci) * g.h + iy) * g.w + ix] += cols[row + oy * g.ow + ox];
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `[.., M, K] @ [.., K, N]` with equal batch dimensions, one GEMM per batch.
