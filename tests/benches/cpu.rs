@@ -22,6 +22,49 @@ train Mlp on digits {
 }
 ";
 
+const LENET: &str = "
+model LeNet: f32[B, 1, 28, 28] -> f32[B, 10] = Chain(
+    Conv2d((5, 5), 1 => 6, relu, Pad = 2), MaxPool2d((2, 2)),
+    Conv2d((5, 5), 6 => 16, relu), MaxPool2d((2, 2)),
+    Flatten, Dense(400 => 120, relu), Dense(120 => 84, relu), Dense(84 => 10))
+data d = npy(x = \"x.npy\", y = \"y.npy\")
+train LeNet on d {
+    loss = logitcrossentropy
+    optimizer = Adam(lr = 0.001)
+}
+";
+
+const LSTM: &str = "
+model Seq: f32[B, 50, 32] -> f32[B, 50, 128] = LSTM(32 => 128)
+data d = npy(x = \"x.npy\", y = \"y.npy\")
+train Seq on d {
+    loss = mse
+    optimizer = Descent(lr = 0.01)
+}
+";
+
+/// (train step, init graph) of a source's first train block.
+fn train_graphs(src: &str) -> (Graph, Graph) {
+    let mut sources = SourceMap::new();
+    let id = sources.add("bench.flx", src);
+    match after_check(&mut sources, id, &mut fluxc_core::NoFiles, move |idx, _| {
+        let model = (0..idx.items.len())
+            .find(|&i| {
+                matches!(idx.items[i].item, fluxc_syntax::ast::Item::Model(_)) && idx.items[i].file == id
+            })
+            .unwrap();
+        let train = (0..idx.items.len())
+            .find(|&i| {
+                matches!(idx.items[i].item, fluxc_syntax::ast::Item::Train(_)) && idx.items[i].file == id
+            })
+            .unwrap();
+        Ok((fluxc_core::lower::train_step(idx, train)?, fluxc_core::lower::init_graph(idx, model)?))
+    }) {
+        Outcome::Done(g) => g,
+        _ => panic!("a benchmark model does not compile"),
+    }
+}
+
 /// (forward graph, train step, init graph) of `MLP`.
 fn graphs() -> (Graph, Graph, Graph) {
     let mut sources = SourceMap::new();
@@ -109,6 +152,34 @@ fn main() {
             runs,
         );
         report(&format!("mlp_adam_train_step_b{batch}"), us, runs);
+    }
+    // LeNet-5 (Adam step, batch 64) and an LSTM(32 => 128) over T = 50 (forward + backward, batch 32).
+    for (name, src, batch, x_len, y_len) in [
+        ("lenet5_adam_train_step_b64", LENET, 64usize, 28 * 28, 10),
+        ("lstm_train_step_b32", LSTM, 32, 50 * 32, 50 * 128),
+    ] {
+        let s = Instant::now();
+        let (step, init) = train_graphs(src);
+        let kir = fluxc_core::kir::schedule(&step).unwrap();
+        let bin = fluxc_cpu::compile(&kir).unwrap();
+        report(&format!("{name}_compile"), s.elapsed().as_secs_f64() * 1e6, 1);
+        let run0 = Run { batch: 1, seed: 0, step: 0 };
+        let init_vals = eval(&init, &[], &[], &run0).unwrap();
+        let by: std::collections::HashMap<&str, Array> =
+            init.outputs.iter().map(|(n, v)| (n.as_str(), init_vals[v.index()].clone())).collect();
+        let mut state = fluxc_cpu::State {
+            params: step.params.iter().map(|p| to_f32(&by[p.name.as_str()])).collect(),
+            slots: Vec::new(),
+        };
+        let mut inputs = vec![vec![0.5f32; batch * x_len], vec![0.1f32; batch * y_len], vec![1.0], vec![1.0]];
+        for slot in step.inputs.iter().skip(4) {
+            inputs.push(vec![0.0; slot.ty.shape.iter().map(|d| d.as_constant().unwrap() as usize).product()]);
+        }
+        let r = Run { batch: batch as i64, seed: 0, step: 1 };
+        let runs = 20;
+        let us =
+            median_us(|| drop(fluxc_cpu::step(&bin, &kir, &mut state, inputs.clone(), &r).unwrap()), runs);
+        report(name, us, runs);
     }
     // GEMM through a one-op graph.
     for n in [256i64, 512, 1024] {

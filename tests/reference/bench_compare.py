@@ -62,6 +62,36 @@ def torch_figures():
             opt.step()
 
         figs[f"mlp_adam_train_step_b{b}"] = median_us(step, 500 if b == 1 else 100)
+    lenet = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 6, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(6, 16, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(400, 120), torch.nn.ReLU(), torch.nn.Linear(120, 84), torch.nn.ReLU(),
+        torch.nn.Linear(84, 10),
+    )
+    lopt = torch.optim.Adam(lenet.parameters(), lr=0.001)
+    x = torch.full((64, 1, 28, 28), 0.5)
+    y = torch.full((64, 10), 0.1)
+
+    def lstep():
+        lopt.zero_grad()
+        loss = (-(y * torch.log_softmax(lenet(x), dim=-1)).sum(-1)).mean()
+        loss.backward()
+        lopt.step()
+
+    figs["lenet5_adam_train_step_b64"] = median_us(lstep, 20)
+    lstm = torch.nn.LSTM(32, 128, batch_first=True)
+    sopt = torch.optim.SGD(lstm.parameters(), lr=0.01)
+    xs = torch.full((32, 50, 32), 0.5)
+    ys = torch.full((32, 50, 128), 0.1)
+
+    def sstep():
+        sopt.zero_grad()
+        out, _ = lstm(xs)
+        loss = ((out - ys) ** 2).mean()
+        loss.backward()
+        sopt.step()
+
+    figs["lstm_train_step_b32"] = median_us(sstep, 20)
     return figs
 
 

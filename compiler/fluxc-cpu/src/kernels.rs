@@ -122,9 +122,77 @@ pub fn run(
             let g = Geom::new(out_shape, &sk[2..], sx, w);
             conv_transpose(x, k, &g, out);
         }
+        Op::Pool { kind, window, stride, pad } => {
+            let (x, sx) = arg(0)?;
+            pool(x, sx, *kind, window, stride, pad, out_shape, None, out);
+        }
+        Op::PoolGrad { kind, window, stride, pad } => {
+            let ((x, sx), (gr, sg)) = (arg(0)?, arg(1)?);
+            out.iter_mut().for_each(|v| *v = 0.0);
+            pool(x, sx, *kind, window, stride, pad, sg, Some(gr), out);
+        }
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// Pooling over `[B, C, H, W]` windows: the forward (`grad` None: write each window's max or
+/// mean to `out`) or the gradient (`grad` given: add each window's gradient to the input
+/// positions it came from; max sends it to the first maximum, §12.12).
+#[allow(clippy::too_many_arguments)]
+fn pool(
+    x: &[f32],
+    sx: &[usize],
+    kind: fluxc_core::ir::PoolKind,
+    window: &[i64],
+    stride: &[i64],
+    pad: &[i64],
+    so: &[usize],
+    grad: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    use fluxc_core::ir::PoolKind;
+    let (h, w) = (sx[2], sx[3]);
+    let (oh, ow) = (so[2], so[3]);
+    let (kh, kw) = (window[0] as usize, window[1] as usize);
+    let area = (kh * kw) as f32;
+    for plane in 0..sx[0] * sx[1] {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut best = (f32::NEG_INFINITY, usize::MAX);
+                let mut sum = 0.0f32;
+                let g = grad.map(|gr| gr[(plane * oh + oy) * ow + ox]);
+                for ty in 0..kh {
+                    let Some(iy) = Geom::src(oy, ty, stride[0], pad[0], 1, h) else { continue };
+                    for tx in 0..kw {
+                        let Some(ix) = Geom::src(ox, tx, stride[1], pad[1], 1, w) else { continue };
+                        let at = (plane * h + iy) * w + ix;
+                        match kind {
+                            PoolKind::Max => {
+                                if best.1 == usize::MAX || x[at] > best.0 {
+                                    best = (x[at], at);
+                                }
+                            }
+                            PoolKind::Mean => match g {
+                                Some(g) => out[at] += g / area,
+                                None => sum += x[at],
+                            },
+                        }
+                    }
+                }
+                match (kind, g) {
+                    (PoolKind::Max, None) => out[(plane * oh + oy) * ow + ox] = best.0,
+                    (PoolKind::Max, Some(g)) => {
+                        if best.1 != usize::MAX {
+                            out[best.1] += g;
+                        }
+                    }
+                    (PoolKind::Mean, None) => out[(plane * oh + oy) * ow + ox] = sum / area,
+                    (PoolKind::Mean, Some(_)) => {}
+                }
+            }
+        }
+    }
 }
 
 /// A convolution's geometry, 1-D treated as 2-D of height 1: `x [B, Cin, H, W]` (the conv's
@@ -214,7 +282,16 @@ fn conv_weight_grad(x: &[f32], gr: &[f32], g: &Geom, out: &mut [f32]) {
     out[..g.cout * kk].iter_mut().for_each(|v| *v = 0.0);
     for n in 0..g.b {
         g.im2col(x, n, &mut cols);
-        gemm_t(g.cout, plane, kk, &gr[n * g.cout * plane..(n + 1) * g.cout * plane], false, &cols, true, &mut part);
+        gemm_t(
+            g.cout,
+            plane,
+            kk,
+            &gr[n * g.cout * plane..(n + 1) * g.cout * plane],
+            false,
+            &cols,
+            true,
+            &mut part,
+        );
         for (o, v) in out.iter_mut().zip(&part) {
             *o += v;
         }
@@ -230,7 +307,16 @@ fn conv_transpose(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
     out[..g.b * g.cin * g.h * g.w].iter_mut().for_each(|v| *v = 0.0);
     for n in 0..g.b {
         // cols [Cin*KH*KW, OH*OW] = k [Cout, Cin*KH*KW]ᵀ @ x[n] [Cout, OH*OW]
-        gemm_t(kk, g.cout, plane, k, true, &x[n * g.cout * plane..(n + 1) * g.cout * plane], false, &mut cols);
+        gemm_t(
+            kk,
+            g.cout,
+            plane,
+            k,
+            true,
+            &x[n * g.cout * plane..(n + 1) * g.cout * plane],
+            false,
+            &mut cols,
+        );
         for ci in 0..g.cin {
             for ty in 0..g.kh {
                 for tx in 0..g.kw {
