@@ -879,6 +879,10 @@ impl<'a> Checker<'a> {
             // Point at the sub-layer that cannot take its input, and at where that input comes from.
             for d in self.diags.iter_mut().skip(before) {
                 if d.primary.span == span {
+                    // The label that named what the layer expects becomes the primary one.
+                    if let Some(own) = d.labels.iter().find(|l| l.span == span) {
+                        d.primary.message = own.message.clone();
+                    }
                     d.labels.retain(|l| l.span != span);
                     d.labels.push(Label { span: from.0, message: format!("{} {shown}", from.1) });
                 }
