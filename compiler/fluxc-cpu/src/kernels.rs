@@ -364,26 +364,10 @@ fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
 #[allow(unsafe_code, clippy::too_many_arguments)]
 fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm buffers");
-    if m <= 4 {
-        // A few rows (a forward pass on a small batch): packing costs more than it saves.
-        let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
-        for i in 0..m {
-            let row = &mut c[i * n..(i + 1) * n];
-            if tb {
-                for (j, out) in row.iter_mut().enumerate() {
-                    let bj = &b[j * k..(j + 1) * k];
-                    *out = (0..k).map(|p| at(i, p) * bj[p]).sum();
-                }
-            } else {
-                row.iter_mut().for_each(|v| *v = 0.0);
-                for p in 0..k {
-                    let x = at(i, p);
-                    for (out, bv) in row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
-                        *out += x * bv;
-                    }
-                }
-            }
-        }
+    if m <= 4 || k <= 4 {
+        // A few rows (a forward pass on a small batch) or a thin inner dimension (a weight
+        // gradient on a small batch): packing costs more than it saves.
+        small_gemm(m, k, n, a, ta, b, tb, c);
         return;
     }
     let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
@@ -407,6 +391,44 @@ fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool
             n as isize,
             1,
         );
+    }
+}
+
+/// `c = op(a) @ op(b)` by direct loops: axpy over contiguous rows of `b` (or dot products with
+/// eight partial sums when `b` is transposed), both of which the compiler vectorises.
+#[allow(clippy::too_many_arguments)]
+fn small_gemm(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32]) {
+    let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
+    for i in 0..m {
+        let row = &mut c[i * n..(i + 1) * n];
+        if tb {
+            // b stored [n, k]: c[i, j] = a_i . b_j
+            let ai: Vec<f32> = (0..k).map(|p| at(i, p)).collect();
+            for (j, out) in row.iter_mut().enumerate() {
+                let bj = &b[j * k..(j + 1) * k];
+                let mut lanes = [0.0f32; 8];
+                let chunks = k / 8;
+                for q in 0..chunks {
+                    let (x, y) = (&ai[q * 8..q * 8 + 8], &bj[q * 8..q * 8 + 8]);
+                    for l in 0..8 {
+                        lanes[l] += x[l] * y[l];
+                    }
+                }
+                let mut sum: f32 = lanes.iter().sum();
+                for p in chunks * 8..k {
+                    sum += ai[p] * bj[p];
+                }
+                *out = sum;
+            }
+        } else {
+            row.iter_mut().for_each(|v| *v = 0.0);
+            for p in 0..k {
+                let x = at(i, p);
+                for (out, bv) in row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
+                    *out += x * bv;
+                }
+            }
+        }
     }
 }
 
