@@ -7,6 +7,7 @@
 //! re-check every node.
 
 mod print;
+mod simplify;
 mod verify;
 
 use std::fmt;
@@ -14,6 +15,7 @@ use std::fmt;
 use crate::dims::Dim;
 
 pub use print::print_graph;
+pub use simplify::simplify;
 pub use verify::verify;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

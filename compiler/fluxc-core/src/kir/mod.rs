@@ -101,8 +101,15 @@ fn elements(t: &TensorTy) -> Result<Dim, IrError> {
     t.shape.iter().try_fold(Dim::constant(1), |p, d| p.mul(d)).map_err(|_| IrError("size overflow".into()))
 }
 
-/// Schedules a verified graph into kernels and plans its memory.
+/// Schedules a verified graph into kernels and plans its memory (after the peephole
+/// simplification of transposes).
 pub fn schedule(g: &Graph) -> Result<Kir, IrError> {
+    let simplified = crate::ir::simplify(g)?;
+    schedule_exact(&simplified)
+}
+
+/// Schedules a graph as it is.
+pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
     let n = g.nodes.len();
     // Consumers of each value.
     let mut uses: Vec<Vec<usize>> = vec![Vec::new(); n];
