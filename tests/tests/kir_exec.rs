@@ -1,7 +1,7 @@
 //! The scheduled kernels and their memory plan compute what the graph means: for every model of
 //! the examples and the check_pass fixtures (forward in both variants) and every train step,
 //! executing the KIR in f32 on its planned slots — with the reference executor, and with the
-//! loops compiled by Cranelift — agrees with the f64 interpreter at batch sizes 1, 3 and 8.
+//! loops compiled by Cranelift — agrees with the f64 interpreter at batch sizes 1, 3 and 64.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
 
@@ -74,7 +74,7 @@ fn check_file(relative: &str) {
     for (name, g, init) in graphs(relative) {
         let kir = fluxc_core::kir::schedule(&g).unwrap_or_else(|e| panic!("{relative} {name}: {e}"));
         let compiled = fluxc_cpu::compile(&kir).unwrap_or_else(|e| panic!("{relative} {name}: {e}"));
-        for batch in [1, 3, 8] {
+        for batch in [1, 3, 64] {
             let run = Run { batch, seed: 0, step: 0 };
             let init_vals = eval(&init, &[], &[], &run).unwrap();
             let by_name: std::collections::HashMap<&str, Array> =
