@@ -129,26 +129,31 @@ fn main() {
     let params = |g: &Graph| g.params.iter().map(|p| to_f32(&by_name[p.name.as_str()])).collect::<Vec<_>>();
 
     for batch in [1usize, 256] {
-        let mut state = fluxc_cpu::State { params: params(&fwd), slots: Vec::new() };
+        let mut state = fluxc_cpu::State { params: params(&fwd), ..Default::default() };
         let x = vec![0.5f32; batch * 784];
         let r = Run { batch: batch as i64, seed: 0, step: 0 };
         let runs = if batch == 1 { 2000 } else { 200 };
         let us = median_us(
-            || drop(fluxc_cpu::step(&fwd_bin, &fwd_kir, &mut state, vec![x.clone()], &r).unwrap()),
+            || {
+                let _ = fluxc_cpu::step(&fwd_bin, &fwd_kir, &mut state, &[&x], &r).unwrap();
+            },
             runs,
         );
         report(&format!("mlp_forward_b{batch}"), us, runs);
     }
     for batch in [1usize, 32, 128] {
-        let mut state = fluxc_cpu::State { params: params(&step), slots: Vec::new() };
+        let mut state = fluxc_cpu::State { params: params(&step), ..Default::default() };
         let r = Run { batch: batch as i64, seed: 0, step: 1 };
         let mut inputs = vec![vec![0.5f32; batch * 784], vec![0.1f32; batch * 10], vec![1.0], vec![1.0]];
         for slot in step.inputs.iter().skip(4) {
             inputs.push(vec![0.0; slot.ty.shape.iter().map(|d| d.as_constant().unwrap() as usize).product()]);
         }
         let runs = if batch == 1 { 500 } else { 100 };
+        let views: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
         let us = median_us(
-            || drop(fluxc_cpu::step(&step_bin, &step_kir, &mut state, inputs.clone(), &r).unwrap()),
+            || {
+                let _ = fluxc_cpu::step(&step_bin, &step_kir, &mut state, &views, &r).unwrap();
+            },
             runs,
         );
         report(&format!("mlp_adam_train_step_b{batch}"), us, runs);
@@ -169,7 +174,7 @@ fn main() {
             init.outputs.iter().map(|(n, v)| (n.as_str(), init_vals[v.index()].clone())).collect();
         let mut state = fluxc_cpu::State {
             params: step.params.iter().map(|p| to_f32(&by[p.name.as_str()])).collect(),
-            slots: Vec::new(),
+            ..Default::default()
         };
         let mut inputs = vec![vec![0.5f32; batch * x_len], vec![0.1f32; batch * y_len], vec![1.0], vec![1.0]];
         for slot in step.inputs.iter().skip(4) {
@@ -177,8 +182,13 @@ fn main() {
         }
         let r = Run { batch: batch as i64, seed: 0, step: 1 };
         let runs = 20;
-        let us =
-            median_us(|| drop(fluxc_cpu::step(&bin, &kir, &mut state, inputs.clone(), &r).unwrap()), runs);
+        let views: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+        let us = median_us(
+            || {
+                let _ = fluxc_cpu::step(&bin, &kir, &mut state, &views, &r).unwrap();
+            },
+            runs,
+        );
         report(name, us, runs);
     }
     // GEMM through a one-op graph.
@@ -190,12 +200,14 @@ fn main() {
         g.outputs.push(("c".into(), c));
         let kir = fluxc_core::kir::schedule(&g).unwrap();
         let bin = fluxc_cpu::compile(&kir).unwrap();
-        let mut state = fluxc_cpu::State { params: Vec::new(), slots: Vec::new() };
+        let mut state = fluxc_cpu::State::default();
         let m = vec![0.5f32; (n * n) as usize];
         let r = Run { batch: 1, seed: 0, step: 0 };
         let runs = if n == 1024 { 10 } else { 50 };
         let us = median_us(
-            || drop(fluxc_cpu::step(&bin, &kir, &mut state, vec![m.clone(), m.clone()], &r).unwrap()),
+            || {
+                let _ = fluxc_cpu::step(&bin, &kir, &mut state, &[&m, &m], &r).unwrap();
+            },
             runs,
         );
         let gflops = 2.0 * (n * n * n) as f64 / us / 1e3;

@@ -64,9 +64,10 @@ pub fn execute(
     run: &Run,
 ) -> Result<Vec<(String, Array)>, CpuError> {
     let to_f32 = |a: &Array| a.data.iter().map(|v| *v as f32).collect::<Vec<f32>>();
-    let mut state = State { params: params.iter().map(to_f32).collect(), slots: Vec::new() };
+    let mut state = State { params: params.iter().map(to_f32).collect(), ..State::default() };
     let ins: Vec<Vec<f32>> = inputs.iter().map(to_f32).collect();
-    let outs = step(c, kir, &mut state, ins, run)?;
+    let views: Vec<&[f32]> = ins.iter().map(Vec::as_slice).collect();
+    let outs = step(c, kir, &mut state, &views, run)?;
     let mut result = Vec::new();
     for ((name, _, t), data) in kir.outputs.iter().zip(outs) {
         let s = concrete(&t.shape, run.batch).map_err(|e| CpuError(e.0))?;
@@ -77,19 +78,22 @@ pub fn execute(
 
 /// What persists between steps: the parameters (f32) and the scratch slots, grown to the
 /// largest batch seen.
+#[derive(Default)]
 pub struct State {
     pub params: Vec<Vec<f32>>,
     pub slots: Vec<Vec<f32>>,
+    /// The last step's outputs, in the order of `Kir::outputs`.
+    pub outputs: Vec<Vec<f32>>,
 }
 
 /// One run of a compiled program on f32 inputs; returns each output's values.
-pub fn step(
+pub fn step<'s>(
     c: &Compiled,
     kir: &Kir,
-    state: &mut State,
-    inputs: Vec<Vec<f32>>,
+    state: &'s mut State,
+    inputs: &[&[f32]],
     run: &Run,
-) -> Result<Vec<Vec<f32>>, CpuError> {
+) -> Result<&'s [Vec<f32>], CpuError> {
     let b = run.batch;
     if b < 1 {
         return Err(CpuError(format!("invalid batch {b}")));
@@ -105,8 +109,9 @@ pub fn step(
         }
     }
     let slots = &mut state.slots;
-    let mut ext_inputs = inputs;
+    let ext_inputs = inputs;
     let ext_params = &mut state.params;
+    let state_out = &mut state.outputs;
     for (k, kern) in kir.kernels.iter().enumerate() {
         match kern {
             Kernel::Loop { out, shape, inputs: ins, .. } => {
@@ -116,7 +121,7 @@ pub fn step(
                 let mut sizes = vec![n];
                 for (buf, s) in ins {
                     let want: usize = concrete(s, b).map_err(|e| CpuError(e.0))?.iter().product();
-                    let have = buffer_len(kir, *buf, slots, &ext_inputs, ext_params)?;
+                    let have = buffer_len(kir, *buf, slots, ext_inputs, ext_params)?;
                     if have < want {
                         return Err(CpuError(format!(
                             "buffer b{} holds {have} values, the kernel reads {want}",
@@ -125,7 +130,7 @@ pub fn step(
                     }
                     sizes.push(want);
                 }
-                let have = buffer_len(kir, *out, slots, &ext_inputs, ext_params)?;
+                let have = buffer_len(kir, *out, slots, ext_inputs, ext_params)?;
                 if have < n {
                     return Err(CpuError(format!(
                         "buffer b{} holds {have} values, the kernel writes {n}",
@@ -133,9 +138,9 @@ pub fn step(
                     )));
                 }
                 let mut ptrs: Vec<*mut f32> = Vec::with_capacity(ins.len() + 1);
-                ptrs.push(buffer_ptr(kir, *out, slots, &mut ext_inputs, ext_params)?);
+                ptrs.push(buffer_ptr(kir, *out, slots, ext_inputs, ext_params)?);
                 for (buf, _) in ins {
-                    ptrs.push(buffer_ptr(kir, *buf, slots, &mut ext_inputs, ext_params)?);
+                    ptrs.push(buffer_ptr(kir, *buf, slots, ext_inputs, ext_params)?);
                 }
                 f.call(&ptrs, b);
             }
@@ -150,7 +155,7 @@ pub fn step(
                 for (buf, t, trans) in [a, bb] {
                     let s = concrete(&t.shape, b).map_err(|e| CpuError(e.0))?;
                     let n: usize = s.iter().product();
-                    let data = buffer_data(kir, *buf, slots, &ext_inputs, ext_params)?;
+                    let data = buffer_data(kir, *buf, slots, ext_inputs, ext_params)?;
                     let data =
                         data.get(..n).ok_or_else(|| CpuError(format!("buffer b{} too small", buf.0)))?;
                     sides.push((data, s, *trans));
@@ -176,7 +181,7 @@ pub fn step(
                 for (buf, t) in args {
                     let s = concrete(&t.shape, b).map_err(|e| CpuError(e.0))?;
                     let n: usize = s.iter().product();
-                    let data = buffer_data(kir, *buf, slots, &ext_inputs, ext_params)?;
+                    let data = buffer_data(kir, *buf, slots, ext_inputs, ext_params)?;
                     let data =
                         data.get(..n).ok_or_else(|| CpuError(format!("buffer b{} too small", buf.0)))?;
                     operands.push((data, s));
@@ -198,37 +203,41 @@ pub fn step(
             }
         }
     }
-    let mut outs = Vec::new();
-    for (name, buf, t) in &kir.outputs {
+    // Outputs are copied into buffers kept in the state (no allocation after the first step).
+    let mut outs = std::mem::take(state_out);
+    outs.resize(kir.outputs.len(), Vec::new());
+    for ((name, buf, t), dst) in kir.outputs.iter().zip(outs.iter_mut()) {
         let n: usize = concrete(&t.shape, b).map_err(|e| CpuError(e.0))?.iter().product();
-        let data = buffer_data(kir, *buf, slots, &ext_inputs, ext_params)?;
+        let data = buffer_data(kir, *buf, slots, ext_inputs, ext_params)?;
         let data = data.get(..n).ok_or_else(|| CpuError(format!("output {name} too small")))?;
-        outs.push(data.to_vec());
+        dst.clear();
+        dst.extend_from_slice(data);
     }
-    Ok(outs)
+    *state_out = outs;
+    Ok(state_out)
 }
 
 fn buffer_data<'v>(
     kir: &Kir,
     buf: fluxc_core::kir::BufId,
     slots: &'v [Vec<f32>],
-    inputs: &'v [Vec<f32>],
+    inputs: &[&'v [f32]],
     params: &'v [Vec<f32>],
 ) -> Result<&'v [f32], CpuError> {
     let info = kir.buffers.get(buf.0 as usize).ok_or_else(|| CpuError("no buffer".into()))?;
     let v = match info.storage {
-        Storage::Slot(s) => slots.get(s),
-        Storage::Input(k) => inputs.get(k),
-        Storage::Param(k) => params.get(k),
+        Storage::Slot(s) => slots.get(s).map(Vec::as_slice),
+        Storage::Input(k) => inputs.get(k).copied(),
+        Storage::Param(k) => params.get(k).map(Vec::as_slice),
     };
-    v.map(Vec::as_slice).ok_or_else(|| CpuError(format!("buffer b{} is missing", buf.0)))
+    v.ok_or_else(|| CpuError(format!("buffer b{} is missing", buf.0)))
 }
 
 fn buffer_len(
     kir: &Kir,
     buf: fluxc_core::kir::BufId,
     slots: &[Vec<f32>],
-    inputs: &[Vec<f32>],
+    inputs: &[&[f32]],
     params: &[Vec<f32>],
 ) -> Result<usize, CpuError> {
     buffer_data(kir, buf, slots, inputs, params).map(<[f32]>::len)
@@ -238,14 +247,16 @@ fn buffer_ptr(
     kir: &Kir,
     buf: fluxc_core::kir::BufId,
     slots: &mut [Vec<f32>],
-    inputs: &mut [Vec<f32>],
+    inputs: &[&[f32]],
     params: &mut [Vec<f32>],
 ) -> Result<*mut f32, CpuError> {
     let info = kir.buffers.get(buf.0 as usize).ok_or_else(|| CpuError("no buffer".into()))?;
+    // Inputs are only ever read by kernels (every kernel writes a slot), so a pointer to them
+    // may be typed mutable without being written through.
     let v = match info.storage {
-        Storage::Slot(s) => slots.get_mut(s),
-        Storage::Input(k) => inputs.get_mut(k),
-        Storage::Param(k) => params.get_mut(k),
+        Storage::Slot(s) => slots.get_mut(s).map(|v| v.as_mut_ptr()),
+        Storage::Input(k) => inputs.get(k).map(|v| v.as_ptr().cast_mut()),
+        Storage::Param(k) => params.get_mut(k).map(|v| v.as_mut_ptr()),
     };
-    v.map(|v| v.as_mut_ptr()).ok_or_else(|| CpuError(format!("buffer b{} is missing", buf.0)))
+    v.ok_or_else(|| CpuError(format!("buffer b{} is missing", buf.0)))
 }
