@@ -244,18 +244,27 @@ impl Geom {
     /// `cols [Cin*KH*KW, OH*OW]` of batch element `n` (zeros where padding is read).
     fn im2col(&self, x: &[f32], n: usize, cols: &mut [f32]) {
         let plane = self.oh * self.ow;
+        // For each output column and tap, the input column it reads (or none): computed once.
+        let xs: Vec<Vec<Option<usize>>> = (0..self.kw)
+            .map(|tx| {
+                (0..self.ow).map(|ox| Geom::src(ox, tx, self.s.1, self.p.1, self.d.1, self.w)).collect()
+            })
+            .collect();
         for ci in 0..self.cin {
+            let base = (n * self.cin + ci) * self.h;
             for ty in 0..self.kh {
-                for tx in 0..self.kw {
+                for (tx, cols_x) in xs.iter().enumerate() {
                     let row = ((ci * self.kh + ty) * self.kw + tx) * plane;
                     for oy in 0..self.oh {
-                        let iy = Geom::src(oy, ty, self.s.0, self.p.0, self.d.0, self.h);
-                        for ox in 0..self.ow {
-                            let v = match (iy, Geom::src(ox, tx, self.s.1, self.p.1, self.d.1, self.w)) {
-                                (Some(iy), Some(ix)) => x[((n * self.cin + ci) * self.h + iy) * self.w + ix],
-                                _ => 0.0,
-                            };
-                            cols[row + oy * self.ow + ox] = v;
+                        let dst = &mut cols[row + oy * self.ow..row + (oy + 1) * self.ow];
+                        match Geom::src(oy, ty, self.s.0, self.p.0, self.d.0, self.h) {
+                            None => dst.iter_mut().for_each(|v| *v = 0.0),
+                            Some(iy) => {
+                                let src = &x[(base + iy) * self.w..(base + iy + 1) * self.w];
+                                for (d, ix) in dst.iter_mut().zip(cols_x) {
+                                    *d = ix.map_or(0.0, |i| src[i]);
+                                }
+                            }
                         }
                     }
                 }
@@ -264,38 +273,52 @@ impl Geom {
     }
 }
 
-/// `out[n] [Cout, OH*OW] = weight [Cout, Cin*KH*KW] @ im2col(x[n])`.
+/// `out [B, Cout, OH*OW]`: one GEMM `weight [Cout, Cin*KH*KW] @ cols [Cin*KH*KW, B*OH*OW]` over
+/// the whole batch's im2col columns, then the batch moved back in front.
 fn conv(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
     let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
-    let mut cols = vec![0.0f32; kk * plane];
+    let wide = g.b * plane;
+    let mut cols = vec![0.0f32; kk * wide];
+    let mut one = vec![0.0f32; kk * plane];
     for n in 0..g.b {
-        g.im2col(x, n, &mut cols);
-        gemm(g.cout, kk, plane, k, &cols, &mut out[n * g.cout * plane..(n + 1) * g.cout * plane]);
+        g.im2col(x, n, &mut one);
+        for r in 0..kk {
+            cols[r * wide + n * plane..r * wide + (n + 1) * plane]
+                .copy_from_slice(&one[r * plane..(r + 1) * plane]);
+        }
+    }
+    let mut prod = vec![0.0f32; g.cout * wide];
+    gemm(g.cout, kk, wide, k, &cols, &mut prod);
+    for co in 0..g.cout {
+        for n in 0..g.b {
+            out[(n * g.cout + co) * plane..(n * g.cout + co + 1) * plane]
+                .copy_from_slice(&prod[co * wide + n * plane..co * wide + (n + 1) * plane]);
+        }
     }
 }
 
-/// `dW [Cout, Cin*KH*KW] = sum over n of grad[n] [Cout, OH*OW] @ im2col(x[n])ᵀ`.
+/// `dW [Cout, Cin*KH*KW] = grad [Cout, B*OH*OW] @ cols [Cin*KH*KW, B*OH*OW]ᵀ`: one GEMM over the
+/// whole batch.
 fn conv_weight_grad(x: &[f32], gr: &[f32], g: &Geom, out: &mut [f32]) {
     let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
-    let mut cols = vec![0.0f32; kk * plane];
-    let mut part = vec![0.0f32; g.cout * kk];
-    out[..g.cout * kk].iter_mut().for_each(|v| *v = 0.0);
+    let wide = g.b * plane;
+    let mut cols = vec![0.0f32; kk * wide];
+    let mut one = vec![0.0f32; kk * plane];
     for n in 0..g.b {
-        g.im2col(x, n, &mut cols);
-        gemm_t(
-            g.cout,
-            plane,
-            kk,
-            &gr[n * g.cout * plane..(n + 1) * g.cout * plane],
-            false,
-            &cols,
-            true,
-            &mut part,
-        );
-        for (o, v) in out.iter_mut().zip(&part) {
-            *o += v;
+        g.im2col(x, n, &mut one);
+        for r in 0..kk {
+            cols[r * wide + n * plane..r * wide + (n + 1) * plane]
+                .copy_from_slice(&one[r * plane..(r + 1) * plane]);
         }
     }
+    let mut gt = vec![0.0f32; g.cout * wide];
+    for n in 0..g.b {
+        for co in 0..g.cout {
+            gt[co * wide + n * plane..co * wide + (n + 1) * plane]
+                .copy_from_slice(&gr[(n * g.cout + co) * plane..(n * g.cout + co + 1) * plane]);
+        }
+    }
+    gemm_t(g.cout, wide, kk, &gt, false, &cols, true, &mut out[..g.cout * kk]);
 }
 
 /// The transpose of `conv` (its gradient with respect to the input): `x [B, Cout, OH, OW]`,
