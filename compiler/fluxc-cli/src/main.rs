@@ -34,7 +34,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-    /// Compile a file (today: print a stage with --emit)
+    /// Compile each model to a native library (libNAME.so), its C header and its manifest
     Build {
         file: PathBuf,
         /// Model to build (default: every model in the file)
@@ -103,7 +103,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Check { file, format } => check(&file, format),
-        Command::Build { file, emit, model, .. } => build(&file, emit, model.as_deref()),
+        Command::Build { file, emit, model, out, device } => {
+            build(&file, emit, model.as_deref(), out, device)
+        }
         Command::Run { file } => run(&file),
         Command::Summary { file, model } => summary(&file, model.as_deref()),
         Command::Explain { code } => explain(&code),
@@ -244,12 +246,21 @@ fn check(path: &Path, format: Format) -> Result<ExitCode, UserError> {
     Ok(if checked.diagnostics.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn build(path: &Path, emit: Option<Emit>, model: Option<&str>) -> Result<ExitCode, UserError> {
-    if !matches!(emit, Some(Emit::Ast | Emit::Ir | Emit::Kir)) {
+fn build(
+    path: &Path,
+    emit: Option<Emit>,
+    model: Option<&str>,
+    out: Option<PathBuf>,
+    device: Device,
+) -> Result<ExitCode, UserError> {
+    if matches!(emit, Some(Emit::OptIr | Emit::Clif)) {
         return Err(UserError(
-            "this fluxc can print the syntax tree, the IR and the kernel IR so far: use `fluxc build FILE \
-             --emit ast`, `--emit ir` or `--emit kir`; code generation is not built yet"
-                .into(),
+            "this fluxc can print `--emit ast`, `--emit ir` and `--emit kir` so far".into(),
+        ));
+    }
+    if emit.is_none() && matches!(device, Device::Gpu) {
+        return Err(UserError(
+            "this fluxc builds for `--device cpu` only so far; the GPU back end is not built yet".into(),
         ));
     }
     let (mut sources, id) = match load(path, Format::Text)? {
@@ -257,23 +268,71 @@ fn build(path: &Path, emit: Option<Emit>, model: Option<&str>) -> Result<ExitCod
         Err(code) => return Ok(code),
     };
     let mut loader = DiskLoader::new(Path::new(""), path, None);
-    if emit == Some(Emit::Ir) {
-        let outcome = fluxc_core::pipeline::emit_ir(&mut sources, id, &mut loader, model);
-        return Ok(finish(outcome, &sources, |text| print!("{text}")));
+    match emit {
+        Some(Emit::Ir) => {
+            let outcome = fluxc_core::pipeline::emit_ir(&mut sources, id, &mut loader, model);
+            return Ok(finish(outcome, &sources, |text| print!("{text}")));
+        }
+        Some(Emit::Kir) => {
+            let outcome = fluxc_core::pipeline::emit_kir(&mut sources, id, &mut loader, model);
+            return Ok(finish(outcome, &sources, |text| print!("{text}")));
+        }
+        Some(_) => {
+            let checked = fluxc_core::check(&mut sources, id, &mut loader);
+            if !checked.diagnostics.is_empty() {
+                report(&checked.diagnostics, &sources, Format::Text);
+                return Ok(ExitCode::from(1));
+            }
+            if let (Some(ast), Some(source)) = (&checked.ast, sources.get(id)) {
+                print!("{}", fluxc_syntax::print::print_file(ast, source));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        None => {}
     }
-    if emit == Some(Emit::Kir) {
-        let outcome = fluxc_core::pipeline::emit_kir(&mut sources, id, &mut loader, model);
-        return Ok(finish(outcome, &sources, |text| print!("{text}")));
-    }
-    let checked = fluxc_core::check(&mut sources, id, &mut loader);
-    if !checked.diagnostics.is_empty() {
-        report(&checked.diagnostics, &sources, Format::Text);
-        return Ok(ExitCode::from(1));
-    }
-    if let (Some(ast), Some(source)) = (&checked.ast, sources.get(id)) {
-        print!("{}", fluxc_syntax::print::print_file(ast, source));
+    // The default output folder is build/ beside the file (§11.3).
+    let out_dir = out.unwrap_or_else(|| path.parent().unwrap_or(Path::new("")).join("build"));
+    let source_name =
+        path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let outcome = fluxc_core::pipeline::model_graphs(&mut sources, id, &mut loader, model);
+    let graphs = match outcome {
+        Outcome::Done(g) => g,
+        other => return Ok(finish(other, &sources, |_| {})),
+    };
+    for m in &graphs {
+        let built = fluxc_cpu::library::build(m, &source_name, &out_dir)
+            .map_err(|e| UserError(format!("{}: building model {}: {e}", path.display(), m.name)))?;
+        let (ff, fr) = built.forward_scratch;
+        println!(
+            "built {} ({}, {})",
+            built.library.display(),
+            built.header.display(),
+            built.manifest.display()
+        );
+        println!(
+            "  model {}: {} parameters ({} bytes); scratch per call at most {ff} + {fr}*B bytes (forward)",
+            m.name,
+            group(built.parameters),
+            group(built.param_bytes)
+        );
+        if let Some((tf, tr)) = built.train_scratch {
+            println!("  train_step: scratch at most {tf} + {tr}*B bytes");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `1234567` as `1,234,567`.
+fn group(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
 }
 
 /// `fluxc run FILE`: check, then run the top-level statements; a run-time error is one line

@@ -130,10 +130,39 @@ fn build_emit_ast_prints_the_tree() {
     let ast = text(&out.stdout);
     assert!(ast.starts_with("file  @1:1"), "{ast}");
     assert!(ast.contains("model Mlp: f32[B, 64] -> f32[B, 10]"), "{ast}");
-    // Code generation is not built yet: say so plainly.
-    let out = fluxc(&["build", &repo("examples/mlp.flx")]);
+}
+
+#[test]
+fn build_writes_the_library_header_and_manifest() {
+    let dir = std::env::temp_dir().join(format!("fluxc-cli-build-{}", std::process::id()));
+    let out = fluxc(&["build", &repo("examples/mlp.flx"), "--out", &dir.to_string_lossy()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains("model Mlp: 3,466 parameters (13,864 bytes)"), "{said}");
+    assert!(said.contains("*B bytes"), "{said}");
+    for f in ["libMlp.so", "Mlp.h", "Mlp.json"] {
+        assert!(dir.join(f).is_file(), "{f} missing after: {said}");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("Mlp.json")).unwrap()).unwrap();
+    assert_eq!(manifest["format"], 1);
+    assert_eq!(manifest["input"]["shape"], serde_json::json!(["B", 64]));
+    assert_eq!(manifest["tensors"]["0.bias"]["offset"], 8192);
+    let header = std::fs::read_to_string(dir.join("Mlp.h")).unwrap();
+    assert!(
+        header.contains("int32_t fluxc_Mlp_forward(const float *params, const float *x, float *y"),
+        "{header}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    // An unknown model and an unbuilt device are one clear line each.
+    let out =
+        fluxc(&["build", &repo("examples/mlp.flx"), "--model", "Nope", "--out", &dir.to_string_lossy()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("--emit ast"));
+    assert!(text(&out.stderr).contains("no model `Nope`"), "{}", text(&out.stderr));
+    let out = fluxc(&["build", &repo("examples/mlp.flx"), "--device", "gpu"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--device cpu"), "{}", text(&out.stderr));
+    assert!(!dir.exists());
 }
 
 #[test]

@@ -11,7 +11,7 @@ pub mod kir;
 pub mod lower;
 pub mod pipeline;
 pub mod render;
-pub mod rng;
+pub use fluxc_kernels::rng;
 
 pub use check::{CheckInfo, Folder, PathPolicy};
 pub use pipeline::{Checked, LoadError, NoFiles, SourceLoader, check, lexically_inside};

@@ -313,6 +313,54 @@ pub fn summary(
     })
 }
 
+/// A model's graphs, what `fluxc build` compiles.
+pub struct ModelGraphs {
+    pub name: String,
+    /// No inputs; one output per parameter and state tensor, in manifest order.
+    pub init: crate::ir::Graph,
+    /// The inference forward.
+    pub forward: crate::ir::Graph,
+    /// The train step of the model's first train block in the file.
+    pub train: Option<crate::ir::Graph>,
+}
+
+/// `fluxc build`: each model's (or `model`'s) initialiser, inference forward and train step.
+pub fn model_graphs(
+    sources: &mut SourceMap,
+    file: FileId,
+    loader: &mut dyn SourceLoader,
+    model: Option<&str>,
+) -> Outcome<Vec<ModelGraphs>> {
+    let model = model.map(str::to_owned);
+    after_check(sources, file, loader, move |idx, _| {
+        let mut out = Vec::new();
+        for (k, item) in idx.items.iter().enumerate() {
+            let Item::Model(m) = item.item else { continue };
+            if item.file != file || model.as_deref().is_some_and(|w| w != m.name.name) {
+                continue;
+            }
+            let train = idx.items.iter().enumerate().find_map(|(t, it)| match it.item {
+                Item::Train(tb) if it.file == file && tb.model.name == m.name.name => Some(t),
+                _ => None,
+            });
+            out.push(ModelGraphs {
+                name: m.name.name.clone(),
+                init: crate::lower::init_graph(idx, k)?,
+                forward: crate::lower::lower_model(idx, k, false)?,
+                train: train.map(|t| crate::lower::train_step(idx, t)).transpose()?,
+            });
+        }
+        if out.is_empty() {
+            let message = match &model {
+                Some(name) => format!("there is no model `{name}` in this file"),
+                None => "this file defines no model".into(),
+            };
+            return Err(crate::lower::LowerError { span: None, message });
+        }
+        Ok(out)
+    })
+}
+
 /// `fluxc build --emit kir`: each model's inference forward and each train step scheduled into
 /// kernels, with the memory plan and the scratch bytes per batch row.
 pub fn emit_kir(

@@ -5,7 +5,7 @@ use cranelift_codegen::ir::{AbiParam, BlockArg, InstBuilder, MemFlagsData, UserF
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::{Context, isa};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_jit::JITBuilder;
 use cranelift_module::{FuncId, Linkage, Module};
 use fluxc_core::dims::Dim;
 use fluxc_core::ir::{BinaryOp, DType, UnaryOp};
@@ -13,83 +13,65 @@ use fluxc_core::kir::{BufId, Fused};
 
 use super::CpuError;
 
-/// The host's instruction set, optimising for speed, with the verifier on.
+/// The host's instruction set (for the JIT), optimising for speed, with the verifier on.
 pub fn host_isa() -> Result<isa::OwnedTargetIsa, CpuError> {
+    let builder =
+        cranelift_native::builder().map_err(|e| CpuError(format!("this machine is not supported: {e}")))?;
+    finish(builder, false)
+}
+
+/// x86-64-v3 (AVX2, FMA, BMI1/2, LZCNT, MOVBE) as position-independent code: the fixed
+/// baseline of built libraries (LANGUAGE.md §12.5).
+pub fn x86_64_v3_isa() -> Result<isa::OwnedTargetIsa, CpuError> {
+    let mut builder = isa::lookup_by_name("x86_64-unknown-linux-gnu")
+        .map_err(|e| CpuError(format!("the x86-64 back end: {e}")))?;
+    for f in [
+        "has_sse3",
+        "has_ssse3",
+        "has_sse41",
+        "has_sse42",
+        "has_popcnt",
+        "has_avx",
+        "has_avx2",
+        "has_fma",
+        "has_bmi1",
+        "has_bmi2",
+        "has_lzcnt",
+    ] {
+        builder.enable(f).map_err(|e| CpuError(format!("enabling {f}: {e}")))?;
+    }
+    finish(builder, true)
+}
+
+fn finish(builder: isa::Builder, pic: bool) -> Result<isa::OwnedTargetIsa, CpuError> {
     let mut flags = settings::builder();
     let set = |f: &mut settings::Builder, k: &str, v: &str| {
         f.set(k, v).map_err(|e| CpuError(format!("setting {k}: {e}")))
     };
     set(&mut flags, "opt_level", "speed")?;
     set(&mut flags, "enable_verifier", "true")?;
-    set(&mut flags, "is_pic", "false")?;
+    set(&mut flags, "is_pic", if pic { "true" } else { "false" })?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
-    let builder =
-        cranelift_native::builder().map_err(|e| CpuError(format!("this machine is not supported: {e}")))?;
     builder.finish(settings::Flags::new(flags)).map_err(|e| CpuError(format!("the code generator: {e}")))
 }
 
-// The math functions loops call (Rust's, in f32), registered as symbols of the JIT.
-extern "C" fn fx_exp(x: f32) -> f32 {
-    x.exp()
-}
-extern "C" fn fx_log(x: f32) -> f32 {
-    x.ln()
-}
-extern "C" fn fx_sin(x: f32) -> f32 {
-    x.sin()
-}
-extern "C" fn fx_cos(x: f32) -> f32 {
-    x.cos()
-}
-extern "C" fn fx_tanh(x: f32) -> f32 {
-    x.tanh()
-}
-extern "C" fn fx_sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-extern "C" fn fx_erf(x: f32) -> f32 {
-    fluxc_core::interp::erf(f64::from(x)) as f32
-}
-extern "C" fn fx_erfinv(x: f32) -> f32 {
-    fluxc_core::interp::erfinv(f64::from(x)) as f32
-}
-extern "C" fn fx_pow(x: f32, y: f32) -> f32 {
-    x.powf(y)
-}
-
-const UNARY_MATH: [(&str, extern "C" fn(f32) -> f32); 8] = [
-    ("fx_exp", fx_exp),
-    ("fx_log", fx_log),
-    ("fx_sin", fx_sin),
-    ("fx_cos", fx_cos),
-    ("fx_tanh", fx_tanh),
-    ("fx_sigmoid", fx_sigmoid),
-    ("fx_erf", fx_erf),
-    ("fx_erfinv", fx_erfinv),
-];
-
+/// Makes the kernels' math functions (`fluxc_kernels::math`) visible to the JIT's code.
 pub fn register_math(b: &mut JITBuilder) {
-    for (name, f) in UNARY_MATH {
+    for (name, f) in fluxc_kernels::math::UNARY {
         b.symbol(name, f as *const u8);
     }
-    b.symbol("fx_pow", fx_pow as extern "C" fn(f32, f32) -> f32 as *const u8);
+    b.symbol(
+        "fluxc_math_pow",
+        fluxc_kernels::math::fluxc_math_pow as extern "C" fn(f32, f32) -> f32 as *const u8,
+    );
 }
 
-/// The entry of a compiled loop: `fn(ptrs: *const *mut f32, batch: i64)`.
-pub struct LoopFn(pub *const u8);
-
-impl LoopFn {
-    /// Runs the loop. The caller has checked that `ptrs[0]` holds the output's element count and
-    /// every other pointer its input's, for this `batch`.
-    #[allow(unsafe_code)]
-    pub fn call(&self, ptrs: &[*mut f32], batch: i64) {
-        // SAFETY: the pointer is the entry of a function Cranelift generated with exactly this
-        // signature (`define_loop`); it reads `ptrs[1..]` and writes `ptrs[0]` only within the
-        // element counts of this batch's shapes, which `execute` checked against the buffers.
-        let f: extern "C" fn(*const *mut f32, i64) =
-            unsafe { std::mem::transmute::<*const u8, extern "C" fn(*const *mut f32, i64)>(self.0) };
-        f(ptrs.as_ptr(), batch);
-    }
+/// The entry of a finalized loop as the plan interpreter calls it.
+#[allow(unsafe_code)]
+pub fn loop_fn(entry: *const u8) -> fluxc_kernels::plan::LoopFn {
+    // SAFETY: `entry` is a function Cranelift generated with exactly this signature
+    // (`define_loop`: a pointer and an i64, no result, the C calling convention).
+    unsafe { std::mem::transmute::<*const u8, fluxc_kernels::plan::LoopFn>(entry) }
 }
 
 /// A dimension's value at run time: `fixed + per_row * batch` (dimensions are linear in `B`).
@@ -123,9 +105,11 @@ struct Term {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn define_loop(
-    module: &mut JITModule,
+pub fn define_loop<M: Module>(
+    module: &mut M,
     index: usize,
+    symbol: &str,
+    linkage: Linkage,
     shape: &[Dim],
     inputs: &[(BufId, Vec<Dim>)],
     body: &[Fused],
@@ -136,7 +120,7 @@ pub fn define_loop(
     sig.params.push(AbiParam::new(ptr));
     sig.params.push(AbiParam::new(types::I64));
     let id = module
-        .declare_function(&format!("kernel{index}"), Linkage::Local, &sig)
+        .declare_function(symbol, linkage, &sig)
         .map_err(|e| CpuError(format!("declaring kernel {index}: {e}")))?;
     let mut ctx: Context = module.make_context();
     ctx.func.signature = sig;
@@ -150,14 +134,15 @@ pub fn define_loop(
     pow_sig.params.push(AbiParam::new(types::F32));
     pow_sig.returns.push(AbiParam::new(types::F32));
     let mut math = std::collections::HashMap::new();
-    for (name, _) in UNARY_MATH {
+    for (name, _) in fluxc_kernels::math::UNARY {
         let f = module
             .declare_function(name, Linkage::Import, &unary_sig)
             .map_err(|e| CpuError(e.to_string()))?;
         math.insert(name, f);
     }
-    let pow =
-        module.declare_function("fx_pow", Linkage::Import, &pow_sig).map_err(|e| CpuError(e.to_string()))?;
+    let pow = module
+        .declare_function("fluxc_math_pow", Linkage::Import, &pow_sig)
+        .map_err(|e| CpuError(e.to_string()))?;
 
     let mut fctx = FunctionBuilderContext::new();
     let frontend = module.target_config();
@@ -350,14 +335,14 @@ pub fn define_loop(
                         };
                         match u {
                             UnaryOp::Neg => bcx.ins().fneg(x),
-                            UnaryOp::Exp => call(&mut bcx, "fx_exp")?,
-                            UnaryOp::Log => call(&mut bcx, "fx_log")?,
-                            UnaryOp::Sin => call(&mut bcx, "fx_sin")?,
-                            UnaryOp::Cos => call(&mut bcx, "fx_cos")?,
-                            UnaryOp::Tanh => call(&mut bcx, "fx_tanh")?,
-                            UnaryOp::Sigmoid => call(&mut bcx, "fx_sigmoid")?,
-                            UnaryOp::Erf => call(&mut bcx, "fx_erf")?,
-                            UnaryOp::ErfInv => call(&mut bcx, "fx_erfinv")?,
+                            UnaryOp::Exp => call(&mut bcx, "fluxc_math_exp")?,
+                            UnaryOp::Log => call(&mut bcx, "fluxc_math_log")?,
+                            UnaryOp::Sin => call(&mut bcx, "fluxc_math_sin")?,
+                            UnaryOp::Cos => call(&mut bcx, "fluxc_math_cos")?,
+                            UnaryOp::Tanh => call(&mut bcx, "fluxc_math_tanh")?,
+                            UnaryOp::Sigmoid => call(&mut bcx, "fluxc_math_sigmoid")?,
+                            UnaryOp::Erf => call(&mut bcx, "fluxc_math_erf")?,
+                            UnaryOp::ErfInv => call(&mut bcx, "fluxc_math_erfinv")?,
                             UnaryOp::Sqrt => bcx.ins().sqrt(x),
                             UnaryOp::Rsqrt => {
                                 let s = bcx.ins().sqrt(x);

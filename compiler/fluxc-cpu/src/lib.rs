@@ -1,21 +1,23 @@
 //! fluxc-cpu: KIR to native code with Cranelift.
 //!
-//! Today every fused loop kernel (`Kernel::Loop`) is compiled to one native function
+//! Every fused loop kernel (`Kernel::Loop`) becomes one native function
 //! `fn(ptrs: *const *mut f32, batch: i64)`: `ptrs[0]` is the output buffer and `ptrs[1..]` the
-//! inputs; the loop runs over the output's elements, each input read through its broadcast
-//! (contiguous, scalar or general strided), every value an f32. Whole-buffer ops
-//! (`Kernel::Call`) still run on the reference kernels; native GEMM, convolution and the rest,
-//! SIMD, and object files for `fluxc build` come next (see the CPU-backend issue).
-//! Every generated function passes Cranelift's verifier before it is used.
+//! inputs; the loop runs over the output's elements in f32x4 lanes, each input read through its
+//! broadcast. The schedule around the loops is encoded as a plan (`plan.rs`) that
+//! `fluxc_kernels` interprets, calling the loops and its native kernels (GEMM, convolution,
+//! pooling, …). The JIT compiles the loops into this process; `fluxc build` (`library.rs`)
+//! compiles them into an object file and links it with the plans and the kernels into a shared
+//! library. Every generated function passes Cranelift's verifier before it is used.
 
 mod codegen;
-mod kernels;
-
-use std::collections::HashMap;
+pub mod library;
+pub mod plan;
 
 use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::Linkage;
 use fluxc_core::interp::{Array, Run, concrete};
-use fluxc_core::kir::{Kernel, Kir, Storage, run_call};
+use fluxc_core::kir::{Kernel, Kir, Storage, linear_in_b};
+use fluxc_kernels::plan::{Env, LoopFn, Plan};
 
 /// Why compiling or running failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,31 +29,57 @@ impl std::fmt::Display for CpuError {
     }
 }
 
-/// A KIR program with its loop kernels compiled.
+/// A KIR program with its loop kernels compiled and its plan encoded.
 pub struct Compiled {
     /// Keeps the generated code alive.
     _module: JITModule,
-    /// Per kernel index: the entry of its native loop.
-    loops: HashMap<usize, codegen::LoopFn>,
+    loops: Vec<LoopFn>,
+    plan: Vec<i64>,
+    /// `(fixed, per_row)` elements each input and parameter must hold.
+    input_sizes: Vec<(i64, i64)>,
+    param_sizes: Vec<(i64, i64)>,
 }
 
-/// Compiles every loop kernel of `kir` (verified by Cranelift's verifier).
+/// Compiles every loop kernel of `kir` (verified by Cranelift's verifier) into this process.
 pub fn compile(kir: &Kir) -> Result<Compiled, CpuError> {
+    let bindings = plan::Bindings::direct(kir);
+    let (plan, loop_kernels) = plan::encode(kir, &bindings)?;
     let isa = codegen::host_isa()?;
     let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
     codegen::register_math(&mut builder);
     let mut module = JITModule::new(builder);
     let mut ids = Vec::new();
-    for (k, kern) in kir.kernels.iter().enumerate() {
-        if let Kernel::Loop { shape, inputs, body, dtype, .. } = kern {
-            let id = codegen::define_loop(&mut module, k, shape, inputs, body, *dtype)?;
-            ids.push((k, id));
+    for &k in &loop_kernels {
+        if let Some(Kernel::Loop { shape, inputs, body, dtype, .. }) = kir.kernels.get(k) {
+            let name = format!("kernel{k}");
+            ids.push(codegen::define_loop(
+                &mut module,
+                k,
+                &name,
+                Linkage::Local,
+                shape,
+                inputs,
+                body,
+                *dtype,
+            )?);
         }
     }
     module.finalize_definitions().map_err(|e| CpuError(format!("linking the kernels: {e}")))?;
-    let loops =
-        ids.into_iter().map(|(k, id)| (k, codegen::LoopFn(module.get_finalized_function(id)))).collect();
-    Ok(Compiled { _module: module, loops })
+    let loops = ids.into_iter().map(|id| codegen::loop_fn(module.get_finalized_function(id))).collect();
+    let mut input_sizes = vec![(0, 0); bindings.inputs.len()];
+    let mut param_sizes = vec![(0, 0); bindings.param_offsets.len()];
+    for b in &kir.buffers {
+        let size = linear_in_b(&b.elements).map_err(|e| CpuError(e.0))?;
+        let slot = match b.storage {
+            Storage::Input(k) => input_sizes.get_mut(k),
+            Storage::Param(k) => param_sizes.get_mut(k),
+            Storage::Slot(_) => None,
+        };
+        if let Some(s) = slot {
+            *s = (s.0.max(size.0), s.1.max(size.1));
+        }
+    }
+    Ok(Compiled { _module: module, loops, plan, input_sizes, param_sizes })
 }
 
 /// Runs a compiled KIR program (inputs and parameters rounded to f32); returns the outputs by
@@ -76,12 +104,11 @@ pub fn execute(
     Ok(result)
 }
 
-/// What persists between steps: the parameters (f32) and the scratch slots, grown to the
-/// largest batch seen.
+/// What persists between steps: the parameters (f32), the scratch memory and the outputs.
 #[derive(Default)]
 pub struct State {
     pub params: Vec<Vec<f32>>,
-    pub slots: Vec<Vec<f32>>,
+    pub scratch: Vec<f32>,
     /// The last step's outputs, in the order of `Kir::outputs`.
     pub outputs: Vec<Vec<f32>>,
 }
@@ -98,165 +125,58 @@ pub fn step<'s>(
     if b < 1 {
         return Err(CpuError(format!("invalid batch {b}")));
     }
-    let size = |(f, r): (i64, i64)| usize::try_from(f + r * b).unwrap_or(0);
-    if state.slots.len() != kir.slots.len() {
-        state.slots = vec![Vec::new(); kir.slots.len()];
-    }
-    for (slot, want) in state.slots.iter_mut().zip(&kir.slots) {
-        let n = size(*want);
-        if slot.len() < n {
-            slot.resize(n, 0.0);
+    let fail = |e: fluxc_kernels::plan::PlanError| CpuError(e.0);
+    let plan = Plan::parse(&c.plan).map_err(fail)?;
+    let size = |(f, r): (i64, i64)| usize::try_from(f + r * b).unwrap_or(usize::MAX);
+    for (k, want) in c.input_sizes.iter().enumerate() {
+        let have = inputs.get(k).map_or(0, |x| x.len());
+        if have < size(*want) {
+            return Err(CpuError(format!(
+                "input {k} holds {have} values, the program reads {}",
+                size(*want)
+            )));
         }
     }
-    let slots = &mut state.slots;
-    let ext_inputs = inputs;
-    let ext_params = &mut state.params;
-    let state_out = &mut state.outputs;
-    for (k, kern) in kir.kernels.iter().enumerate() {
-        match kern {
-            Kernel::Loop { out, shape, inputs: ins, .. } => {
-                let n: usize = concrete(shape, b).map_err(|e| CpuError(e.0))?.iter().product();
-                let f = c.loops.get(&k).ok_or_else(|| CpuError(format!("kernel {k} was not compiled")))?;
-                // Check every buffer against the sizes the kernel will use, then run it.
-                let mut sizes = vec![n];
-                for (buf, s) in ins {
-                    let want: usize = concrete(s, b).map_err(|e| CpuError(e.0))?.iter().product();
-                    let have = buffer_len(kir, *buf, slots, ext_inputs, ext_params)?;
-                    if have < want {
-                        return Err(CpuError(format!(
-                            "buffer b{} holds {have} values, the kernel reads {want}",
-                            buf.0
-                        )));
-                    }
-                    sizes.push(want);
-                }
-                let have = buffer_len(kir, *out, slots, ext_inputs, ext_params)?;
-                if have < n {
-                    return Err(CpuError(format!(
-                        "buffer b{} holds {have} values, the kernel writes {n}",
-                        out.0
-                    )));
-                }
-                let mut ptrs: Vec<*mut f32> = Vec::with_capacity(ins.len() + 1);
-                ptrs.push(buffer_ptr(kir, *out, slots, ext_inputs, ext_params)?);
-                for (buf, _) in ins {
-                    ptrs.push(buffer_ptr(kir, *buf, slots, ext_inputs, ext_params)?);
-                }
-                f.call(&ptrs, b);
-            }
-            Kernel::Gemm { a, b: bb, out, ty } => {
-                let Some(Storage::Slot(o)) = kir.buffers.get(out.0 as usize).map(|x| x.storage.clone())
-                else {
-                    return Err(CpuError("a kernel writes an external buffer".into()));
-                };
-                let mut out_vec =
-                    std::mem::take(slots.get_mut(o).ok_or_else(|| CpuError(format!("no slot {o}")))?);
-                let mut sides = Vec::new();
-                for (buf, t, trans) in [a, bb] {
-                    let s = concrete(&t.shape, b).map_err(|e| CpuError(e.0))?;
-                    let n: usize = s.iter().product();
-                    let data = buffer_data(kir, *buf, slots, ext_inputs, ext_params)?;
-                    let data =
-                        data.get(..n).ok_or_else(|| CpuError(format!("buffer b{} too small", buf.0)))?;
-                    sides.push((data, s, *trans));
-                }
-                let out_shape = concrete(&ty.shape, b).map_err(|e| CpuError(e.0))?;
-                if let (Some(x), Some(y)) = (sides.first(), sides.get(1)) {
-                    kernels::gemm_op(x, y, &mut out_vec, &out_shape)?;
-                }
-                if let Some(slot) = slots.get_mut(o) {
-                    *slot = out_vec;
-                }
-            }
-            Kernel::Call { op, args, out, ty } => {
-                let Some(Storage::Slot(o)) = kir.buffers.get(out.0 as usize).map(|x| x.storage.clone())
-                else {
-                    return Err(CpuError("a kernel writes an external buffer".into()));
-                };
-                let out_shape = concrete(&ty.shape, b).map_err(|e| CpuError(e.0))?;
-                // The output's slot is taken out while the operands are read (they never share it).
-                let mut out_vec =
-                    std::mem::take(slots.get_mut(o).ok_or_else(|| CpuError(format!("no slot {o}")))?);
-                let mut operands = Vec::new();
-                for (buf, t) in args {
-                    let s = concrete(&t.shape, b).map_err(|e| CpuError(e.0))?;
-                    let n: usize = s.iter().product();
-                    let data = buffer_data(kir, *buf, slots, ext_inputs, ext_params)?;
-                    let data =
-                        data.get(..n).ok_or_else(|| CpuError(format!("buffer b{} too small", buf.0)))?;
-                    operands.push((data, s));
-                }
-                let native = kernels::run(op, &operands, &mut out_vec, &out_shape, run)?;
-                if !native {
-                    let arrays = operands
-                        .iter()
-                        .map(|(d, s)| Array::new(s.clone(), d.iter().map(|v| f64::from(*v)).collect()))
-                        .collect();
-                    let v = run_call(op, args, arrays, ty, run).map_err(|e| CpuError(e.0))?;
-                    for (dst, src) in out_vec.iter_mut().zip(&v.data) {
-                        *dst = *src as f32;
-                    }
-                }
-                if let Some(slot) = slots.get_mut(o) {
-                    *slot = out_vec;
-                }
-            }
+    for (k, want) in c.param_sizes.iter().enumerate() {
+        let have = state.params.get(k).map_or(0, Vec::len);
+        if have < size(*want) {
+            return Err(CpuError(format!(
+                "parameter {k} holds {have} values, the program reads {}",
+                size(*want)
+            )));
         }
     }
+    let need = plan.scratch_len(b).map_err(fail)?;
+    if state.scratch.len() < need {
+        state.scratch.resize(need, 0.0);
+    }
+    let ins: Vec<*const f32> = inputs.iter().map(|x| x.as_ptr()).collect();
+    let params: Vec<*mut f32> = state.params.iter_mut().map(|p| p.as_mut_ptr()).collect();
+    let env = Env {
+        batch: b,
+        seed: run.seed,
+        step: run.step,
+        inputs: &ins,
+        params: &params,
+        scratch: state.scratch.as_mut_ptr(),
+        loops: &c.loops,
+    };
+    // SAFETY: every input and parameter was checked above to hold what the plan reads at this
+    // batch, scratch holds `scratch_len` elements, the loops are the ones this plan was encoded
+    // with, and nothing else touches these buffers during the run.
+    #[allow(unsafe_code)]
+    unsafe { plan.run(&env) }.map_err(fail)?;
     // Outputs are copied into buffers kept in the state (no allocation after the first step).
-    let mut outs = std::mem::take(state_out);
+    let mut outs = std::mem::take(&mut state.outputs);
     outs.resize(kir.outputs.len(), Vec::new());
-    for ((name, buf, t), dst) in kir.outputs.iter().zip(outs.iter_mut()) {
-        let n: usize = concrete(&t.shape, b).map_err(|e| CpuError(e.0))?.iter().product();
-        let data = buffer_data(kir, *buf, slots, ext_inputs, ext_params)?;
-        let data = data.get(..n).ok_or_else(|| CpuError(format!("output {name} too small")))?;
+    for (k, dst) in outs.iter_mut().enumerate() {
+        let (p, n) = plan.output(&env, k).map_err(fail)?;
+        // SAFETY: the plan's output buffer holds `n` elements after the run.
+        #[allow(unsafe_code)]
+        let data = unsafe { std::slice::from_raw_parts(p, n) };
         dst.clear();
         dst.extend_from_slice(data);
     }
-    *state_out = outs;
-    Ok(state_out)
-}
-
-fn buffer_data<'v>(
-    kir: &Kir,
-    buf: fluxc_core::kir::BufId,
-    slots: &'v [Vec<f32>],
-    inputs: &[&'v [f32]],
-    params: &'v [Vec<f32>],
-) -> Result<&'v [f32], CpuError> {
-    let info = kir.buffers.get(buf.0 as usize).ok_or_else(|| CpuError("no buffer".into()))?;
-    let v = match info.storage {
-        Storage::Slot(s) => slots.get(s).map(Vec::as_slice),
-        Storage::Input(k) => inputs.get(k).copied(),
-        Storage::Param(k) => params.get(k).map(Vec::as_slice),
-    };
-    v.ok_or_else(|| CpuError(format!("buffer b{} is missing", buf.0)))
-}
-
-fn buffer_len(
-    kir: &Kir,
-    buf: fluxc_core::kir::BufId,
-    slots: &[Vec<f32>],
-    inputs: &[&[f32]],
-    params: &[Vec<f32>],
-) -> Result<usize, CpuError> {
-    buffer_data(kir, buf, slots, inputs, params).map(<[f32]>::len)
-}
-
-fn buffer_ptr(
-    kir: &Kir,
-    buf: fluxc_core::kir::BufId,
-    slots: &mut [Vec<f32>],
-    inputs: &[&[f32]],
-    params: &mut [Vec<f32>],
-) -> Result<*mut f32, CpuError> {
-    let info = kir.buffers.get(buf.0 as usize).ok_or_else(|| CpuError("no buffer".into()))?;
-    // Inputs are only ever read by kernels (every kernel writes a slot), so a pointer to them
-    // may be typed mutable without being written through.
-    let v = match info.storage {
-        Storage::Slot(s) => slots.get_mut(s).map(|v| v.as_mut_ptr()),
-        Storage::Input(k) => inputs.get(k).map(|v| v.as_ptr().cast_mut()),
-        Storage::Param(k) => params.get_mut(k).map(|v| v.as_mut_ptr()),
-    };
-    v.ok_or_else(|| CpuError(format!("buffer b{} is missing", buf.0)))
+    state.outputs = outs;
+    Ok(&state.outputs)
 }

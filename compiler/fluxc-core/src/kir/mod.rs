@@ -86,7 +86,7 @@ fn fusible(op: &Op) -> bool {
 }
 
 /// `(fixed, per_row)` with `d = fixed + per_row * B`, or an error if `d` is not linear in `B`.
-fn linear_in_b(d: &Dim) -> Result<(i64, i64), IrError> {
+pub fn linear_in_b(d: &Dim) -> Result<(i64, i64), IrError> {
     let at = |b: i64| d.eval(&std::collections::BTreeMap::from([("B".to_owned(), b)]), &Default::default());
     let (Some(f0), Some(f1), Some(f2)) = (at(0), at(1), at(2)) else {
         return Err(IrError(format!("the size {d} is not known for every batch")));

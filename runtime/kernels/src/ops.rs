@@ -1,171 +1,59 @@
-//! Native f32 kernels for whole-buffer ops: matrix products through a packed, threaded GEMM
-//! (`matrixmultiply`), movement (transpose, slice, concat), reductions, argmax, iota and random
-//! numbers. Other ops (convolutions, pooling, orthogonalisation) run on the reference kernels
-//! until their native versions land; `None` says so.
+//! The native f32 kernels for whole-buffer ops: matrix products through a packed GEMM
+//! (`matrixmultiply`, split over threads for large products), convolutions as im2col + GEMM,
+//! pooling, movement (transpose, slice, concat), reductions, argmax and orthogonalisation. The
+//! plan interpreter ([`crate::plan`]) checks every length before it calls them.
 
 // Indexing with `[]` below stays within shapes the caller checked against the buffers.
 #![allow(clippy::indexing_slicing)]
 
-use fluxc_core::interp::Run;
-use fluxc_core::ir::{Dist, Op, RandSource, ReduceOp};
-use fluxc_core::rng::Stream;
+use crate::threads;
 
-use super::CpuError;
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    Mean,
+}
 
-/// Runs `op` natively if it has a native kernel: `args` are (data, shape) of the operands, `out`
-/// the result buffer of `out_shape`. `Ok(false)` when the op has no native kernel.
-pub fn run(
-    op: &Op,
-    args: &[(&[f32], Vec<usize>)],
-    out: &mut [f32],
-    out_shape: &[usize],
-    r: &Run,
-) -> Result<bool, CpuError> {
-    let n: usize = out_shape.iter().product();
-    let out = out.get_mut(..n).ok_or_else(|| CpuError("the output buffer is too small".into()))?;
-    let arg = |k: usize| args.get(k).ok_or_else(|| CpuError(format!("{}: missing operand", op.name())));
-    match op {
-        Op::MatMul => {
-            let ((a, sa), (b, sb)) = (arg(0)?, arg(1)?);
-            matmul(a, sa, b, sb, out)?;
-        }
-        Op::Transpose { perm } => {
-            let (a, sa) = arg(0)?;
-            transpose(a, sa, perm, out)?;
-        }
-        Op::Slice { axis, start, end } => {
-            let (a, sa) = arg(0)?;
-            let outer: usize = sa.get(..*axis).unwrap_or_default().iter().product();
-            let inner: usize = sa.get(axis + 1..).unwrap_or_default().iter().product();
-            let extent = sa.get(*axis).copied().unwrap_or(0);
-            let (s, e) = (usize::try_from(*start).unwrap_or(0), usize::try_from(*end).unwrap_or(0));
-            let w = (e - s) * inner;
-            for o in 0..outer {
-                let src = a
-                    .get(o * extent * inner + s * inner..o * extent * inner + e * inner)
-                    .ok_or_else(|| CpuError("slice out of range".into()))?;
-                if let Some(dst) = out.get_mut(o * w..(o + 1) * w) {
-                    dst.copy_from_slice(src);
-                }
-            }
-        }
-        Op::Concat { axis } => {
-            let outer: usize = out_shape.get(..*axis).unwrap_or_default().iter().product();
-            let inner: usize = out_shape.get(axis + 1..).unwrap_or_default().iter().product();
-            let total = out_shape.get(*axis).copied().unwrap_or(0) * inner;
-            let mut offset = 0;
-            for (a, sa) in args {
-                let w = sa.get(*axis).copied().unwrap_or(0) * inner;
-                for o in 0..outer {
-                    let src = a
-                        .get(o * w..(o + 1) * w)
-                        .ok_or_else(|| CpuError("concat operand too small".into()))?;
-                    if let Some(dst) = out.get_mut(o * total + offset..o * total + offset + w) {
-                        dst.copy_from_slice(src);
-                    }
-                }
-                offset += w;
-            }
-        }
-        Op::Reduce { op: red, axes } => {
-            let (a, sa) = arg(0)?;
-            reduce(a, sa, *red, axes, out);
-        }
-        Op::ArgMax { axis } => {
-            let (a, sa) = arg(0)?;
-            let outer: usize = sa.get(..*axis).unwrap_or_default().iter().product();
-            let inner: usize = sa.get(axis + 1..).unwrap_or_default().iter().product();
-            let extent = sa.get(*axis).copied().unwrap_or(0);
-            for o in 0..outer {
-                for i in 0..inner {
-                    let mut best = (f32::NEG_INFINITY, 0usize);
-                    for k in 0..extent {
-                        let v = a.get((o * extent + k) * inner + i).copied().unwrap_or(f32::NEG_INFINITY);
-                        if k == 0 || v > best.0 {
-                            best = (v, k);
-                        }
-                    }
-                    if let Some(d) = out.get_mut(o * inner + i) {
-                        *d = best.1 as f32;
-                    }
-                }
-            }
-        }
-        Op::Iota => {
-            for (i, d) in out.iter_mut().enumerate() {
-                *d = i as f32;
-            }
-        }
-        Op::Random { dist, source } => {
-            let s = match source {
-                RandSource::Seed(seed) => Stream::new(*seed, 0, 0),
-                RandSource::Stream(k) => Stream::new(r.seed, *k, r.step),
-            };
-            match dist {
-                Dist::Uniform => s.fill_uniform(0.0, 1.0, out),
-                Dist::Normal => s.fill_normal(0.0, 1.0, out),
-            }
-        }
-        Op::Conv(w) => {
-            let ((x, sx), (k, sk)) = (arg(0)?, arg(1)?);
-            let g = Geom::new(sx, &sk[2..], out_shape, w);
-            conv(x, k, &g, out);
-        }
-        Op::ConvWeightGrad(w) => {
-            let ((x, sx), (gr, sg)) = (arg(0)?, arg(1)?);
-            let g = Geom::new(sx, &out_shape[2..], sg, w);
-            conv_weight_grad(x, gr, &g, out);
-        }
-        Op::ConvTranspose(w) => {
-            let ((x, sx), (k, sk)) = (arg(0)?, arg(1)?);
-            // The transpose of a conv from `out_shape` to `sx`: geometry of that forward conv.
-            let g = Geom::new(out_shape, &sk[2..], sx, w);
-            conv_transpose(x, k, &g, out);
-        }
-        Op::Pool { kind, window, stride, pad } => {
-            let (x, sx) = arg(0)?;
-            pool(x, sx, *kind, window, stride, pad, out_shape, None, out);
-        }
-        Op::PoolGrad { kind, window, stride, pad } => {
-            let ((x, sx), (gr, sg)) = (arg(0)?, arg(1)?);
-            out.iter_mut().for_each(|v| *v = 0.0);
-            pool(x, sx, *kind, window, stride, pad, sg, Some(gr), out);
-        }
-        _ => return Ok(false),
-    }
-    Ok(true)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceOp {
+    Sum,
+    Prod,
+    Max,
+    Min,
+}
+
+/// A 2-D pooling's geometry: `planes` (batch × channels) planes of `h × w` into `oh × ow`.
+#[derive(Clone, Copy, Debug)]
+pub struct Pool {
+    pub kind: PoolKind,
+    pub planes: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: (i64, i64),
+    pub pad: (i64, i64),
 }
 
 /// Pooling over `[B, C, H, W]` windows: the forward (`grad` None: write each window's max or
 /// mean to `out`) or the gradient (`grad` given: add each window's gradient to the input
 /// positions it came from; max sends it to the first maximum, §12.12).
 #[allow(clippy::too_many_arguments)]
-fn pool(
-    x: &[f32],
-    sx: &[usize],
-    kind: fluxc_core::ir::PoolKind,
-    window: &[i64],
-    stride: &[i64],
-    pad: &[i64],
-    so: &[usize],
-    grad: Option<&[f32]>,
-    out: &mut [f32],
-) {
-    use fluxc_core::ir::PoolKind;
-    let (h, w) = (sx[2], sx[3]);
-    let (oh, ow) = (so[2], so[3]);
-    let (kh, kw) = (window[0] as usize, window[1] as usize);
+pub fn pool(x: &[f32], p: &Pool, grad: Option<&[f32]>, out: &mut [f32]) {
+    let Pool { kind, planes, h, w, oh, ow, kh, kw, stride, pad } = *p;
     let area = (kh * kw) as f32;
-    for plane in 0..sx[0] * sx[1] {
+    for plane in 0..planes {
         for oy in 0..oh {
             for ox in 0..ow {
                 let mut best = (f32::NEG_INFINITY, usize::MAX);
                 let mut sum = 0.0f32;
                 let g = grad.map(|gr| gr[(plane * oh + oy) * ow + ox]);
                 for ty in 0..kh {
-                    let Some(iy) = Geom::src(oy, ty, stride[0], pad[0], 1, h) else { continue };
+                    let Some(iy) = Geom::src(oy, ty, stride.0, pad.0, 1, h) else { continue };
                     for tx in 0..kw {
-                        let Some(ix) = Geom::src(ox, tx, stride[1], pad[1], 1, w) else { continue };
+                        let Some(ix) = Geom::src(ox, tx, stride.1, pad.1, 1, w) else { continue };
                         let at = (plane * h + iy) * w + ix;
                         match kind {
                             PoolKind::Max => {
@@ -197,44 +85,24 @@ fn pool(
 
 /// A convolution's geometry, 1-D treated as 2-D of height 1: `x [B, Cin, H, W]` (the conv's
 /// input side), kernel `[KH, KW]`, output `[B, Cout, OH, OW]`.
-struct Geom {
-    b: usize,
-    cin: usize,
-    cout: usize,
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
-    oh: usize,
-    ow: usize,
-    s: (i64, i64),
-    p: (i64, i64),
-    d: (i64, i64),
+#[derive(Clone, Copy, Debug)]
+pub struct Geom {
+    pub b: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    /// Stride, padding and dilation (vertical, horizontal).
+    pub s: (i64, i64),
+    pub p: (i64, i64),
+    pub d: (i64, i64),
 }
 
 impl Geom {
-    fn new(x: &[usize], k: &[usize], out: &[usize], win: &fluxc_core::ir::Window) -> Geom {
-        let two = |v: &[usize]| if v.len() == 1 { (1, v[0]) } else { (v[0], v[1]) };
-        let two_i = |v: &[i64], fill: i64| if v.len() == 1 { (fill, v[0]) } else { (v[0], v[1]) };
-        let (h, w) = two(&x[2..]);
-        let (kh, kw) = two(k);
-        let (oh, ow) = two(&out[2..]);
-        Geom {
-            b: x[0],
-            cin: x[1],
-            cout: out[1],
-            h,
-            w,
-            kh,
-            kw,
-            oh,
-            ow,
-            s: two_i(&win.stride, 1),
-            p: two_i(&win.pad, 0),
-            d: two_i(&win.dilation, 1),
-        }
-    }
-
     /// The input position output `o` reads through tap `t` on an axis, if inside.
     fn src(o: usize, t: usize, s: i64, p: i64, d: i64, size: usize) -> Option<usize> {
         let i = o as i64 * s - p + t as i64 * d;
@@ -275,7 +143,7 @@ impl Geom {
 
 /// `out [B, Cout, OH*OW]`: one GEMM `weight [Cout, Cin*KH*KW] @ cols [Cin*KH*KW, B*OH*OW]` over
 /// the whole batch's im2col columns, then the batch moved back in front.
-fn conv(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
+pub fn conv(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
     let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
     let wide = g.b * plane;
     let mut cols = vec![0.0f32; kk * wide];
@@ -299,7 +167,7 @@ fn conv(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
 
 /// `dW [Cout, Cin*KH*KW] = grad [Cout, B*OH*OW] @ cols [Cin*KH*KW, B*OH*OW]ᵀ`: one GEMM over the
 /// whole batch.
-fn conv_weight_grad(x: &[f32], gr: &[f32], g: &Geom, out: &mut [f32]) {
+pub fn conv_weight_grad(x: &[f32], gr: &[f32], g: &Geom, out: &mut [f32]) {
     let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
     let wide = g.b * plane;
     let mut cols = vec![0.0f32; kk * wide];
@@ -324,7 +192,7 @@ fn conv_weight_grad(x: &[f32], gr: &[f32], g: &Geom, out: &mut [f32]) {
 /// The transpose of `conv` (its gradient with respect to the input): `x [B, Cout, OH, OW]`,
 /// `k [Cout, Cin, KH, KW]` (the forward conv's weight), `out [B, Cin, H, W]`:
 /// `cols = kᵀ @ x[n]`, scattered back through the conv's taps (col2im).
-fn conv_transpose(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
+pub fn conv_transpose(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
     let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
     let mut cols = vec![0.0f32; kk * plane];
     out[..g.b * g.cin * g.h * g.w].iter_mut().for_each(|v| *v = 0.0);
@@ -357,46 +225,71 @@ fn conv_transpose(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
     }
 }
 
-/// `[.., M, K] @ [.., K, N]` with equal batch dimensions, one GEMM per batch.
-fn matmul(a: &[f32], sa: &[usize], b: &[f32], sb: &[usize], out: &mut [f32]) -> Result<(), CpuError> {
-    let r = sa.len();
-    let (Some(&m), Some(&k), Some(&n)) =
-        (sa.get(r.wrapping_sub(2)), sa.get(r.wrapping_sub(1)), sb.get(r.wrapping_sub(1)))
-    else {
-        return Err(CpuError("matmul operands of rank below 2".into()));
-    };
-    let batch: usize = sa.get(..r - 2).unwrap_or_default().iter().product();
-    if a.len() < batch * m * k || b.len() < batch * k * n || out.len() < batch * m * n {
-        return Err(CpuError("matmul buffers too small".into()));
-    }
-    for t in 0..batch {
-        let (pa, pb) = (&a[t * m * k..(t + 1) * m * k], &b[t * k * n..(t + 1) * k * n]);
-        let pc = &mut out[t * m * n..(t + 1) * m * n];
-        gemm(m, k, n, pa, pb, pc);
-    }
-    Ok(())
-}
-
 /// `c = a @ b` for row-major `a [m, k]`, `b [k, n]`, `c [m, n]` (lengths checked by the caller).
-fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+pub fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     gemm_t(m, k, n, a, false, b, false, c);
 }
 
 /// `c = op(a) @ op(b)`: `a` is stored `[m, k]` (or `[k, m]` when `ta`), `b` `[k, n]` (or `[n, k]`
 /// when `tb`); the transposes are strides, not copies.
-#[allow(unsafe_code, clippy::too_many_arguments)]
-fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32]) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm buffers");
+///
+/// Large products are split by rows of `c` over the threads [`threads::get`] allows.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32]) {
     if m <= 4 || k <= 4 {
         // A few rows (a forward pass on a small batch) or a thin inner dimension (a weight
         // gradient on a small batch): packing costs more than it saves.
         small_gemm(m, k, n, a, ta, b, tb, c);
         return;
     }
-    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    // Below about 4 MFLOP a thread costs more than it saves.
+    let parts = threads::get().min(m / 8).min(m * k * n / (1 << 21)).max(1);
+    if parts == 1 {
+        packed_gemm(m, k, n, a, ta, b, tb, c);
+        return;
+    }
+    let rows = m.div_ceil(parts);
+    std::thread::scope(|scope| {
+        for (t, chunk) in c[..m * n].chunks_mut(rows * n).enumerate() {
+            let r0 = t * rows;
+            let mt = chunk.len() / n;
+            // Rows r0.. of op(a): a row offset when `a` is stored [m, k], a column offset when
+            // stored [k, m] (the stride `m` still walks it).
+            let at = if ta { &a[r0..] } else { &a[r0 * k..] };
+            if t + 1 == parts.min(m.div_ceil(rows)) {
+                packed_gemm_strided(mt, k, n, at, ta, m, b, tb, chunk);
+            } else {
+                scope.spawn(move || packed_gemm_strided(mt, k, n, at, ta, m, b, tb, chunk));
+            }
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn packed_gemm(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32]) {
+    packed_gemm_strided(m, k, n, a, ta, m, b, tb, c);
+}
+
+/// `c [m, n] = op(a) @ op(b)` by `matrixmultiply` (single-threaded); a transposed `a` is stored
+/// with row stride `lda_t` (its full row count).
+#[allow(unsafe_code, clippy::too_many_arguments)]
+fn packed_gemm_strided(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    ta: bool,
+    lda_t: usize,
+    b: &[f32],
+    tb: bool,
+    c: &mut [f32],
+) {
+    let a_needed = if ta { if m == 0 || k == 0 { 0 } else { (k - 1) * lda_t + m } } else { m * k };
+    assert!(a.len() >= a_needed && b.len() >= k * n && c.len() >= m * n, "gemm buffers");
+    let (rsa, csa) = if ta { (1, lda_t as isize) } else { (k as isize, 1) };
     let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
-    // SAFETY: the pointers come from slices at least as long as the m×k, k×n and m×n matrices
-    // the strides describe (asserted above); `c` does not alias `a` or `b`.
+    // SAFETY: the pointers come from slices at least as long as the matrices the strides
+    // describe (asserted above); `c` does not alias `a` or `b`.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -455,33 +348,8 @@ fn small_gemm(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: 
     }
 }
 
-/// A KIR `Gemm`: batched `op(a) @ op(b)` with equal batch dimensions.
-pub fn gemm_op(
-    a: &(&[f32], Vec<usize>, bool),
-    b: &(&[f32], Vec<usize>, bool),
-    out: &mut [f32],
-    out_shape: &[usize],
-) -> Result<(), CpuError> {
-    let r = out_shape.len();
-    let (Some(&m), Some(&n)) = (out_shape.get(r.wrapping_sub(2)), out_shape.get(r.wrapping_sub(1))) else {
-        return Err(CpuError("gemm output of rank below 2".into()));
-    };
-    let ar = a.1.len();
-    let k = if a.2 { a.1.get(ar.wrapping_sub(2)).copied() } else { a.1.get(ar.wrapping_sub(1)).copied() }
-        .unwrap_or(0);
-    let batch: usize = out_shape.get(..r - 2).unwrap_or_default().iter().product();
-    if a.0.len() < batch * m * k || b.0.len() < batch * k * n || out.len() < batch * m * n {
-        return Err(CpuError("gemm buffers too small".into()));
-    }
-    for t in 0..batch {
-        let pa = &a.0[t * m * k..(t + 1) * m * k];
-        let pb = &b.0[t * k * n..(t + 1) * k * n];
-        gemm_t(m, k, n, pa, a.2, pb, b.2, &mut out[t * m * n..(t + 1) * m * n]);
-    }
-    Ok(())
-}
-
-fn transpose(a: &[f32], sa: &[usize], perm: &[usize], out: &mut [f32]) -> Result<(), CpuError> {
+/// `out = a` with its axes permuted (`out` axis `i` is `a`'s axis `perm[i]`).
+pub fn transpose(a: &[f32], sa: &[usize], perm: &[usize], out: &mut [f32]) {
     let r = sa.len();
     let mut in_strides = vec![1usize; r];
     for k in (0..r.saturating_sub(1)).rev() {
@@ -492,7 +360,7 @@ fn transpose(a: &[f32], sa: &[usize], perm: &[usize], out: &mut [f32]) -> Result
     let mut idx = vec![0usize; r];
     for d in out.iter_mut() {
         let src: usize = idx.iter().zip(&strides).map(|(i, s)| i * s).sum();
-        *d = a.get(src).copied().ok_or_else(|| CpuError("transpose out of range".into()))?;
+        *d = a[src];
         for k in (0..r).rev() {
             idx[k] += 1;
             if idx[k] < out_shape[k] {
@@ -501,10 +369,9 @@ fn transpose(a: &[f32], sa: &[usize], perm: &[usize], out: &mut [f32]) -> Result
             idx[k] = 0;
         }
     }
-    Ok(())
 }
 
-fn reduce(a: &[f32], sa: &[usize], op: ReduceOp, axes: &[usize], out: &mut [f32]) {
+pub fn reduce(a: &[f32], sa: &[usize], op: ReduceOp, axes: &[usize], out: &mut [f32]) {
     let init = match op {
         ReduceOp::Sum => 0.0,
         ReduceOp::Prod => 1.0,
@@ -570,4 +437,74 @@ fn reduce(a: &[f32], sa: &[usize], op: ReduceOp, axes: &[usize], out: &mut [f32]
     for (d, v) in out.iter_mut().zip(acc) {
         *d = v as f32;
     }
+}
+
+/// `out [outer, end - start, inner] = a [outer, extent, inner][:, start..end, :]`.
+pub fn slice(
+    a: &[f32],
+    outer: usize,
+    extent: usize,
+    inner: usize,
+    start: usize,
+    end: usize,
+    out: &mut [f32],
+) {
+    let w = (end - start) * inner;
+    for o in 0..outer {
+        let src = &a[o * extent * inner + start * inner..o * extent * inner + end * inner];
+        out[o * w..(o + 1) * w].copy_from_slice(src);
+    }
+}
+
+/// Copies `a [outer, width]` into columns `offset..offset + width` of `out [outer, total]`.
+pub fn concat_part(a: &[f32], outer: usize, width: usize, total: usize, offset: usize, out: &mut [f32]) {
+    for o in 0..outer {
+        out[o * total + offset..o * total + offset + width].copy_from_slice(&a[o * width..(o + 1) * width]);
+    }
+}
+
+/// The index of the first maximum along the middle axis of `a [outer, extent, inner]`.
+pub fn argmax(a: &[f32], outer: usize, extent: usize, inner: usize, out: &mut [f32]) {
+    for o in 0..outer {
+        for i in 0..inner {
+            let mut best = (f32::NEG_INFINITY, 0usize);
+            for k in 0..extent {
+                let v = a[(o * extent + k) * inner + i];
+                if k == 0 || v > best.0 {
+                    best = (v, k);
+                }
+            }
+            out[o * inner + i] = best.1 as f32;
+        }
+    }
+}
+
+/// `Q` of a QR decomposition with positive `diag(R)` of `a [rows, cols]`, by modified
+/// Gram–Schmidt over the longer side (orthonormal columns of a tall matrix, orthonormal rows of
+/// a wide one). In f64: the reference interpreter and the kernels share it.
+pub fn orthogonalize(rows: usize, cols: usize, a: &[f64]) -> Vec<f64> {
+    let wide = rows < cols;
+    let (m, n) = if wide { (cols, rows) } else { (rows, cols) };
+    let at = |i: usize, j: usize| if wide { j * cols + i } else { i * cols + j };
+    let mut vs: Vec<Vec<f64>> = (0..n).map(|j| (0..m).map(|i| a[at(i, j)]).collect()).collect();
+    for j in 0..n {
+        for k in 0..j {
+            let dot: f64 = (0..m).map(|i| vs[k][i] * vs[j][i]).sum();
+            let basis = vs[k].clone();
+            for (v, q) in vs[j].iter_mut().zip(basis) {
+                *v -= dot * q;
+            }
+        }
+        let norm = vs[j].iter().map(|v| v * v).sum::<f64>().sqrt();
+        for v in vs[j].iter_mut() {
+            *v /= if norm > 0.0 { norm } else { 1.0 };
+        }
+    }
+    let mut out = vec![0.0; rows * cols];
+    for (j, col) in vs.iter().enumerate() {
+        for (i, v) in col.iter().enumerate() {
+            out[at(i, j)] = *v;
+        }
+    }
+    out
 }
