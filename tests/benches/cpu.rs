@@ -100,6 +100,15 @@ fn median_us(mut f: impl FnMut(), runs: usize) -> f64 {
     t[t.len() / 2]
 }
 
+/// `FLUXC_BENCH=mlp_adam,lenet` runs only the workloads whose names contain one of the words
+/// (for profiling one at a time); unset, everything runs.
+fn wanted(name: &str) -> bool {
+    match std::env::var("FLUXC_BENCH") {
+        Ok(v) if !v.is_empty() => v.split(',').any(|w| name.contains(w)),
+        _ => true,
+    }
+}
+
 fn report(name: &str, us: f64, runs: usize) {
     println!("fluxc {name} median_us={us:.1} (runs={runs})");
 }
@@ -129,6 +138,9 @@ fn main() {
     let params = |g: &Graph| g.params.iter().map(|p| to_f32(&by_name[p.name.as_str()])).collect::<Vec<_>>();
 
     for batch in [1usize, 256] {
+        if !wanted(&format!("mlp_forward_b{batch}")) {
+            continue;
+        }
         let mut state = fluxc_cpu::State { params: params(&fwd), ..Default::default() };
         let x = vec![0.5f32; batch * 784];
         let r = Run { batch: batch as i64, seed: 0, step: 0 };
@@ -142,6 +154,9 @@ fn main() {
         report(&format!("mlp_forward_b{batch}"), us, runs);
     }
     for batch in [1usize, 32, 128] {
+        if !wanted(&format!("mlp_adam_train_step_b{batch}")) {
+            continue;
+        }
         let mut state = fluxc_cpu::State { params: params(&step), ..Default::default() };
         let r = Run { batch: batch as i64, seed: 0, step: 1 };
         let mut inputs = vec![vec![0.5f32; batch * 784], vec![0.1f32; batch * 10], vec![1.0], vec![1.0]];
@@ -163,6 +178,9 @@ fn main() {
         ("lenet5_adam_train_step_b64", LENET, 64usize, 28 * 28, 10),
         ("lstm_train_step_b32", LSTM, 32, 50 * 32, 50 * 128),
     ] {
+        if !wanted(name) {
+            continue;
+        }
         let s = Instant::now();
         let (step, init) = train_graphs(src);
         let kir = fluxc_core::kir::schedule(&step).unwrap();
@@ -193,6 +211,9 @@ fn main() {
     }
     // GEMM through a one-op graph.
     for n in [256i64, 512, 1024] {
+        if !wanted(&format!("gemm_{n}")) {
+            continue;
+        }
         let mut g = Graph::default();
         let a = g.input("a", fluxc_core::ir::TensorTy::f32(&[n, n])).unwrap();
         let b = g.input("b", fluxc_core::ir::TensorTy::f32(&[n, n])).unwrap();

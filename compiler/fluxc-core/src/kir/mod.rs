@@ -142,29 +142,52 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
                 })
         })
         .collect();
-    // Which values live in buffers.
+    // Which values live in buffers. Decided from the outputs back: a fusible value stays
+    // unmaterialised when every use lands in the same loop kernel (its `root`), so a value read
+    // twice by one loop body is computed once there; a broadcast (a load through strides) may
+    // also be recomputed in each of several loops.
     let mut materialised = vec![false; n];
-    for i in 0..n {
+    let mut root: Vec<usize> = (0..n).collect();
+    for i in (0..n).rev() {
         let nd = node(i)?;
         let scalar_const = matches!(nd.op, Op::Const(_) | Op::Size(_));
-        let needed = !fusible(&nd.op)
-            || is_output.get(i).copied().unwrap_or(false)
-            || (!scalar_const && uses.get(i).is_some_and(|u| u.len() != 1))
-            || uses.get(i).is_some_and(|u| {
-                u.iter().any(|&c| {
-                    g.nodes.get(c).is_some_and(|cn| {
-                        !fusible(&cn.op) || (matches!(cn.op, Op::Broadcast) && !scalar_const)
-                    })
-                })
+        let output = is_output.get(i).copied().unwrap_or(false);
+        let users: &[usize] = uses.get(i).map_or(&[], Vec::as_slice);
+        let mut needed = !fusible(&nd.op)
+            || output
+            || users.iter().any(|&c| {
+                g.nodes
+                    .get(c)
+                    .is_some_and(|cn| !fusible(&cn.op) || (matches!(cn.op, Op::Broadcast) && !scalar_const))
             });
+        if !needed && !scalar_const {
+            let mut roots: Vec<usize> = users
+                .iter()
+                .map(|&c| {
+                    if materialised.get(c).copied().unwrap_or(true) {
+                        c
+                    } else {
+                        root.get(c).copied().unwrap_or(c)
+                    }
+                })
+                .collect();
+            roots.sort_unstable();
+            roots.dedup();
+            match roots.as_slice() {
+                [r] => {
+                    if let Some(x) = root.get_mut(i) {
+                        *x = *r;
+                    }
+                }
+                _ => needed = !matches!(nd.op, Op::Broadcast),
+            }
+        }
         if let Some(m) = materialised.get_mut(i) {
             *m = needed
                 && !absorbed.get(i).copied().unwrap_or(false)
                 && !(scalar_const
-                    && !is_output.get(i).copied().unwrap_or(false)
-                    && uses.get(i).is_some_and(|u| {
-                        u.iter().all(|&c| g.nodes.get(c).is_some_and(|cn| fusible(&cn.op)))
-                    }));
+                    && !output
+                    && users.iter().all(|&c| g.nodes.get(c).is_some_and(|cn| fusible(&cn.op))));
         }
     }
     let mut kir = Kir::default();
