@@ -109,28 +109,46 @@ impl Geom {
         (0..size as i64).contains(&i).then_some(i as usize)
     }
 
-    /// `cols [Cin*KH*KW, OH*OW]` of batch element `n` (zeros where padding is read).
-    fn im2col(&self, x: &[f32], n: usize, cols: &mut [f32]) {
+    /// The im2col columns of the whole batch: `cols [Cin*KH*KW, B*OH*OW]`, batch element `n`
+    /// in columns `n*OH*OW..` (zeros where padding is read).
+    fn im2col(&self, x: &[f32], cols: &mut [f32]) {
         let plane = self.oh * self.ow;
-        // For each output column and tap, the input column it reads (or none): computed once.
+        let wide = self.b * plane;
+        // For each horizontal tap, the output columns that read inside the input and where
+        // they start reading; with stride and dilation 1 that range is contiguous.
+        let unit = self.s.1 == 1 && self.d.1 == 1;
         let xs: Vec<Vec<Option<usize>>> = (0..self.kw)
             .map(|tx| {
                 (0..self.ow).map(|ox| Geom::src(ox, tx, self.s.1, self.p.1, self.d.1, self.w)).collect()
             })
             .collect();
-        for ci in 0..self.cin {
-            let base = (n * self.cin + ci) * self.h;
-            for ty in 0..self.kh {
-                for (tx, cols_x) in xs.iter().enumerate() {
-                    let row = ((ci * self.kh + ty) * self.kw + tx) * plane;
-                    for oy in 0..self.oh {
-                        let dst = &mut cols[row + oy * self.ow..row + (oy + 1) * self.ow];
-                        match Geom::src(oy, ty, self.s.0, self.p.0, self.d.0, self.h) {
-                            None => dst.iter_mut().for_each(|v| *v = 0.0),
-                            Some(iy) => {
-                                let src = &x[(base + iy) * self.w..(base + iy + 1) * self.w];
-                                for (d, ix) in dst.iter_mut().zip(cols_x) {
-                                    *d = ix.map_or(0.0, |i| src[i]);
+        for n in 0..self.b {
+            for ci in 0..self.cin {
+                let base = (n * self.cin + ci) * self.h;
+                for ty in 0..self.kh {
+                    for (tx, cols_x) in xs.iter().enumerate() {
+                        let row = ((ci * self.kh + ty) * self.kw + tx) * wide + n * plane;
+                        let first = cols_x.iter().position(Option::is_some);
+                        let last = cols_x.iter().rposition(Option::is_some);
+                        for oy in 0..self.oh {
+                            let dst = &mut cols[row + oy * self.ow..row + (oy + 1) * self.ow];
+                            match Geom::src(oy, ty, self.s.0, self.p.0, self.d.0, self.h) {
+                                None => dst.fill(0.0),
+                                Some(iy) => {
+                                    let src = &x[(base + iy) * self.w..(base + iy + 1) * self.w];
+                                    match (unit, first, last) {
+                                        (true, Some(f), Some(l)) => {
+                                            let start = cols_x[f].unwrap_or(0);
+                                            dst[..f].fill(0.0);
+                                            copy_short(&mut dst[f..=l], &src[start..start + l + 1 - f]);
+                                            dst[l + 1..].fill(0.0);
+                                        }
+                                        _ => {
+                                            for (d, ix) in dst.iter_mut().zip(cols_x) {
+                                                *d = ix.map_or(0.0, |i| src[i]);
+                                            }
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -141,28 +159,61 @@ impl Geom {
     }
 }
 
+/// `dst = src` for rows of a few dozen values: fixed 8-wide moves inline, where a call of
+/// `memmove` per row would cost more than the copy.
+#[inline]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (x, y) in (&mut d).zip(&mut s) {
+        if let (Ok(x), Ok(y)) = (<&mut [f32; 8]>::try_from(x), <&[f32; 8]>::try_from(y)) {
+            *x = *y;
+        }
+    }
+    for (x, y) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *x = *y;
+    }
+}
+
+thread_local! {
+    /// Scratch for im2col columns and GEMM products, reused across calls on a thread.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` with two scratch vectors of at least `n0` and `n1` elements (contents unspecified).
+fn with_scratch<R>(n0: usize, n1: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let (a, b) = &mut *s;
+        if a.len() < n0 {
+            a.resize(n0, 0.0);
+        }
+        if b.len() < n1 {
+            b.resize(n1, 0.0);
+        }
+        f(&mut a[..n0], &mut b[..n1])
+    })
+}
+
 /// `out [B, Cout, OH*OW]`: one GEMM `weight [Cout, Cin*KH*KW] @ cols [Cin*KH*KW, B*OH*OW]` over
 /// the whole batch's im2col columns, then the batch moved back in front.
 pub fn conv(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
     let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
     let wide = g.b * plane;
-    let mut cols = vec![0.0f32; kk * wide];
-    let mut one = vec![0.0f32; kk * plane];
-    for n in 0..g.b {
-        g.im2col(x, n, &mut one);
-        for r in 0..kk {
-            cols[r * wide + n * plane..r * wide + (n + 1) * plane]
-                .copy_from_slice(&one[r * plane..(r + 1) * plane]);
+    with_scratch(kk * wide, g.cout * wide, |cols, prod| {
+        g.im2col(x, cols);
+        if g.b == 1 {
+            gemm(g.cout, kk, wide, k, cols, &mut out[..g.cout * wide]);
+            return;
         }
-    }
-    let mut prod = vec![0.0f32; g.cout * wide];
-    gemm(g.cout, kk, wide, k, &cols, &mut prod);
-    for co in 0..g.cout {
-        for n in 0..g.b {
-            out[(n * g.cout + co) * plane..(n * g.cout + co + 1) * plane]
-                .copy_from_slice(&prod[co * wide + n * plane..co * wide + (n + 1) * plane]);
+        gemm(g.cout, kk, wide, k, cols, prod);
+        for co in 0..g.cout {
+            for n in 0..g.b {
+                out[(n * g.cout + co) * plane..(n * g.cout + co + 1) * plane]
+                    .copy_from_slice(&prod[co * wide + n * plane..co * wide + (n + 1) * plane]);
+            }
         }
-    }
+    });
 }
 
 /// `dW [Cout, Cin*KH*KW] = grad [Cout, B*OH*OW] @ cols [Cin*KH*KW, B*OH*OW]ᵀ`: one GEMM over the
@@ -170,23 +221,16 @@ pub fn conv(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
 pub fn conv_weight_grad(x: &[f32], gr: &[f32], g: &Geom, out: &mut [f32]) {
     let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
     let wide = g.b * plane;
-    let mut cols = vec![0.0f32; kk * wide];
-    let mut one = vec![0.0f32; kk * plane];
-    for n in 0..g.b {
-        g.im2col(x, n, &mut one);
-        for r in 0..kk {
-            cols[r * wide + n * plane..r * wide + (n + 1) * plane]
-                .copy_from_slice(&one[r * plane..(r + 1) * plane]);
+    with_scratch(kk * wide, g.cout * wide, |cols, gt| {
+        g.im2col(x, cols);
+        for n in 0..g.b {
+            for co in 0..g.cout {
+                gt[co * wide + n * plane..co * wide + (n + 1) * plane]
+                    .copy_from_slice(&gr[(n * g.cout + co) * plane..(n * g.cout + co + 1) * plane]);
+            }
         }
-    }
-    let mut gt = vec![0.0f32; g.cout * wide];
-    for n in 0..g.b {
-        for co in 0..g.cout {
-            gt[co * wide + n * plane..co * wide + (n + 1) * plane]
-                .copy_from_slice(&gr[(n * g.cout + co) * plane..(n * g.cout + co + 1) * plane]);
-        }
-    }
-    gemm_t(g.cout, wide, kk, &gt, false, &cols, true, &mut out[..g.cout * kk]);
+        gemm_t(g.cout, wide, kk, gt, false, cols, true, &mut out[..g.cout * kk]);
+    });
 }
 
 /// The transpose of `conv` (its gradient with respect to the input): `x [B, Cout, OH, OW]`,
@@ -194,35 +238,41 @@ pub fn conv_weight_grad(x: &[f32], gr: &[f32], g: &Geom, out: &mut [f32]) {
 /// `cols = kᵀ @ x[n]`, scattered back through the conv's taps (col2im).
 pub fn conv_transpose(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
     let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
-    let mut cols = vec![0.0f32; kk * plane];
-    out[..g.b * g.cin * g.h * g.w].iter_mut().for_each(|v| *v = 0.0);
-    for n in 0..g.b {
-        // cols [Cin*KH*KW, OH*OW] = k [Cout, Cin*KH*KW]ᵀ @ x[n] [Cout, OH*OW]
-        gemm_t(
-            kk,
-            g.cout,
-            plane,
-            k,
-            true,
-            &x[n * g.cout * plane..(n + 1) * g.cout * plane],
-            false,
-            &mut cols,
-        );
-        for ci in 0..g.cin {
-            for ty in 0..g.kh {
-                for tx in 0..g.kw {
-                    let row = ((ci * g.kh + ty) * g.kw + tx) * plane;
-                    for oy in 0..g.oh {
-                        let Some(iy) = Geom::src(oy, ty, g.s.0, g.p.0, g.d.0, g.h) else { continue };
-                        for ox in 0..g.ow {
-                            let Some(ix) = Geom::src(ox, tx, g.s.1, g.p.1, g.d.1, g.w) else { continue };
-                            out[((n * g.cin + ci) * g.h + iy) * g.w + ix] += cols[row + oy * g.ow + ox];
+    let wide = g.b * plane;
+    out[..g.b * g.cin * g.h * g.w].fill(0.0);
+    with_scratch(kk * wide, g.cout * wide, |cols, xt| {
+        // xt [Cout, B*OH*OW]; cols [Cin*KH*KW, B*OH*OW] = k [Cout, Cin*KH*KW]ᵀ @ xt: one GEMM.
+        for n in 0..g.b {
+            for co in 0..g.cout {
+                xt[co * wide + n * plane..co * wide + (n + 1) * plane]
+                    .copy_from_slice(&x[(n * g.cout + co) * plane..(n * g.cout + co + 1) * plane]);
+            }
+        }
+        gemm_t(kk, g.cout, wide, k, true, xt, false, cols);
+        let xs: Vec<Vec<Option<usize>>> = (0..g.kw)
+            .map(|tx| (0..g.ow).map(|ox| Geom::src(ox, tx, g.s.1, g.p.1, g.d.1, g.w)).collect())
+            .collect();
+        for n in 0..g.b {
+            for ci in 0..g.cin {
+                for ty in 0..g.kh {
+                    for (tx, cols_x) in xs.iter().enumerate() {
+                        let row = ((ci * g.kh + ty) * g.kw + tx) * wide + n * plane;
+                        for oy in 0..g.oh {
+                            let Some(iy) = Geom::src(oy, ty, g.s.0, g.p.0, g.d.0, g.h) else { continue };
+                            let dst = &mut out[((n * g.cin + ci) * g.h + iy) * g.w
+                                ..((n * g.cin + ci) * g.h + iy + 1) * g.w];
+                            let src = &cols[row + oy * g.ow..row + (oy + 1) * g.ow];
+                            for (v, ix) in src.iter().zip(cols_x) {
+                                if let Some(ix) = ix {
+                                    dst[*ix] += v;
+                                }
+                            }
                         }
                     }
                 }
             }
         }
-    }
+    });
 }
 
 /// `c = a @ b` for row-major `a [m, k]`, `b [k, n]`, `c [m, n]` (lengths checked by the caller).
@@ -236,19 +286,26 @@ pub fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
 /// Large products are split by rows of `c` over the threads [`threads::get`] allows.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32]) {
-    if m <= 4 || k <= 4 {
-        // A few rows (a forward pass on a small batch) or a thin inner dimension (a weight
-        // gradient on a small batch): packing costs more than it saves.
-        small_gemm(m, k, n, a, ta, b, tb, c);
-        return;
-    }
+    // Direct loops where packing costs more than it saves: a few rows (a forward pass on a
+    // small batch, a convolution's few output channels) or a thin inner dimension (a weight
+    // gradient on a small batch).
+    let direct = m <= 4 || k <= 4 || (m <= 16 && !tb);
+    let run = |mt: usize, at: &[f32], chunk: &mut [f32]| {
+        if direct {
+            small_gemm(mt, k, n, at, ta, m, b, tb, chunk);
+        } else {
+            packed_gemm_strided(mt, k, n, at, ta, m, b, tb, chunk);
+        }
+    };
     // Below about 4 MFLOP a thread costs more than it saves.
-    let parts = threads::get().min(m / 8).min(m * k * n / (1 << 21)).max(1);
+    let min_rows = if direct { 1 } else { 8 };
+    let parts = threads::get().min(m / min_rows).min(m * k * n / (1 << 21)).max(1);
     if parts == 1 {
-        packed_gemm(m, k, n, a, ta, b, tb, c);
+        run(m, a, c);
         return;
     }
     let rows = m.div_ceil(parts);
+    let chunks = m.div_ceil(rows);
     std::thread::scope(|scope| {
         for (t, chunk) in c[..m * n].chunks_mut(rows * n).enumerate() {
             let r0 = t * rows;
@@ -256,18 +313,13 @@ pub fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: 
             // Rows r0.. of op(a): a row offset when `a` is stored [m, k], a column offset when
             // stored [k, m] (the stride `m` still walks it).
             let at = if ta { &a[r0..] } else { &a[r0 * k..] };
-            if t + 1 == parts.min(m.div_ceil(rows)) {
-                packed_gemm_strided(mt, k, n, at, ta, m, b, tb, chunk);
+            if t + 1 == chunks {
+                run(mt, at, chunk);
             } else {
-                scope.spawn(move || packed_gemm_strided(mt, k, n, at, ta, m, b, tb, chunk));
+                scope.spawn(move || run(mt, at, chunk));
             }
         }
     });
-}
-
-#[allow(clippy::too_many_arguments)]
-fn packed_gemm(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32]) {
-    packed_gemm_strided(m, k, n, a, ta, m, b, tb, c);
 }
 
 /// `c [m, n] = op(a) @ op(b)` by `matrixmultiply` (single-threaded); a transposed `a` is stored
@@ -310,14 +362,25 @@ fn packed_gemm_strided(
     }
 }
 
-/// `c = op(a) @ op(b)` by direct loops: axpy over contiguous rows of `b` (or dot products with
-/// eight partial sums when `b` is transposed), both of which the compiler vectorises.
+/// `c [m, n] = op(a) @ op(b)` by direct loops: axpy over contiguous rows of `b` in blocks of
+/// columns that stay in cache (or dot products with eight partial sums when `b` is
+/// transposed), both of which the compiler vectorises. A transposed `a` has row stride `lda_t`.
 #[allow(clippy::too_many_arguments)]
-fn small_gemm(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32]) {
-    let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
-    for i in 0..m {
-        let row = &mut c[i * n..(i + 1) * n];
-        if tb {
+fn small_gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    ta: bool,
+    lda_t: usize,
+    b: &[f32],
+    tb: bool,
+    c: &mut [f32],
+) {
+    let at = |i: usize, p: usize| if ta { a[p * lda_t + i] } else { a[i * k + p] };
+    if tb {
+        for i in 0..m {
+            let row = &mut c[i * n..(i + 1) * n];
             // b stored [n, k]: c[i, j] = a_i . b_j
             let ai: Vec<f32> = (0..k).map(|p| at(i, p)).collect();
             for (j, out) in row.iter_mut().enumerate() {
@@ -336,15 +399,24 @@ fn small_gemm(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: 
                 }
                 *out = sum;
             }
-        } else {
-            row.iter_mut().for_each(|v| *v = 0.0);
+        }
+        return;
+    }
+    const BLOCK: usize = 512;
+    let mut j0 = 0;
+    while j0 < n {
+        let j1 = (j0 + BLOCK).min(n);
+        for i in 0..m {
+            let row = &mut c[i * n + j0..i * n + j1];
+            row.fill(0.0);
             for p in 0..k {
                 let x = at(i, p);
-                for (out, bv) in row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
+                for (out, bv) in row.iter_mut().zip(&b[p * n + j0..p * n + j1]) {
                     *out += x * bv;
                 }
             }
         }
+        j0 = j1;
     }
 }
 
@@ -375,67 +447,86 @@ pub fn reduce(a: &[f32], sa: &[usize], op: ReduceOp, axes: &[usize], out: &mut [
     let init = match op {
         ReduceOp::Sum => 0.0,
         ReduceOp::Prod => 1.0,
-        ReduceOp::Max => f32::NEG_INFINITY,
-        ReduceOp::Min => f32::INFINITY,
+        ReduceOp::Max => f64::NEG_INFINITY,
+        ReduceOp::Min => f64::INFINITY,
     };
-    // Reductions over leading or trailing axes walk memory in order (the common cases: a sum over
-    // the batch, a sum over the last axis).
-    let r = sa.len();
-    let mut sorted = axes.to_vec();
-    sorted.sort_unstable();
-    let leading = sorted.iter().enumerate().all(|(i, a)| i == *a);
-    let trailing = sorted.iter().rev().enumerate().all(|(i, a)| *a + i + 1 == r);
-    if (leading || trailing) && op == ReduceOp::Sum && !sorted.is_empty() {
-        let reduced: usize = sorted.iter().map(|a| sa[*a]).product();
-        let kept = a.len() / reduced.max(1);
-        let mut acc = vec![0f64; out.len()];
-        if leading {
-            for row in a.chunks_exact(kept.max(1)) {
-                for (x, v) in acc.iter_mut().zip(row) {
-                    *x += f64::from(*v);
-                }
-            }
-        } else {
-            for (x, row) in acc.iter_mut().zip(a.chunks_exact(reduced.max(1))) {
-                *x = row.iter().map(|v| f64::from(*v)).sum();
-            }
+    // Neighbouring axes of one kind merge into a group (size-1 axes vanish), so the walk below
+    // has one level per group and its innermost level is a contiguous run: a sum over it when
+    // it is reduced, an elementwise accumulation into a run of the output when it is kept.
+    let mut groups: Vec<(usize, bool)> = Vec::new();
+    for (i, &d) in sa.iter().enumerate() {
+        let reduced = axes.contains(&i);
+        if d == 1 {
+            continue;
         }
-        for (d, v) in out.iter_mut().zip(acc) {
-            *d = v as f32;
+        match groups.last_mut() {
+            Some((e, r)) if *r == reduced => *e *= d,
+            _ => groups.push((d, reduced)),
         }
-        return;
     }
-    // Accumulate in f64 for sums (closer to the reference), then round once.
-    let mut acc = vec![f64::from(init); out.len()];
-    let kept: Vec<usize> = (0..sa.len()).filter(|i| !axes.contains(i)).collect();
-    let mut out_strides = vec![0usize; sa.len()];
-    let mut s = 1;
-    for &k in kept.iter().rev() {
-        out_strides[k] = s;
-        s *= sa[k];
+    if groups.is_empty() {
+        groups.push((1, false));
     }
-    let mut idx = vec![0usize; sa.len()];
-    for v in a {
-        let o: usize = idx.iter().zip(&out_strides).map(|(i, s)| i * s).sum();
-        if let Some(x) = acc.get_mut(o) {
-            let v = f64::from(*v);
-            *x = match op {
-                ReduceOp::Sum => *x + v,
-                ReduceOp::Prod => *x * v,
-                ReduceOp::Max => x.max(v),
-                ReduceOp::Min => x.min(v),
-            };
+    let mut in_stride = vec![1usize; groups.len()];
+    let mut out_stride = vec![0usize; groups.len()];
+    let (mut si, mut so) = (1, 1);
+    for g in (0..groups.len()).rev() {
+        in_stride[g] = si;
+        si *= groups[g].0;
+        if !groups[g].1 {
+            out_stride[g] = so;
+            so *= groups[g].0;
         }
-        for k in (0..sa.len()).rev() {
-            idx[k] += 1;
-            if idx[k] < sa[k] {
-                break;
-            }
-            idx[k] = 0;
+    }
+    // Accumulate in f64 (closer to the reference), then round once.
+    let mut acc = vec![init; out.len()];
+    let (groups, in_stride, out_stride) = (&groups[..], &in_stride[..], &out_stride[..]);
+    // One monomorphic walk per operation, so the inner loops inline it.
+    match op {
+        ReduceOp::Sum => Walk { a, groups, in_stride, out_stride, init, combine: |x: f64, v: f64| x + v }
+            .level(0, 0, 0, &mut acc),
+        ReduceOp::Prod => Walk { a, groups, in_stride, out_stride, init, combine: |x: f64, v: f64| x * v }
+            .level(0, 0, 0, &mut acc),
+        ReduceOp::Max => {
+            Walk { a, groups, in_stride, out_stride, init, combine: f64::max }.level(0, 0, 0, &mut acc)
+        }
+        ReduceOp::Min => {
+            Walk { a, groups, in_stride, out_stride, init, combine: f64::min }.level(0, 0, 0, &mut acc)
         }
     }
     for (d, v) in out.iter_mut().zip(acc) {
         *d = v as f32;
+    }
+}
+
+/// The nested loops of a reduction over merged axis groups.
+struct Walk<'a, F> {
+    a: &'a [f32],
+    groups: &'a [(usize, bool)],
+    in_stride: &'a [usize],
+    out_stride: &'a [usize],
+    init: f64,
+    combine: F,
+}
+
+impl<F: Fn(f64, f64) -> f64> Walk<'_, F> {
+    fn level(&self, g: usize, at: usize, o: usize, acc: &mut [f64]) {
+        let (extent, reduced) = self.groups[g];
+        if g + 1 == self.groups.len() {
+            let run = &self.a[at..at + extent];
+            if reduced {
+                let v = run.iter().fold(self.init, |x, v| (self.combine)(x, f64::from(*v)));
+                acc[o] = (self.combine)(acc[o], v);
+            } else {
+                for (x, v) in acc[o..o + extent].iter_mut().zip(run) {
+                    *x = (self.combine)(*x, f64::from(*v));
+                }
+            }
+            return;
+        }
+        for i in 0..extent {
+            self.level(g + 1, at + i * self.in_stride[g], o + i * self.out_stride[g], acc);
+        }
     }
 }
 
