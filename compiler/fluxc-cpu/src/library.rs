@@ -219,6 +219,8 @@ pub fn build(m: &ModelGraphs, source_name: &str, out_dir: &Path) -> Result<Built
             for (n, _) in &g.outputs {
                 outputs.push(if n == "loss" {
                     (dest::ARG, 0)
+                } else if n == "lr" || n == "grad_norm" {
+                    (dest::NONE, 0)
                 } else if let Some(p) = n.strip_prefix("param:").or_else(|| n.strip_prefix("state:")) {
                     (dest::PARAM, *offsets.get(p).ok_or_else(|| err(format!("no parameter `{p}`")))?)
                 } else if let Some(k) = n.strip_prefix("opt:") {

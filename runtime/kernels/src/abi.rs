@@ -182,7 +182,7 @@ unsafe fn store(
         outs.push((data, dest, value));
     }
     for (data, dest, value) in outs {
-        if !finite && dest != plan::dest::ARG {
+        if (!finite && dest != plan::dest::ARG) || dest == plan::dest::NONE {
             continue;
         }
         let Ok(value) = usize::try_from(value) else { return INTERNAL };

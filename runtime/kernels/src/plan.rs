@@ -89,6 +89,8 @@ pub mod dest {
     pub const PARAM: i64 = 1;
     /// Optimizer state at byte offset `value` of `opt_state`.
     pub const OPT: i64 = 2;
+    /// Nowhere (a value only the CLI's log reads).
+    pub const NONE: i64 = 3;
 }
 
 /// A compiled loop kernel: `ptrs[0]` is its output, `ptrs[1..]` its inputs.

@@ -10,6 +10,7 @@
 
 mod layers;
 mod prims;
+pub mod setup;
 mod train;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -7,7 +7,9 @@
 //! input per optimizer state and parameter, `opt.PARAM.STATE`. Zero-filled optimizer state means
 //! "before step 1": at step 1 each state starts from its initialiser (`zeros_like(p)`,
 //! `ones_like(p)`, …). Outputs: `loss` (computed before the update), `param:NAME` for every
-//! trainable parameter, `opt:PARAM.STATE`, and `state:NAME` for layer states.
+//! trainable parameter, `opt:PARAM.STATE`, `lr` (the scheduled learning rate of this step),
+//! `grad_norm` (the global L2 norm of the gradients before clipping), and `state:NAME` for
+//! layer states.
 
 use std::collections::HashMap;
 
@@ -107,6 +109,7 @@ pub fn train_step(idx: &Index<'_>, train: usize) -> LResult<Graph> {
             }
         });
     }
+    let grad_norm = global_norm(&mut lw, &gs)?;
     let factor = lw.schedule_factor(&schedule, step, epoch)?;
     // Gradient rules in order, then the optimizer's update per parameter.
     let mut outputs = vec![("loss".to_owned(), loss)];
@@ -124,14 +127,7 @@ pub fn train_step(idx: &Index<'_>, train: usize) -> LResult<Graph> {
             Rule::ClipNorm(n) => {
                 // torch.nn.utils.clip_grad_norm_: scale by min(1, n / (norm + 1e-6)).
                 let n = lw.f32_of(n, t.span)?;
-                let mut total = lw.g.constant(0.0, DType::F32)?;
-                for g in &gs {
-                    let sq = lw.g.binary(BinaryOp::Mul, *g, *g)?;
-                    let axes: Vec<usize> = (0..lw.ty_of(sq).rank()).collect();
-                    let s = lw.g.reduce(ReduceOp::Sum, sq, axes)?;
-                    total = lw.g.binary(BinaryOp::Add, total, s)?;
-                }
-                let norm = lw.g.unary(UnaryOp::Sqrt, total)?;
+                let norm = global_norm(&mut lw, &gs)?;
                 let tiny = lw.g.constant(1e-6, DType::F32)?;
                 let d = lw.g.binary(BinaryOp::Add, norm, tiny)?;
                 let c = lw.g.binary(BinaryOp::Div, n, d)?;
@@ -156,11 +152,19 @@ pub fn train_step(idx: &Index<'_>, train: usize) -> LResult<Graph> {
         .iter()
         .map(|(k, _)| lw.params.get(*k).map(|s| s.name.clone()).unwrap_or_default())
         .collect();
+    let mut lr = None;
     for (((_, p), g), name) in trainable.iter().zip(&gs).zip(&names) {
-        let (new_p, states) = lw.optimizer_update(opt, &opt_args, *p, *g, step, factor, name)?;
+        let (new_p, states, scheduled) = lw.optimizer_update(opt, &opt_args, *p, *g, step, factor, name)?;
         outputs.push((format!("param:{name}"), new_p));
         outputs.extend(states);
+        lr = lr.or(scheduled);
     }
+    // What the log reports (§8): the learning rate this step used and the gradients' global L2
+    // norm before clipping (torch's `clip_grad_norm_` value).
+    if let Some(lr) = lr {
+        outputs.push(("lr".to_owned(), lr));
+    }
+    outputs.push(("grad_norm".to_owned(), grad_norm));
     let updates: Vec<(usize, ValueId)> = lw.state_updates.iter().map(|(k, v)| (*k, *v)).collect();
     for (k, v) in updates {
         let name = lw.params.get(k).map(|p| p.name.clone()).unwrap_or_default();
@@ -169,6 +173,18 @@ pub fn train_step(idx: &Index<'_>, train: usize) -> LResult<Graph> {
     lw.g.outputs = outputs;
     crate::ir::verify(&lw.g)?;
     Ok(lw.g)
+}
+
+/// The L2 norm of all the gradients together.
+fn global_norm(lw: &mut Lowerer<'_>, gs: &[ValueId]) -> LResult<ValueId> {
+    let mut total = lw.g.constant(0.0, DType::F32)?;
+    for g in gs {
+        let sq = lw.g.binary(BinaryOp::Mul, *g, *g)?;
+        let axes: Vec<usize> = (0..lw.ty_of(sq).rank()).collect();
+        let s = lw.g.reduce(ReduceOp::Sum, sq, axes)?;
+        total = lw.g.binary(BinaryOp::Add, total, s)?;
+    }
+    Ok(lw.g.unary(UnaryOp::Sqrt, total)?)
 }
 
 fn err(message: &str) -> LowerError {
@@ -397,8 +413,9 @@ impl<'a> Lowerer<'a> {
         step: ValueId,
         factor: ValueId,
         name: &str,
-    ) -> LResult<(ValueId, Vec<(String, ValueId)>)> {
+    ) -> LResult<(ValueId, Vec<(String, ValueId)>, Option<ValueId>)> {
         let Some(info) = self.idx.items.get(item) else { return Err(err("no such optimizer")) };
+        let mut scheduled_lr = None;
         let ast::Item::Optimizer(o) = info.item else { return Err(err("not an optimizer")) };
         let mut env = LEnv::new(info.file);
         let slots = bind_args(o.params.iter().map(|p| p.name.name.as_str()), args);
@@ -412,7 +429,9 @@ impl<'a> Lowerer<'a> {
             };
             let v = if prm.name.name == "lr" {
                 let lr = self.f32_of(&v, o.span)?;
-                Val::T(self.g.binary(BinaryOp::Mul, lr, factor)?)
+                let lr = self.g.binary(BinaryOp::Mul, lr, factor)?;
+                scheduled_lr = Some(lr);
+                Val::T(lr)
             } else {
                 v
             };
@@ -476,6 +495,6 @@ impl<'a> Lowerer<'a> {
             .iter()
             .filter_map(|s| opt_states.get(s).map(|v| (format!("opt:{name}.{s}"), *v)))
             .collect();
-        Ok((new_p, states))
+        Ok((new_p, states, scheduled_lr))
     }
 }
