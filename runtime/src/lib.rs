@@ -3,9 +3,13 @@
 //! anything is allocated from it, and every error is one sentence naming the problem.
 //! It depends on nothing in `compiler/`.
 
+pub mod csv;
+pub mod data;
+pub mod idx;
 pub mod limits;
 pub mod npy;
 pub mod safetensors;
 pub mod tensor;
+pub mod weights;
 
 pub use tensor::{Dtype, Tensor};

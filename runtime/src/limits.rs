@@ -10,3 +10,5 @@ pub const MAX_SAFETENSORS_HEADER_BYTES: u64 = 100 * 1024 * 1024;
 pub const MAX_SAFETENSORS_TENSORS: usize = 100_000;
 /// Most dimensions of one tensor.
 pub const MAX_RANK: usize = 32;
+/// Most columns of one CSV file.
+pub const MAX_CSV_COLUMNS: usize = 65_536;

@@ -156,6 +156,17 @@ pub fn parse(bytes: &[u8]) -> Result<SafeTensors, String> {
     Ok(SafeTensors { tensors, metadata })
 }
 
+/// The data section of a file holding `tensors` in this order (what `fluxc.sha256` digests).
+pub fn data_section(tensors: &[(String, Tensor)]) -> Vec<u8> {
+    let mut data = Vec::new();
+    for (_, t) in tensors {
+        for v in &t.values {
+            t.dtype.encode(*v, &mut data);
+        }
+    }
+    data
+}
+
 /// Writes tensors (in the given order) and string metadata, atomically.
 pub fn write(path: &Path, file: &SafeTensors) -> Result<(), String> {
     let mut header = serde_json::Map::new();
@@ -164,18 +175,17 @@ pub fn write(path: &Path, file: &SafeTensors) -> Result<(), String> {
             file.metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
         header.insert("__metadata__".into(), Value::Object(m));
     }
-    let mut data = Vec::new();
+    let data = data_section(&file.tensors);
+    let mut end = 0usize;
     for (name, t) in &file.tensors {
-        let begin = data.len();
-        for v in &t.values {
-            t.dtype.encode(*v, &mut data);
-        }
+        let begin = end;
+        end += t.values.len() * t.dtype.width();
         let mut o = serde_json::Map::new();
         o.insert("dtype".into(), Value::String(t.dtype.safetensors_name().into()));
         o.insert("shape".into(), Value::Array(t.shape.iter().map(|d| Value::from(*d as u64)).collect()));
         o.insert(
             "data_offsets".into(),
-            Value::Array(vec![Value::from(begin as u64), Value::from(data.len() as u64)]),
+            Value::Array(vec![Value::from(begin as u64), Value::from(end as u64)]),
         );
         header.insert(name.clone(), Value::Object(o));
     }

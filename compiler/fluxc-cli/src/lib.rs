@@ -3,3 +3,4 @@
 
 pub mod loader;
 pub mod script_io;
+pub mod train;

@@ -50,6 +50,51 @@ enum Command {
         #[arg(long, value_enum)]
         emit: Option<Emit>,
     },
+    /// Train a model on its data (a file's train block), on the JIT
+    Train {
+        file: PathBuf,
+        /// The train block: MODEL, or MODEL:K for the K-th block of MODEL (default: the only one)
+        #[arg(long = "train")]
+        train: Option<String>,
+        /// Start from these weights instead of the initialisers
+        #[arg(long)]
+        init: Option<PathBuf>,
+        /// Continue from a checkpoint (not built yet)
+        #[arg(long)]
+        resume: Option<PathBuf>,
+        /// Output folder (default: out/ beside the file)
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Target device
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
+        /// Train for this many epochs instead of the block's
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Accept --init weights only with a signature by one of these keys (not built yet)
+        #[arg(long)]
+        trusted_keys: Option<PathBuf>,
+        /// Threads kernels may use (default: every core; FLUXC_NUM_THREADS does the same)
+        #[arg(long)]
+        threads: Option<i64>,
+    },
+    /// Run a model on an input array (.npy), on the JIT
+    Infer {
+        file: PathBuf,
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        /// Write the result here (.npy) instead of printing it
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
+        #[arg(long)]
+        threads: Option<i64>,
+    },
     /// Run a file's top-level statements (a script) on the reference interpreter
     Run { file: PathBuf },
     /// Each layer's path, kind, output shape and parameter count, and the totals
@@ -105,6 +150,12 @@ fn main() -> ExitCode {
         Command::Check { file, format } => check(&file, format),
         Command::Build { file, emit, model, out, device } => {
             build(&file, emit, model.as_deref(), out, device)
+        }
+        Command::Train { file, train, init, resume, out, device, epochs, trusted_keys, threads } => {
+            train_cmd(&file, train.as_deref(), init, resume, out, device, epochs, trusted_keys, threads)
+        }
+        Command::Infer { file, model, weights, input, output, device, threads } => {
+            infer_cmd(&file, &model, &weights, &input, output.as_deref(), device, threads)
         }
         Command::Run { file } => run(&file),
         Command::Summary { file, model } => summary(&file, model.as_deref()),
@@ -333,6 +384,124 @@ fn group(n: i64) -> String {
         out.push(c);
     }
     if n < 0 { format!("-{out}") } else { out }
+}
+
+/// The thread cap: `--threads`, else `FLUXC_NUM_THREADS`, else every core.
+fn set_threads(threads: Option<i64>) -> Result<(), UserError> {
+    let n =
+        match threads {
+            Some(n) => Some(n),
+            None => match std::env::var("FLUXC_NUM_THREADS") {
+                Ok(v) if !v.trim().is_empty() => Some(v.trim().parse::<i64>().map_err(|_| {
+                    UserError(format!("FLUXC_NUM_THREADS must be a whole number, not \"{v}\""))
+                })?),
+                _ => None,
+            },
+        };
+    if let Some(n) = n {
+        if n < 1 {
+            return Err(UserError(format!("the thread count must be at least 1, not {n}")));
+        }
+        fluxc_kernels::threads::set(n);
+    }
+    Ok(())
+}
+
+fn cpu_only(device: Device) -> Result<(), UserError> {
+    match device {
+        Device::Cpu => Ok(()),
+        Device::Gpu => Err(UserError(
+            "this fluxc runs on `--device cpu` only so far; the GPU back end is not built yet".into(),
+        )),
+    }
+}
+
+/// `fluxc train FILE [--train MODEL] …` (§3.7, §9).
+#[allow(clippy::too_many_arguments)]
+fn train_cmd(
+    path: &Path,
+    train: Option<&str>,
+    init: Option<PathBuf>,
+    resume: Option<PathBuf>,
+    out: Option<PathBuf>,
+    device: Device,
+    epochs: Option<usize>,
+    trusted_keys: Option<PathBuf>,
+    threads: Option<i64>,
+) -> Result<ExitCode, UserError> {
+    cpu_only(device)?;
+    if resume.is_some() {
+        return Err(UserError(
+            "--resume is not built yet: train again from the start or from --init weights".into(),
+        ));
+    }
+    if trusted_keys.is_some() {
+        return Err(UserError("--trusted-keys is not built yet (signatures come with `fluxc sign`)".into()));
+    }
+    if epochs == Some(0) {
+        return Err(UserError("--epochs must be at least 1".into()));
+    }
+    set_threads(threads)?;
+    let (mut sources, id) = match load(path, Format::Text)? {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let mut loader = DiskLoader::new(Path::new(""), path, out.as_deref());
+    let setup = match fluxc_core::pipeline::train_setup(&mut sources, id, &mut loader, train) {
+        Outcome::Done(s) => s,
+        other => return Ok(finish(other, &sources, |_| {})),
+    };
+    let dir = path.parent().map_or_else(
+        || PathBuf::from("."),
+        |p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() },
+    );
+    let opts =
+        fluxc_cli::train::TrainOptions { out: out.unwrap_or_else(|| dir.join("out")), dir, init, epochs };
+    match fluxc_cli::train::train(&setup, &opts) {
+        Ok(code) => Ok(ExitCode::from(code)),
+        Err(e) => Err(UserError(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// `fluxc infer FILE --model NAME --weights W --input X.npy [--output Y.npy]` (§9, §11.5).
+fn infer_cmd(
+    path: &Path,
+    model: &str,
+    weights_path: &Path,
+    input: &Path,
+    output: Option<&Path>,
+    device: Device,
+    threads: Option<i64>,
+) -> Result<ExitCode, UserError> {
+    cpu_only(device)?;
+    set_threads(threads)?;
+    let (mut sources, id) = match load(path, Format::Text)? {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let mut loader = DiskLoader::new(Path::new(""), path, None);
+    let graphs = match fluxc_core::pipeline::model_graphs(&mut sources, id, &mut loader, Some(model)) {
+        Outcome::Done(g) => g,
+        other => return Ok(finish(other, &sources, |_| {})),
+    };
+    let Some(m) = graphs.first() else { return Err(UserError(format!("there is no model `{model}`"))) };
+    let result = fluxc_cli::train::infer(m, weights_path, input).map_err(UserError)?;
+    match output {
+        Some(o) => {
+            fluxc_runtime::npy::write(o, &result).map_err(|e| UserError(format!("{}: {e}", o.display())))?
+        }
+        None => {
+            let per = result.shape.get(1..).unwrap_or_default().iter().product::<usize>().max(1);
+            let mut text = String::new();
+            for row in result.values.chunks(per) {
+                let vals: Vec<String> = row.iter().map(|v| format!("{}", *v as f32)).collect();
+                text.push_str(&vals.join(" "));
+                text.push('\n');
+            }
+            print!("{text}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `fluxc run FILE`: check, then run the top-level statements; a run-time error is one line

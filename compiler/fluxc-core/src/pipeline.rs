@@ -361,6 +361,95 @@ pub fn model_graphs(
     })
 }
 
+/// What `fluxc train` runs: the chosen train block's configuration and graphs.
+pub struct TrainSetup {
+    pub config: crate::lower::setup::TrainConfig,
+    /// The model's initialiser (one output per parameter and state, manifest order).
+    pub init: crate::ir::Graph,
+    /// The train step (see `lower::train_step`).
+    pub train: crate::ir::Graph,
+    /// The inference forward and the loss (validation, `fluxc eval`).
+    pub eval: crate::ir::Graph,
+}
+
+/// The train block `selector` picks (`MODEL` or `MODEL:K`, the K-th block for MODEL from 1;
+/// none when the file has one block), with its graphs.
+pub fn train_setup(
+    sources: &mut SourceMap,
+    file: FileId,
+    loader: &mut dyn SourceLoader,
+    selector: Option<&str>,
+) -> Outcome<TrainSetup> {
+    let selector = selector.map(str::to_owned);
+    after_check(sources, file, loader, move |idx, _| {
+        let fail = |message: String| crate::lower::LowerError { span: None, message };
+        let blocks: Vec<(usize, String)> = idx
+            .items
+            .iter()
+            .enumerate()
+            .filter_map(|(k, it)| match it.item {
+                Item::Train(t) if it.file == file => Some((k, t.model.name.clone())),
+                _ => None,
+            })
+            .collect();
+        let chosen = match selector.as_deref() {
+            None => match blocks.as_slice() {
+                [] => return Err(fail("this file has no train block".into())),
+                [(k, _)] => *k,
+                _ => {
+                    let names: Vec<&str> = blocks.iter().map(|(_, m)| m.as_str()).collect();
+                    return Err(fail(format!(
+                        "this file has {} train blocks ({}); pick one with --train MODEL",
+                        blocks.len(),
+                        names.join(", ")
+                    )));
+                }
+            },
+            Some(sel) => {
+                let (model, nth) = match sel.rsplit_once(':') {
+                    Some((m, k)) => match k.parse::<usize>() {
+                        Ok(k) if k >= 1 => (m, Some(k)),
+                        _ => {
+                            return Err(fail(format!("`--train {sel}`: the block number must be 1 or more")));
+                        }
+                    },
+                    None => (sel, None),
+                };
+                let of_model: Vec<usize> =
+                    blocks.iter().filter(|(_, m)| m == model).map(|(k, _)| *k).collect();
+                match (of_model.as_slice(), nth) {
+                    ([], _) => {
+                        return Err(fail(format!("there is no train block for `{model}` in this file")));
+                    }
+                    ([k], None) => *k,
+                    (ks, None) => {
+                        return Err(fail(format!(
+                            "`{model}` has {} train blocks; pick one with --train {model}:1 … {model}:{}",
+                            ks.len(),
+                            ks.len()
+                        )));
+                    }
+                    (ks, Some(n)) => match ks.get(n - 1) {
+                        Some(k) => *k,
+                        None => {
+                            return Err(fail(format!("`{model}` has {} train blocks, not {n}", ks.len())));
+                        }
+                    },
+                }
+            }
+        };
+        let config = crate::lower::setup::train_config(idx, chosen)?;
+        let model =
+            idx.item(file, &config.model).ok_or_else(|| fail(format!("no model `{}`", config.model)))?;
+        Ok(TrainSetup {
+            init: crate::lower::init_graph(idx, model)?,
+            train: crate::lower::train_step(idx, chosen)?,
+            eval: crate::lower::eval_step(idx, chosen)?,
+            config,
+        })
+    })
+}
+
 /// `fluxc build --emit kir`: each model's inference forward and each train step scheduled into
 /// kernels, with the memory plan and the scratch bytes per batch row.
 pub fn emit_kir(

@@ -30,7 +30,7 @@ use crate::dims::Dim;
 use crate::ir::{BinaryOp, DType, Graph, IrError, Op, ReduceOp, TensorTy, UnaryOp, ValueId};
 
 pub use layers::{LayerInst, LayerKind, LayerRow, format_tensor};
-pub use train::{matches_pattern, train_step};
+pub use train::{eval_step, matches_pattern, train_step};
 
 /// A failure while lowering or running: a message and, where known, the source span.
 #[derive(Clone, Debug, PartialEq)]

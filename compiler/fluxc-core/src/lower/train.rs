@@ -175,6 +175,43 @@ pub fn train_step(idx: &Index<'_>, train: usize) -> LResult<Graph> {
     Ok(lw.g)
 }
 
+/// An optimizer's update of one parameter: the new value, its states' new values by output
+/// name, and the scheduled learning rate it used.
+type Update = (ValueId, Vec<(String, ValueId)>, Option<ValueId>);
+
+/// The evaluation graph of a train block: the model's inference forward and the block's loss.
+/// Inputs `x` and `target`; outputs `loss` and `y` (the model's output). `fluxc train` runs it
+/// on the validation data, `fluxc eval` on any declared source.
+pub fn eval_step(idx: &Index<'_>, train: usize) -> LResult<Graph> {
+    let Some(info) = idx.items.get(train) else { return Err(err("no such train block")) };
+    let ast::Item::Train(t) = info.item else { return Err(err("not a train block")) };
+    let file = info.file;
+    let Some(model) = idx.item(file, &t.model.name) else { return fail(t.model.span, "no such model") };
+    let ast::Item::Model(m) = idx.items.get(model).map(|i| i.item).ok_or_else(|| err("no such model"))?
+    else {
+        return fail(t.model.span, "not a model");
+    };
+    let mut lw = Lowerer::new(idx, false, ParamMode::Slots);
+    let mut env = LEnv::new(file);
+    env.bind("B", Val::Dim(Dim::var("B")));
+    let in_ty = lw.resolve_type(&mut env, &m.input)?;
+    let out_ty = lw.resolve_type(&mut env, &m.output)?;
+    let layer = lw.model_layer(model, m.value.span)?;
+    lw.place(&layer, "", m.value.span)?;
+    let x_ty =
+        Lowerer::tensor_ty_of(&in_ty).ok_or_else(|| err("tuple model inputs cannot be evaluated yet"))?;
+    let x = lw.g.input("x", x_ty)?;
+    let target = lw.g.input("target", target_type(idx, file, &t.source.name, &out_ty)?)?;
+    let yhat = lw.apply_layer(&layer, Val::T(x), m.value.span)?;
+    let loss_expr =
+        t.entries.iter().find(|e| e.key.name == "loss").map(|e| &e.value).ok_or_else(|| err("no loss"))?;
+    let Val::T(y) = yhat else { return Err(err("tuple model outputs cannot be evaluated yet")) };
+    let loss = lw.train_loss(&mut env, loss_expr, yhat, target)?;
+    lw.g.outputs = vec![("loss".to_owned(), loss), ("y".to_owned(), y)];
+    crate::ir::verify(&lw.g)?;
+    Ok(lw.g)
+}
+
 /// The L2 norm of all the gradients together.
 fn global_norm(lw: &mut Lowerer<'_>, gs: &[ValueId]) -> LResult<ValueId> {
     let mut total = lw.g.constant(0.0, DType::F32)?;
@@ -413,7 +450,7 @@ impl<'a> Lowerer<'a> {
         step: ValueId,
         factor: ValueId,
         name: &str,
-    ) -> LResult<(ValueId, Vec<(String, ValueId)>, Option<ValueId>)> {
+    ) -> LResult<Update> {
         let Some(info) = self.idx.items.get(item) else { return Err(err("no such optimizer")) };
         let mut scheduled_lr = None;
         let ast::Item::Optimizer(o) = info.item else { return Err(err("not an optimizer")) };

@@ -1,0 +1,538 @@
+//! `fluxc train` (§3.7, §8, §11.1–§11.2, §12.7–§12.8) and `fluxc infer` (§11.5) on the JIT:
+//! data loaded through the validating loaders, the compiled train step run batch by batch,
+//! validation after each epoch, the closed callback set, `train.jsonl`, the final weights and
+//! optimizer state, and a picture of the run (`train.svg`).
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use fluxc_core::interp::{Run, concrete};
+use fluxc_core::ir::{DType, Graph};
+use fluxc_core::lower::setup::{Callback, DataSpec, SourceKind};
+use fluxc_core::pipeline::TrainSetup;
+use fluxc_runtime::data::{self, Dataset, Transform};
+use fluxc_runtime::weights::{self, Slot};
+
+/// A graph compiled by the JIT with its run-time state.
+pub struct Jit {
+    kir: fluxc_core::kir::Kir,
+    compiled: fluxc_cpu::Compiled,
+    pub state: fluxc_cpu::State,
+}
+
+impl Jit {
+    pub fn new(g: &Graph) -> Result<Jit, String> {
+        let kir = fluxc_core::kir::schedule(g).map_err(|e| format!("scheduling: {e}"))?;
+        let compiled = fluxc_cpu::compile(&kir).map_err(|e| format!("compiling: {e}"))?;
+        Ok(Jit { kir, compiled, state: fluxc_cpu::State::default() })
+    }
+
+    pub fn run(&mut self, inputs: &[&[f32]], run: &Run) -> Result<&[Vec<f32>], String> {
+        fluxc_cpu::step(&self.compiled, &self.kir, &mut self.state, inputs, run).map_err(|e| e.0)
+    }
+}
+
+/// The model's parameter block as the initialiser lays it out (manifest order).
+pub fn slots(init: &Graph) -> Result<Vec<Slot>, String> {
+    init.outputs
+        .iter()
+        .map(|(name, v)| {
+            let t = init.ty(*v).ok_or("an initialiser output without a type")?;
+            Ok(Slot { name: name.clone(), shape: concrete(&t.shape, 1).map_err(|e| e.0)? })
+        })
+        .collect()
+}
+
+/// Fresh parameters from the initialisers for `seed` (§12.11), by name.
+pub fn initial_params(init: &Graph, seed: u64) -> Result<HashMap<String, Vec<f32>>, String> {
+    let mut jit = Jit::new(init)?;
+    let outs = jit.run(&[], &Run { batch: 1, seed, step: 0 })?;
+    Ok(init.outputs.iter().zip(outs).map(|((n, _), v)| (n.clone(), v.clone())).collect())
+}
+
+/// The values of `g`'s parameters, in its order, from `by_name`.
+fn params_for(g: &Graph, by_name: &HashMap<String, Vec<f32>>) -> Result<Vec<Vec<f32>>, String> {
+    g.params
+        .iter()
+        .map(|p| by_name.get(&p.name).cloned().ok_or_else(|| format!("no value for parameter `{}`", p.name)))
+        .collect()
+}
+
+/// Loads a declared data source (paths relative to `dir`), with its rows selected.
+pub fn load_source(spec: &DataSpec, dir: &Path) -> Result<Dataset, String> {
+    let t = Transform {
+        classes: spec.classes,
+        scale: spec.scale,
+        shape: spec.shape.clone(),
+        target_shape: spec.target_shape.clone(),
+    };
+    let at = |p: &str| dir.join(p);
+    let named = |p: &str, e: String| format!("{}: {e}", at(p).display());
+    let d = match &spec.kind {
+        SourceKind::Idx { images, labels } => {
+            let x = fluxc_runtime::idx::read(&at(images)).map_err(|e| named(images, e))?;
+            let y = fluxc_runtime::idx::read(&at(labels)).map_err(|e| named(labels, e))?;
+            data::from_tensors(&x, &y, &t)
+                .map_err(|e| format!("data `{}` ({images}, {labels}): {e}", spec.name))?
+        }
+        SourceKind::Csv { path, label } => {
+            let c = fluxc_runtime::csv::read(&at(path), label.as_deref()).map_err(|e| named(path, e))?;
+            data::from_csv(&c, &t).map_err(|e| named(path, e))?
+        }
+        SourceKind::Npy { x, y } => {
+            let xs = fluxc_runtime::npy::read(&at(x)).map_err(|e| named(x, e))?;
+            let ys = fluxc_runtime::npy::read(&at(y)).map_err(|e| named(y, e))?;
+            data::from_tensors(&xs, &ys, &t).map_err(|e| format!("data `{}` ({x}, {y}): {e}", spec.name))?
+        }
+        SourceKind::Safetensors { path, x, y } => {
+            let f = fluxc_runtime::safetensors::read(&at(path)).map_err(|e| named(path, e))?;
+            let xs = f.get(x).ok_or_else(|| named(path, format!("no tensor \"{x}\"")))?;
+            let ys = f.get(y).ok_or_else(|| named(path, format!("no tensor \"{y}\"")))?;
+            data::from_tensors(xs, ys, &t).map_err(|e| named(path, e))?
+        }
+    };
+    // Which rows: a split's fraction, or what the splits of this source leave.
+    let rows: Vec<usize> = match spec.take {
+        Some((f, seed)) => data::split_rows(d.rows, f, seed),
+        None => {
+            let mut taken = vec![false; d.rows];
+            for (f, seed) in &spec.minus {
+                for r in data::split_rows(d.rows, *f, *seed) {
+                    if let Some(t) = taken.get_mut(r) {
+                        *t = true;
+                    }
+                }
+            }
+            (0..d.rows).filter(|r| !taken.get(*r).copied().unwrap_or(false)).collect()
+        }
+    };
+    if rows.is_empty() {
+        return Err(format!("data `{}` has no rows", spec.name));
+    }
+    Ok(if rows.len() == d.rows { d } else { d.select(&rows) })
+}
+
+/// Checks that rows fit a graph input `name` (`[B, …]` with dtype).
+fn fits(d: &Dataset, g: &Graph, name: &str, what: &str, source: &str) -> Result<(), String> {
+    let slot =
+        g.inputs.iter().find(|s| s.name == name).ok_or_else(|| format!("the graph has no input `{name}`"))?;
+    let shape = concrete(&slot.ty.shape, 1).map_err(|e| e.0)?;
+    let per_row = shape.get(1..).unwrap_or_default();
+    let have = if name == "x" { &d.x_shape } else { &d.y_shape };
+    if per_row != have.as_slice() {
+        return Err(format!(
+            "data `{source}`: each {what} row has shape {have:?}, but the model needs {per_row:?}"
+        ));
+    }
+    if name == "x" && slot.ty.dtype == DType::I32 && !d.x_integer {
+        return Err(format!("data `{source}`: the model's input is i32, but the inputs are not integers"));
+    }
+    Ok(())
+}
+
+/// One JSON line appended to `train.jsonl` (a complete line per write, §12.8).
+struct Log {
+    file: std::fs::File,
+}
+
+impl Log {
+    fn event(&mut self, v: serde_json::Value) -> Result<(), String> {
+        let mut line = v.to_string();
+        line.push('\n');
+        self.file.write_all(line.as_bytes()).map_err(|e| format!("writing train.jsonl: {e}"))?;
+        self.file.flush().map_err(|e| format!("writing train.jsonl: {e}"))
+    }
+}
+
+/// What one epoch measured.
+struct Epoch {
+    loss: f64,
+    val_loss: Option<f64>,
+    val_accuracy: Option<f64>,
+    seconds: f64,
+}
+
+fn finite_or_null(v: Option<f64>) -> serde_json::Value {
+    match v {
+        Some(x) if x.is_finite() => serde_json::json!(x),
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// Options of `fluxc train` beyond the file.
+pub struct TrainOptions {
+    /// The folder of the `.flx` file (data paths are relative to it).
+    pub dir: PathBuf,
+    pub out: PathBuf,
+    pub init: Option<PathBuf>,
+    pub epochs: Option<usize>,
+}
+
+/// Runs training; `Ok(code)` is the exit code (0 done, 1 stopped by nan_guard).
+pub fn train(setup: &TrainSetup, opts: &TrainOptions) -> Result<u8, String> {
+    let cfg = &setup.config;
+    let started = Instant::now();
+    let data = load_source(&cfg.data, &opts.dir)?;
+    let valid = cfg.validation.as_ref().map(|v| load_source(v, &opts.dir)).transpose()?;
+    for (d, name) in std::iter::once((&data, &cfg.data.name))
+        .chain(valid.iter().zip(cfg.validation.iter().map(|v| &v.name)))
+    {
+        fits(d, &setup.train, "x", "input", name)?;
+        fits(d, &setup.train, "target", "target", name)?;
+    }
+    std::fs::create_dir_all(&opts.out).map_err(|e| format!("{}: {e}", opts.out.display()))?;
+    let slots = slots(&setup.init)?;
+    let mut params = match &opts.init {
+        Some(path) => {
+            let l =
+                weights::load(path, &cfg.model, &slots).map_err(|e| format!("{}: {e}", path.display()))?;
+            slots.iter().map(|s| s.name.clone()).zip(l.values).collect()
+        }
+        None => initial_params(&setup.init, cfg.seed)?,
+    };
+
+    let mut step_jit = Jit::new(&setup.train)?;
+    let mut eval_jit = Jit::new(&setup.eval)?;
+    step_jit.state.params = params_for(&setup.train, &params)?;
+    let param_index: HashMap<&str, usize> =
+        setup.train.params.iter().enumerate().map(|(k, p)| (p.name.as_str(), k)).collect();
+    // Optimizer state: one buffer per `opt.*` input, zero-filled ("before step 1").
+    let mut opt: Vec<(String, Vec<f32>, Vec<usize>)> = Vec::new();
+    for s in setup.train.inputs.iter().skip(4) {
+        let shape = concrete(&s.ty.shape, 1).map_err(|e| e.0)?;
+        let n = shape.iter().product();
+        opt.push((s.name.trim_start_matches("opt.").to_owned(), vec![0.0; n], shape));
+    }
+    let opt_index: HashMap<String, usize> = opt.iter().enumerate().map(|(k, o)| (o.0.clone(), k)).collect();
+    let outputs: Vec<String> = setup.train.outputs.iter().map(|(n, _)| n.clone()).collect();
+    let at = |name: &str| outputs.iter().position(|n| n == name);
+    let (loss_at, lr_at, norm_at) = (at("loss"), at("lr"), at("grad_norm"));
+
+    let mut log = Log {
+        file: std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(opts.out.join("train.jsonl"))
+            .map_err(|e| format!("{}: {e}", opts.out.join("train.jsonl").display()))?,
+    };
+    let log_every =
+        cfg.callbacks.iter().find_map(|c| if let Callback::Log { every } = c { Some(*every) } else { None });
+    let nan_guard = cfg.callbacks.contains(&Callback::NanGuard);
+    let epochs = opts.epochs.unwrap_or(cfg.epochs);
+    let batch = cfg.batch.max(1);
+    let (xl, yl) = (data.x_len(), data.y_len());
+    let mut xb: Vec<f32> = Vec::with_capacity(batch * xl);
+    let mut yb: Vec<f32> = Vec::with_capacity(batch * yl);
+    let mut step: u64 = 0;
+    let mut history: Vec<Epoch> = Vec::new();
+    let mut best: Option<f64> = None;
+    let mut waited = 0u64;
+    println!(
+        "training {} on {} ({} rows{}), {} epochs of batches of {batch}",
+        cfg.model,
+        cfg.data.name,
+        data.rows,
+        valid.as_ref().map(|v| format!(", validation {} rows", v.rows)).unwrap_or_default(),
+        epochs
+    );
+    let mut last_loss = f64::NAN;
+    'epochs: for epoch in 1..=epochs as u64 {
+        let t0 = Instant::now();
+        let order: Vec<usize> = if cfg.shuffle {
+            data::permutation(data.rows, cfg.seed, 1, epoch)
+        } else {
+            (0..data.rows).collect()
+        };
+        let (mut sum, mut count) = (0.0f64, 0usize);
+        for rows in order.chunks(batch) {
+            step += 1;
+            xb.clear();
+            yb.clear();
+            for &r in rows {
+                xb.extend_from_slice(data.x.get(r * xl..(r + 1) * xl).unwrap_or_default());
+                yb.extend_from_slice(data.y.get(r * yl..(r + 1) * yl).unwrap_or_default());
+            }
+            let (sv, ev) = ([step as f32], [epoch as f32]);
+            let mut inputs: Vec<&[f32]> = vec![&xb, &yb, &sv, &ev];
+            inputs.extend(opt.iter().map(|o| o.1.as_slice()));
+            let run = Run { batch: rows.len() as i64, seed: cfg.seed, step };
+            let outs = step_jit.run(&inputs, &run)?;
+            let scalar = |k: Option<usize>| {
+                k.and_then(|k| outs.get(k)).and_then(|v| v.first()).map_or(f64::NAN, |v| f64::from(*v))
+            };
+            let (loss, lr, norm) = (scalar(loss_at), scalar(lr_at), scalar(norm_at));
+            if nan_guard && (!loss.is_finite() || (norm_at.is_some() && !norm.is_finite())) {
+                let where_ = if loss.is_finite() { "gradient" } else { "loss" };
+                log.event(
+                    serde_json::json!({"event": "nan", "epoch": epoch, "step": step, "where": where_}),
+                )?;
+                save_weights(
+                    &opts.out.join(format!("{}.safetensors", cfg.model)),
+                    cfg,
+                    &slots,
+                    &params,
+                    &[],
+                )?;
+                return Err(format!(
+                    "nan_guard: the {where_} became NaN or infinite at epoch {epoch}, step {step}; the last good weights are in {}",
+                    opts.out.join(format!("{}.safetensors", cfg.model)).display()
+                ));
+            }
+            // Apply the update.
+            let outs = outs.to_vec();
+            for (name, v) in outputs.iter().zip(outs) {
+                if let Some(p) = name.strip_prefix("param:").or_else(|| name.strip_prefix("state:")) {
+                    if let Some(&k) = param_index.get(p)
+                        && let Some(slot) = step_jit.state.params.get_mut(k)
+                    {
+                        slot.clone_from(&v);
+                    }
+                    params.insert(p.to_owned(), v);
+                } else if let Some(k) = name.strip_prefix("opt:").and_then(|k| opt_index.get(k))
+                    && let Some(o) = opt.get_mut(*k)
+                {
+                    o.1 = v;
+                }
+            }
+            sum += loss;
+            count += 1;
+            last_loss = loss;
+            if let Some(every) = log_every
+                && step.is_multiple_of(every)
+            {
+                log.event(serde_json::json!({"event": "step", "step": step, "epoch": epoch, "loss": loss, "lr": finite_or_null(Some(lr)), "grad_norm": finite_or_null(Some(norm))}))?;
+            }
+        }
+        let loss = sum / count.max(1) as f64;
+        let (val_loss, val_accuracy) = match &valid {
+            Some(v) => {
+                eval_jit.state.params = params_for(&setup.eval, &params)?;
+                let (l, a) = evaluate(&mut eval_jit, &setup.eval, v, batch.max(256))?;
+                (Some(l), a)
+            }
+            None => (None, None),
+        };
+        let e = Epoch { loss, val_loss, val_accuracy, seconds: t0.elapsed().as_secs_f64() };
+        log.event(serde_json::json!({"event": "epoch", "epoch": epoch, "loss": finite_or_null(Some(e.loss)), "val_loss": finite_or_null(e.val_loss), "val_accuracy": finite_or_null(e.val_accuracy), "seconds": e.seconds}))?;
+        println!(
+            "epoch {epoch}/{epochs}: loss {:.4}{}{} ({:.2} s)",
+            e.loss,
+            e.val_loss.map(|v| format!(", val_loss {v:.4}")).unwrap_or_default(),
+            e.val_accuracy.map(|v| format!(", val_accuracy {v:.4}")).unwrap_or_default(),
+            e.seconds
+        );
+        history.push(e);
+        for c in &cfg.callbacks {
+            match c {
+                Callback::Checkpoint { path, every }
+                    if epoch.is_multiple_of(*every) || epoch == epochs as u64 =>
+                {
+                    let p = opts.out.join(path);
+                    save_weights(&p, cfg, &slots, &params, &[("fluxc.epoch".into(), epoch.to_string())])?;
+                    save_opt(&opt_path(&p), cfg, &opt, step, epoch)?;
+                    log.event(serde_json::json!({"event": "checkpoint", "epoch": epoch, "step": step, "path": path}))?;
+                }
+                Callback::EarlyStop { patience, monitor } => {
+                    let last = history.last();
+                    let (value, maximise, name) = match (monitor.as_str(), last) {
+                        ("val_accuracy", Some(e)) if e.val_accuracy.is_some() => {
+                            (e.val_accuracy, true, "val_accuracy")
+                        }
+                        ("val_loss", Some(e)) if e.val_loss.is_some() => (e.val_loss, false, "val_loss"),
+                        (_, Some(e)) => (Some(e.loss), false, "loss"),
+                        _ => (None, false, "loss"),
+                    };
+                    let Some(v) = value else { continue };
+                    let better = match best {
+                        None => true,
+                        Some(b) => {
+                            if maximise {
+                                v > b
+                            } else {
+                                v < b
+                            }
+                        }
+                    };
+                    if better {
+                        best = Some(v);
+                        waited = 0;
+                    } else {
+                        waited += 1;
+                        if waited >= *patience {
+                            log.event(serde_json::json!({"event": "early_stop", "epoch": epoch, "monitor": name, "best": best}))?;
+                            println!(
+                                "early stop after epoch {epoch}: {name} has not improved for {patience} epochs"
+                            );
+                            break 'epochs;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let final_path = opts.out.join(format!("{}.safetensors", cfg.model));
+    save_weights(&final_path, cfg, &slots, &params, &[])?;
+    save_opt(&opt_path(&final_path), cfg, &opt, step, history.len() as u64)?;
+    let seconds = started.elapsed().as_secs_f64();
+    log.event(serde_json::json!({"event": "done", "epochs": history.len(), "steps": step, "seconds": seconds, "loss": finite_or_null(Some(last_loss))}))?;
+    write_plot(&opts.out.join("train.svg"), &cfg.model, &history)?;
+    println!("wrote {} ({} steps, {seconds:.1} s)", final_path.display(), step);
+    Ok(0)
+}
+
+/// `NAME.safetensors` → `NAME.opt.safetensors` (§11.2).
+fn opt_path(weights: &Path) -> PathBuf {
+    let name = weights.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
+    weights.with_file_name(format!("{stem}.opt.safetensors"))
+}
+
+fn save_weights(
+    path: &Path,
+    cfg: &fluxc_core::lower::setup::TrainConfig,
+    slots: &[Slot],
+    params: &HashMap<String, Vec<f32>>,
+    extra: &[(String, String)],
+) -> Result<(), String> {
+    let values: Vec<&[f32]> =
+        slots.iter().map(|s| params.get(&s.name).map_or(&[][..], Vec::as_slice)).collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    weights::save(path, &cfg.model, slots, &values, extra).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn save_opt(
+    path: &Path,
+    cfg: &fluxc_core::lower::setup::TrainConfig,
+    opt: &[(String, Vec<f32>, Vec<usize>)],
+    step: u64,
+    epoch: u64,
+) -> Result<(), String> {
+    let slots: Vec<Slot> = opt.iter().map(|(n, _, s)| Slot { name: n.clone(), shape: s.clone() }).collect();
+    let values: Vec<&[f32]> = opt.iter().map(|o| o.1.as_slice()).collect();
+    let extra = [("fluxc.step".to_owned(), step.to_string()), ("fluxc.epoch".to_owned(), epoch.to_string())];
+    weights::save(path, &cfg.model, &slots, &values, &extra).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Mean loss (weighted by batch size) and accuracy (when the rows have classes) of `d`.
+pub fn evaluate(jit: &mut Jit, g: &Graph, d: &Dataset, batch: usize) -> Result<(f64, Option<f64>), String> {
+    let (xl, yl) = (d.x_len(), d.y_len());
+    let y_at = g.outputs.iter().position(|(n, _)| n == "y");
+    let (mut loss, mut correct) = (0.0f64, 0usize);
+    let mut r0 = 0;
+    while r0 < d.rows {
+        let r1 = (r0 + batch).min(d.rows);
+        let n = r1 - r0;
+        let x = d.x.get(r0 * xl..r1 * xl).unwrap_or_default();
+        let y = d.y.get(r0 * yl..r1 * yl).unwrap_or_default();
+        let outs = jit.run(&[x, y], &Run { batch: n as i64, seed: 0, step: 0 })?;
+        loss += outs.first().and_then(|v| v.first()).map_or(f64::NAN, |v| f64::from(*v)) * n as f64;
+        if let (Some(classes), Some(out)) = (&d.class, y_at.and_then(|k| outs.get(k))) {
+            let per = out.len() / n.max(1);
+            for (i, row) in out.chunks(per.max(1)).enumerate() {
+                let arg = row
+                    .iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |b, (j, v)| if *v > b.1 { (j, *v) } else { b })
+                    .0;
+                if classes.get(r0 + i).is_some_and(|c| *c as usize == arg) {
+                    correct += 1;
+                }
+            }
+        }
+        r0 = r1;
+    }
+    let accuracy = d.class.as_ref().map(|_| correct as f64 / d.rows.max(1) as f64);
+    Ok((loss / d.rows.max(1) as f64, accuracy))
+}
+
+/// `train.svg`: the loss (and validation loss) per epoch on the left axis, the validation
+/// accuracy on the right, drawn directly (no fonts needed beyond the viewer's default).
+fn write_plot(path: &Path, model: &str, history: &[Epoch]) -> Result<(), String> {
+    let (w, h, pad) = (640.0f64, 360.0f64, 48.0f64);
+    let n = history.len().max(2) as f64 - 1.0;
+    let losses: Vec<f64> =
+        history.iter().flat_map(|e| [Some(e.loss), e.val_loss]).flatten().filter(|v| v.is_finite()).collect();
+    let top = losses.iter().copied().fold(f64::MIN, f64::max).max(1e-12);
+    let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / n;
+    let y = |v: f64, max: f64| h - pad - (h - 2.0 * pad) * (v / max).clamp(0.0, 1.0);
+    let line = |vals: Vec<Option<f64>>, max: f64, colour: &str| -> String {
+        let pts: Vec<String> = vals
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.filter(|v| v.is_finite()).map(|v| format!("{:.1},{:.1}", x(i), y(v, max))))
+            .collect();
+        if pts.is_empty() {
+            return String::new();
+        }
+        format!(
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n",
+            pts.join(" ")
+        )
+    };
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{pad}\" y=\"24\" font-family=\"sans-serif\" font-size=\"14\">{model}: loss (blue), validation loss (orange), validation accuracy (green, right axis 0–1) per epoch</text>\n\
+         <line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <text x=\"4\" y=\"{}\" font-family=\"sans-serif\" font-size=\"11\">{top:.3}</text>\n<text x=\"4\" y=\"{}\" font-family=\"sans-serif\" font-size=\"11\">0</text>\n",
+        h - pad,
+        w - pad,
+        h - pad,
+        h - pad,
+        pad + 4.0,
+        h - pad
+    );
+    svg.push_str(&line(history.iter().map(|e| Some(e.loss)).collect(), top, "#1f77b4"));
+    svg.push_str(&line(history.iter().map(|e| e.val_loss).collect(), top, "#ff7f0e"));
+    svg.push_str(&line(history.iter().map(|e| e.val_accuracy).collect(), 1.0, "#2ca02c"));
+    svg.push_str("</svg>\n");
+    fluxc_runtime::npy::write_atomically(path, svg.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `fluxc infer`: the model's forward on the rows of an `.npy` array, with checked weights.
+pub fn infer(
+    m: &fluxc_core::pipeline::ModelGraphs,
+    weights_path: &Path,
+    input: &Path,
+) -> Result<fluxc_runtime::Tensor, String> {
+    let slots = slots(&m.init)?;
+    let loaded = weights::load(weights_path, &m.name, &slots)
+        .map_err(|e| format!("{}: {e}", weights_path.display()))?;
+    let params: HashMap<String, Vec<f32>> = slots.iter().map(|s| s.name.clone()).zip(loaded.values).collect();
+    let x = fluxc_runtime::npy::read(input).map_err(|e| format!("{}: {e}", input.display()))?;
+    x.check_finite().map_err(|e| format!("{}: {e}", input.display()))?;
+    let slot = m.forward.inputs.first().ok_or("the model has no input")?;
+    let want = concrete(&slot.ty.shape, 1).map_err(|e| e.0)?;
+    let rows = x.shape.first().copied().unwrap_or(0);
+    if x.shape.get(1..) != want.get(1..) || rows == 0 {
+        return Err(format!(
+            "{}: the input has shape {:?}; the model `{}` takes rows of shape {:?} ([N, {}])",
+            input.display(),
+            x.shape,
+            m.name,
+            want.get(1..).unwrap_or_default(),
+            want.get(1..).unwrap_or_default().iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if slot.ty.dtype == DType::I32 && x.values.iter().any(|v| v.fract() != 0.0) {
+        return Err(format!("{}: the model's input is i32, but the array holds fractions", input.display()));
+    }
+    let mut jit = Jit::new(&m.forward)?;
+    jit.state.params = params_for(&m.forward, &params)?;
+    let xs: Vec<f32> = x.values.iter().map(|v| *v as f32).collect();
+    let outs = jit.run(&[&xs], &Run { batch: rows as i64, seed: 0, step: 0 })?;
+    let y = outs.first().ok_or("the model has no output")?;
+    let out_ty =
+        m.forward.outputs.first().and_then(|(_, v)| m.forward.ty(*v)).ok_or("the model has no output")?;
+    let shape = concrete(&out_ty.shape, rows as i64).map_err(|e| e.0)?;
+    Ok(fluxc_runtime::Tensor {
+        dtype: fluxc_runtime::Dtype::F32,
+        shape,
+        values: y.iter().map(|v| f64::from(*v)).collect(),
+    })
+}
