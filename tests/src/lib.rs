@@ -21,23 +21,23 @@ pub fn fixtures(folder: &str) -> Vec<(String, String)> {
     flx_files(&format!("tests/fixtures/{folder}"))
 }
 
-/// Every `*.flx` file in a repo-relative folder, sorted, as (name, repo-relative path).
+/// Every `*.flx` file in a repo-relative folder and its subfolders, sorted, as (name,
+/// repo-relative path); a file in a subfolder is named `sub__stem`.
 pub fn flx_files(folder: &str) -> Vec<(String, String)> {
-    let dir = repo_dir().join(folder);
-    let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "flx"))
-                .filter_map(|p| {
-                    let stem = p.file_stem()?.to_str()?.to_owned();
-                    let name = p.file_name()?.to_str()?.to_owned();
-                    Some((stem, format!("{folder}/{name}")))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    fn walk(dir: &std::path::Path, rel: &str, sub: &str, out: &mut Vec<(String, String)>, depth: usize) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for p in entries.filter_map(Result::ok).map(|e| e.path()) {
+            let Some(name) = p.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
+            if p.is_dir() && depth < 4 {
+                walk(&p, &format!("{rel}/{name}"), &format!("{sub}{name}__"), out, depth + 1);
+            } else if p.extension().is_some_and(|x| x == "flx") {
+                let stem = name.trim_end_matches(".flx");
+                out.push((format!("{sub}{stem}"), format!("{rel}/{name}")));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&repo_dir().join(folder), folder, "", &mut out, 0);
     out.sort();
     out
 }

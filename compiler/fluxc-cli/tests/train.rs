@@ -1,0 +1,204 @@
+//! `fluxc train` and `fluxc infer` as a user runs them: the examples reach their accuracy, two
+//! runs with one seed give identical weights, the log and the files are as §8 says, and bad data
+//! or a diverging run is one clear error.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fluxc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fluxc"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run fluxc: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn repo(relative: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative).display().to_string()
+}
+
+fn temp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fluxc-train-test-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn events(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("train.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn last_epoch(ev: &[serde_json::Value]) -> &serde_json::Value {
+    ev.iter().rev().find(|e| e["event"] == "epoch").unwrap()
+}
+
+fn train(example: &str, out: &Path) -> Output {
+    let o = fluxc(&["train", &repo(example), "--out", &out.to_string_lossy()]);
+    assert!(o.status.success(), "{example}: {}{}", text(&o.stdout), text(&o.stderr));
+    o
+}
+
+#[test]
+fn iris_trains_to_90_percent_reproducibly_and_infers() {
+    let (a, b) = (temp("iris-a"), temp("iris-b"));
+    let said = text(&train("examples/iris/iris.flx", &a).stdout);
+    assert!(said.contains("epoch 60/60"), "{said}");
+    let ev = events(&a);
+    let acc = last_epoch(&ev)["val_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.9, "iris validation accuracy {acc}");
+    // The events of §8 with their fields.
+    let step = ev.iter().find(|e| e["event"] == "step").unwrap();
+    for k in ["step", "epoch", "loss", "lr", "grad_norm"] {
+        assert!(step.get(k).is_some(), "step event without {k}: {step}");
+    }
+    assert!((step["lr"].as_f64().unwrap() - 0.02).abs() < 1e-6);
+    let done = ev.last().unwrap();
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["epochs"], 60);
+    for k in ["steps", "seconds", "loss"] {
+        assert!(done.get(k).is_some(), "done event without {k}");
+    }
+    let svg = std::fs::read_to_string(a.join("train.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
+    // One seed, one result: bit-identical weights and optimizer state.
+    train("examples/iris/iris.flx", &b);
+    for f in ["Iris.safetensors", "Iris.opt.safetensors"] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs between runs"
+        );
+    }
+    // Inference with the trained weights: a setosa and a virginica.
+    let x = a.join("x.npy");
+    let t = fluxc_runtime::Tensor {
+        dtype: fluxc_runtime::Dtype::F32,
+        shape: vec![2, 4],
+        values: vec![5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3],
+    };
+    fluxc_runtime::npy::write(&x, &t).unwrap();
+    let weights = a.join("Iris.safetensors");
+    let o = fluxc(&[
+        "infer",
+        &repo("examples/iris/iris.flx"),
+        "--model",
+        "Iris",
+        "--weights",
+        &weights.to_string_lossy(),
+        "--input",
+        &x.to_string_lossy(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let rows: Vec<Vec<f32>> =
+        text(&o.stdout).lines().map(|l| l.split(' ').map(|v| v.parse().unwrap()).collect()).collect();
+    let argmax = |r: &Vec<f32>| (0..r.len()).max_by(|i, j| r[*i].total_cmp(&r[*j])).unwrap();
+    assert_eq!((argmax(&rows[0]), argmax(&rows[1])), (0, 2), "{rows:?}");
+    let y = a.join("y.npy");
+    let o = fluxc(&[
+        "infer",
+        &repo("examples/iris/iris.flx"),
+        "--model",
+        "Iris",
+        "--weights",
+        &weights.to_string_lossy(),
+        "--input",
+        &x.to_string_lossy(),
+        "--output",
+        &y.to_string_lossy(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(fluxc_runtime::npy::read(&y).unwrap().shape, vec![2, 3]);
+    // Tampered weights: the digest says so, in one line.
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let n = bytes.len();
+    bytes[n - 2] ^= 0x10;
+    let bad = a.join("bad.safetensors");
+    std::fs::write(&bad, &bytes).unwrap();
+    let o = fluxc(&[
+        "infer",
+        &repo("examples/iris/iris.flx"),
+        "--model",
+        "Iris",
+        "--weights",
+        &bad.to_string_lossy(),
+        "--input",
+        &x.to_string_lossy(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(err.contains("digest") && err.trim().lines().count() == 1, "{err}");
+    let _ = (std::fs::remove_dir_all(&a), std::fs::remove_dir_all(&b));
+}
+
+#[test]
+fn digits_trains_to_95_percent_with_checkpoints() {
+    let out = temp("digits");
+    train("examples/digits/digits.flx", &out);
+    let ev = events(&out);
+    let acc = last_epoch(&ev)["val_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.95, "digits validation accuracy {acc}");
+    assert!(ev.iter().any(|e| e["event"] == "checkpoint" && e["path"] == "digits-checkpoint.safetensors"));
+    for f in [
+        "Digits.safetensors",
+        "Digits.opt.safetensors",
+        "digits-checkpoint.safetensors",
+        "digits-checkpoint.opt.safetensors",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+fn project(tag: &str, flx: &str, csv: &str) -> PathBuf {
+    let d = temp(tag);
+    std::fs::write(d.join("m.flx"), flx).unwrap();
+    std::fs::write(d.join("d.csv"), csv).unwrap();
+    d
+}
+
+const SMALL: &str = "model M: f32[B, 2] -> f32[B, 2] = Dense(2 => 2)
+data d = csv(\"d.csv\", label = \"y\", classes = 2)
+train M on d {
+    loss = logitcrossentropy
+    optimizer = OPT
+    epochs = 3
+}
+";
+
+#[test]
+fn bad_data_and_divergence_are_one_clear_error() {
+    let d = project("badlabel", &SMALL.replace("OPT", "Adam()"), "a,b,y\n1,2,0\n3,4,1\n5,6,2\n");
+    let o = fluxc(&["train", &d.join("m.flx").to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(err.contains("d.csv") && err.contains("row 3: the label 2 is outside 0..2"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let d = project("ragged", &SMALL.replace("OPT", "Adam()"), "a,b,y\n1,2,0\n3,1\n");
+    let err = text(&fluxc(&["train", &d.join("m.flx").to_string_lossy()]).stderr);
+    assert!(err.contains("d.csv: line 3: 2 fields, the header has 3"), "{err}");
+
+    let d = project("nan", &SMALL.replace("OPT", "Descent(lr = 1e30)"), "a,b,y\n1e10,2,0\n3,-4e10,1\n");
+    let o = fluxc(&["train", &d.join("m.flx").to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+    assert!(text(&o.stderr).contains("nan_guard"), "{}", text(&o.stderr));
+    let ev = events(&d.join("out"));
+    assert!(ev.iter().any(|e| e["event"] == "nan"), "{ev:?}");
+    assert!(d.join("out/M.safetensors").is_file(), "the last good weights are kept");
+
+    let o = fluxc(&["train", &d.join("m.flx").to_string_lossy(), "--epochs", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = fluxc(&["train", &repo("examples/mlp.flx")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("no train block"), "{}", text(&o.stderr));
+    let _ = std::fs::remove_dir_all(d);
+}
