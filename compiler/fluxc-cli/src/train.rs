@@ -474,18 +474,31 @@ fn write_plot(path: &Path, model: &str, history: &[Epoch]) -> Result<(), String>
             pts.join(" ")
         )
     };
+    let font = "font-family=\"sans-serif\" font-size=\"12\"";
+    let (bottom, right) = (h - pad, w - pad);
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{pad}\" y=\"24\" font-family=\"sans-serif\" font-size=\"14\">{model}: loss (blue), validation loss (orange), validation accuracy (green, right axis 0–1) per epoch</text>\n\
-         <line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{}\" stroke=\"black\"/>\n\
-         <text x=\"4\" y=\"{}\" font-family=\"sans-serif\" font-size=\"11\">{top:.3}</text>\n<text x=\"4\" y=\"{}\" font-family=\"sans-serif\" font-size=\"11\">0</text>\n",
-        h - pad,
-        w - pad,
-        h - pad,
-        h - pad,
+         <text x=\"{pad}\" y=\"20\" font-family=\"sans-serif\" font-size=\"14\">{model}, per epoch</text>\n\
+         <text x=\"{pad}\" y=\"38\" {font} fill=\"#1f77b4\">loss</text>\n\
+         <text x=\"{}\" y=\"38\" {font} fill=\"#ff7f0e\">validation loss</text>\n\
+         <text x=\"{}\" y=\"38\" {font} fill=\"#2ca02c\">validation accuracy (right axis)</text>\n\
+         <line x1=\"{pad}\" y1=\"{bottom}\" x2=\"{right}\" y2=\"{bottom}\" stroke=\"black\"/>\n\
+         <line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{bottom}\" stroke=\"black\"/>\n\
+         <line x1=\"{right}\" y1=\"{pad}\" x2=\"{right}\" y2=\"{bottom}\" stroke=\"#2ca02c\"/>\n\
+         <text x=\"4\" y=\"{}\" {font}>{top:.3}</text>\n<text x=\"4\" y=\"{bottom}\" {font}>0</text>\n\
+         <text x=\"{}\" y=\"{}\" {font} fill=\"#2ca02c\">1</text>\n<text x=\"{}\" y=\"{bottom}\" {font} fill=\"#2ca02c\">0</text>\n\
+         <text x=\"{pad}\" y=\"{}\" {font}>epoch 1</text>\n<text x=\"{}\" y=\"{}\" {font} text-anchor=\"end\">epoch {}</text>\n",
+        pad + 40.0,
+        pad + 150.0,
         pad + 4.0,
-        h - pad
+        right + 6.0,
+        pad + 4.0,
+        right + 6.0,
+        bottom + 18.0,
+        right,
+        bottom + 18.0,
+        history.len()
     );
     svg.push_str(&line(history.iter().map(|e| Some(e.loss)).collect(), top, "#1f77b4"));
     svg.push_str(&line(history.iter().map(|e| e.val_loss).collect(), top, "#ff7f0e"));
