@@ -171,3 +171,166 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// What a signature covers: the model, its architecture and the data's digest.
+fn signed_message(metadata: &[(String, String)]) -> Result<Vec<u8>, String> {
+    let get = |k: &str| metadata.iter().find(|(m, _)| m == k).map(|(_, v)| v.as_str());
+    let digest = get("fluxc.sha256").ok_or("the file has no fluxc.sha256 digest to sign")?;
+    Ok(format!(
+        "fluxc-weights-v1\nmodel {}\nsignature {}\nsha256 {digest}\n",
+        get("fluxc.model").unwrap_or(""),
+        get("fluxc.signature").unwrap_or("")
+    )
+    .into_bytes())
+}
+
+fn unhex<const N: usize>(text: &str, what: &str) -> Result<[u8; N], String> {
+    let t = text.trim();
+    if t.len() != 2 * N || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{what} is not {N} bytes of hex"));
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(t.get(2 * i..2 * i + 2).unwrap_or("00"), 16)
+            .map_err(|_| format!("{what} is not hex"))?;
+    }
+    Ok(out)
+}
+
+/// A new ed25519 key pair from the operating system's randomness: (secret hex, public hex).
+pub fn keygen() -> Result<(String, String), String> {
+    let mut seed = [0u8; 32];
+    let mut f = std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
+    std::io::Read::read_exact(&mut f, &mut seed).map_err(|e| format!("/dev/urandom: {e}"))?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    Ok((hex(&seed), hex(key.verifying_key().as_bytes())))
+}
+
+/// Signs the weights file at `path` in place (atomically), adding `fluxc.sig.ed25519` and
+/// `fluxc.key.ed25519` (§11.4). The data digest is checked first.
+pub fn sign(path: &Path, secret_hex: &str) -> Result<String, String> {
+    let bytes = crate::npy::read_bounded(path)?;
+    let mut file = safetensors::parse(&bytes)?;
+    check_digest(&bytes, &file.metadata)?;
+    let seed: [u8; 32] = unhex(secret_hex, "the secret key")?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    file.metadata.retain(|(k, _)| k != "fluxc.sig.ed25519" && k != "fluxc.key.ed25519");
+    let message = signed_message(&file.metadata)?;
+    let sig = ed25519_dalek::Signer::sign(&key, &message);
+    let public = hex(key.verifying_key().as_bytes());
+    file.metadata.push(("fluxc.sig.ed25519".into(), hex(&sig.to_bytes())));
+    file.metadata.push(("fluxc.key.ed25519".into(), public.clone()));
+    safetensors::write(path, &file)?;
+    Ok(public)
+}
+
+fn check_digest(bytes: &[u8], metadata: &[(String, String)]) -> Result<(), String> {
+    let Some(want) = metadata.iter().find(|(k, _)| k == "fluxc.sha256").map(|(_, v)| v) else {
+        return Ok(());
+    };
+    let n = bytes.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_le_bytes).unwrap_or(0);
+    let data = usize::try_from(n).ok().and_then(|n| bytes.get(8 + n..)).unwrap_or_default();
+    if &sha256(data) != want {
+        return Err(
+            "the data does not match its fluxc.sha256 digest: the file was modified or damaged".into()
+        );
+    }
+    Ok(())
+}
+
+/// Reads a file of trusted public keys (hex, one per line; blank lines and `#` comments skipped).
+pub fn trusted_keys(path: &Path) -> Result<Vec<[u8; 32]>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| crate::npy::reason(&e))?;
+    let mut keys = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        keys.push(unhex::<32>(l, &format!("line {}", i + 1))?);
+    }
+    if keys.is_empty() {
+        return Err("no public keys in the file".into());
+    }
+    Ok(keys)
+}
+
+/// Checks the digest and that the file is signed by one of `trusted`; returns the signer's key.
+pub fn verify(path: &Path, trusted: &[[u8; 32]]) -> Result<String, String> {
+    let bytes = crate::npy::read_bounded(path)?;
+    let file = safetensors::parse(&bytes)?;
+    check_digest(&bytes, &file.metadata)?;
+    verify_metadata(&file.metadata, trusted)
+}
+
+fn verify_metadata(metadata: &[(String, String)], trusted: &[[u8; 32]]) -> Result<String, String> {
+    let get = |k: &str| metadata.iter().find(|(m, _)| m == k).map(|(_, v)| v.as_str());
+    let (Some(sig), Some(key)) = (get("fluxc.sig.ed25519"), get("fluxc.key.ed25519")) else {
+        return Err("the file is not signed (no fluxc.sig.ed25519)".into());
+    };
+    let key_bytes: [u8; 32] = unhex(key, "fluxc.key.ed25519")?;
+    if !trusted.contains(&key_bytes) {
+        return Err(format!("the file is signed by key {key}, which is not among the trusted keys"));
+    }
+    let sig = ed25519_dalek::Signature::from_bytes(&unhex::<64>(sig, "fluxc.sig.ed25519")?);
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes)
+        .map_err(|_| "fluxc.key.ed25519 is not a valid key")?;
+    let others: Vec<(String, String)> = metadata
+        .iter()
+        .filter(|(k, _)| k != "fluxc.sig.ed25519" && k != "fluxc.key.ed25519")
+        .cloned()
+        .collect();
+    vk.verify_strict(&signed_message(&others)?, &sig).map_err(|_| {
+        "the signature does not match: the file was changed after signing, or signed by another key"
+            .to_owned()
+    })?;
+    Ok(key.to_owned())
+}
+
+/// [`load`] that also requires a valid signature by one of `trusted`.
+pub fn load_trusted(
+    path: &Path,
+    model: &str,
+    slots: &[Slot],
+    trusted: &[[u8; 32]],
+) -> Result<Loaded, String> {
+    let loaded = load(path, model, slots)?;
+    verify_metadata(&loaded.metadata, trusted)?;
+    Ok(loaded)
+}
+
+#[cfg(test)]
+mod signing {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn sign_verify_and_reject() {
+        let dir = std::env::temp_dir().join(format!("fluxc-sign-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("m.safetensors");
+        let slots = vec![Slot { name: "w".into(), shape: vec![2] }];
+        save(&p, "M", &slots, &[&[1.0, 2.0]], &[]).unwrap();
+        let (secret, public) = keygen().unwrap();
+        let (_, other) = keygen().unwrap();
+        assert_eq!(sign(&p, &secret).unwrap(), public);
+        let key: [u8; 32] = unhex(&public, "k").unwrap();
+        let wrong: [u8; 32] = unhex(&other, "k").unwrap();
+        assert_eq!(verify(&p, &[wrong, key]).unwrap(), public);
+        assert!(verify(&p, &[wrong]).unwrap_err().contains("not among the trusted keys"));
+        assert!(load_trusted(&p, "M", &slots, &[key]).is_ok());
+        // Metadata changed after signing: the signature no longer matches.
+        let mut f = safetensors::read(&p).unwrap();
+        for (k, v) in f.metadata.iter_mut() {
+            if k == "fluxc.model" {
+                *v = "N".into();
+            }
+        }
+        safetensors::write(&p, &f).unwrap();
+        assert!(verify(&p, &[key]).unwrap_err().contains("signature does not match"));
+        // An unsigned file.
+        save(&p, "M", &slots, &[&[1.0, 2.0]], &[]).unwrap();
+        assert!(verify(&p, &[key]).unwrap_err().contains("not signed"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -71,7 +71,7 @@ enum Command {
         /// Train for this many epochs instead of the block's
         #[arg(long)]
         epochs: Option<usize>,
-        /// Accept --init weights only with a signature by one of these keys (not built yet)
+        /// Accept --init weights only with a signature by one of these keys
         #[arg(long)]
         trusted_keys: Option<PathBuf>,
         /// Threads kernels may use (default: every core; FLUXC_NUM_THREADS does the same)
@@ -94,6 +94,38 @@ enum Command {
         device: Device,
         #[arg(long)]
         threads: Option<i64>,
+    },
+    /// The loss and accuracy of trained weights on a declared data source, on the JIT
+    Eval {
+        file: PathBuf,
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        weights: PathBuf,
+        /// A data source declared in the file
+        #[arg(long)]
+        data: String,
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
+        #[arg(long)]
+        threads: Option<i64>,
+    },
+    /// Make an ed25519 key pair: KEY (secret, mode 0600) and KEY.pub (hex)
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a weights file in place with a secret key from `keygen`
+    Sign {
+        weights: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Check a weights file's digest and its signature by one of the trusted keys
+    Verify {
+        weights: PathBuf,
+        #[arg(long)]
+        trusted_keys: PathBuf,
     },
     /// Run a file's top-level statements (a script) on the reference interpreter
     Run { file: PathBuf },
@@ -157,6 +189,12 @@ fn main() -> ExitCode {
         Command::Infer { file, model, weights, input, output, device, threads } => {
             infer_cmd(&file, &model, &weights, &input, output.as_deref(), device, threads)
         }
+        Command::Eval { file, model, weights, data, device, threads } => {
+            eval_cmd(&file, &model, &weights, &data, device, threads)
+        }
+        Command::Keygen { out } => keygen(&out),
+        Command::Sign { weights, key } => sign(&weights, &key),
+        Command::Verify { weights, trusted_keys } => verify(&weights, &trusted_keys),
         Command::Run { file } => run(&file),
         Command::Summary { file, model } => summary(&file, model.as_deref()),
         Command::Explain { code } => explain(&code),
@@ -435,8 +473,8 @@ fn train_cmd(
             "--resume is not built yet: train again from the start or from --init weights".into(),
         ));
     }
-    if trusted_keys.is_some() {
-        return Err(UserError("--trusted-keys is not built yet (signatures come with `fluxc sign`)".into()));
+    if trusted_keys.is_some() && init.is_none() {
+        return Err(UserError("--trusted-keys checks the --init weights; give --init too".into()));
     }
     if epochs == Some(0) {
         return Err(UserError("--epochs must be at least 1".into()));
@@ -455,8 +493,20 @@ fn train_cmd(
         || PathBuf::from("."),
         |p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() },
     );
-    let opts =
-        fluxc_cli::train::TrainOptions { out: out.unwrap_or_else(|| dir.join("out")), dir, init, epochs };
+    let trusted = match &trusted_keys {
+        Some(p) => Some(
+            fluxc_runtime::weights::trusted_keys(p)
+                .map_err(|e| UserError(format!("{}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let opts = fluxc_cli::train::TrainOptions {
+        out: out.unwrap_or_else(|| dir.join("out")),
+        dir,
+        init,
+        epochs,
+        trusted,
+    };
     match fluxc_cli::train::train(&setup, &opts) {
         Ok(code) => Ok(ExitCode::from(code)),
         Err(e) => Err(UserError(format!("{}: {e}", path.display()))),
@@ -501,6 +551,90 @@ fn infer_cmd(
             print!("{text}");
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fluxc eval FILE --model NAME --weights W --data SOURCE` (§12.14).
+fn eval_cmd(
+    path: &Path,
+    model: &str,
+    weights_path: &Path,
+    source: &str,
+    device: Device,
+    threads: Option<i64>,
+) -> Result<ExitCode, UserError> {
+    cpu_only(device)?;
+    set_threads(threads)?;
+    let (mut sources, id) = match load(path, Format::Text)? {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let mut loader = DiskLoader::new(Path::new(""), path, None);
+    let setup = match fluxc_core::pipeline::eval_setup(&mut sources, id, &mut loader, model, source) {
+        Outcome::Done(s) => s,
+        other => return Ok(finish(other, &sources, |_| {})),
+    };
+    let dir = path.parent().map_or_else(
+        || PathBuf::from("."),
+        |p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() },
+    );
+    let (loss, accuracy) = fluxc_cli::train::eval(&setup, model, weights_path, &dir)
+        .map_err(|e| UserError(format!("{}: {e}", path.display())))?;
+    println!("loss {loss:.6}");
+    if let Some(a) = accuracy {
+        println!("accuracy {a:.6}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fluxc keygen --out KEY` (§11.4).
+fn keygen(out: &Path) -> Result<ExitCode, UserError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let public_path = PathBuf::from(format!("{}.pub", out.display()));
+    for p in [out, public_path.as_path()] {
+        if p.exists() {
+            return Err(UserError(format!("{} already exists; keygen does not overwrite keys", p.display())));
+        }
+    }
+    let (secret, public) = fluxc_runtime::weights::keygen().map_err(UserError)?;
+    let write = |p: &Path, text: &str, mode: u32| -> Result<(), UserError> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(p)
+            .map_err(|e| UserError(format!("{}: {e}", p.display())))?;
+        f.write_all(format!("{text}\n").as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| UserError(format!("{}: {e}", p.display())))
+    };
+    write(out, &secret, 0o600)?;
+    write(&public_path, &public, 0o644)?;
+    println!(
+        "wrote the secret key {} and the public key {} ({public})",
+        out.display(),
+        public_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fluxc sign WEIGHTS --key KEY` (§11.4).
+fn sign(weights: &Path, key: &Path) -> Result<ExitCode, UserError> {
+    let secret = std::fs::read_to_string(key).map_err(|e| UserError(format!("{}: {e}", key.display())))?;
+    let public = fluxc_runtime::weights::sign(weights, &secret)
+        .map_err(|e| UserError(format!("{}: {e}", weights.display())))?;
+    println!("signed {} with key {public}", weights.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fluxc verify WEIGHTS --trusted-keys FILE` (§9).
+fn verify(weights: &Path, trusted: &Path) -> Result<ExitCode, UserError> {
+    let keys = fluxc_runtime::weights::trusted_keys(trusted)
+        .map_err(|e| UserError(format!("{}: {e}", trusted.display())))?;
+    let key = fluxc_runtime::weights::verify(weights, &keys)
+        .map_err(|e| UserError(format!("{}: {e}", weights.display())))?;
+    println!("{}: the digest matches and it is signed by trusted key {key}", weights.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -168,6 +168,8 @@ pub struct TrainOptions {
     pub out: PathBuf,
     pub init: Option<PathBuf>,
     pub epochs: Option<usize>,
+    /// With `--trusted-keys`: the `--init` weights must be signed by one of these.
+    pub trusted: Option<Vec<[u8; 32]>>,
 }
 
 /// Runs training; `Ok(code)` is the exit code (0 done, 1 stopped by nan_guard).
@@ -186,8 +188,11 @@ pub fn train(setup: &TrainSetup, opts: &TrainOptions) -> Result<u8, String> {
     let slots = slots(&setup.init)?;
     let mut params = match &opts.init {
         Some(path) => {
-            let l =
-                weights::load(path, &cfg.model, &slots).map_err(|e| format!("{}: {e}", path.display()))?;
+            let l = match &opts.trusted {
+                Some(keys) => weights::load_trusted(path, &cfg.model, &slots, keys),
+                None => weights::load(path, &cfg.model, &slots),
+            }
+            .map_err(|e| format!("{}: {e}", path.display()))?;
             slots.iter().map(|s| s.name.clone()).zip(l.values).collect()
         }
         None => initial_params(&setup.init, cfg.seed)?,
@@ -548,4 +553,23 @@ pub fn infer(
         shape,
         values: y.iter().map(|v| f64::from(*v)).collect(),
     })
+}
+
+/// `fluxc eval`: the loss and accuracy of checked weights on a declared data source.
+pub fn eval(
+    setup: &fluxc_core::pipeline::EvalSetup,
+    model: &str,
+    weights_path: &Path,
+    dir: &Path,
+) -> Result<(f64, Option<f64>), String> {
+    let slots = slots(&setup.init)?;
+    let loaded =
+        weights::load(weights_path, model, &slots).map_err(|e| format!("{}: {e}", weights_path.display()))?;
+    let params: HashMap<String, Vec<f32>> = slots.iter().map(|s| s.name.clone()).zip(loaded.values).collect();
+    let d = load_source(&setup.data, dir)?;
+    fits(&d, &setup.eval, "x", "input", &setup.data.name)?;
+    fits(&d, &setup.eval, "target", "target", &setup.data.name)?;
+    let mut jit = Jit::new(&setup.eval)?;
+    jit.state.params = params_for(&setup.eval, &params)?;
+    evaluate(&mut jit, &setup.eval, &d, 256)
 }

@@ -202,3 +202,63 @@ fn bad_data_and_divergence_are_one_clear_error() {
     assert!(text(&o.stderr).contains("no train block"), "{}", text(&o.stderr));
     let _ = std::fs::remove_dir_all(d);
 }
+
+#[test]
+fn keygen_sign_verify_eval_and_trusted_init() {
+    let d = temp("sign");
+    train("examples/iris/iris.flx", &d);
+    let (key, w) = (d.join("key"), d.join("Iris.safetensors"));
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let o = fluxc(&["keygen", "--out", &s(&key)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let public = d.join("key.pub");
+    // Unsigned weights are refused where trust is required, accepted where it is not.
+    let o = fluxc(&["verify", &s(&w), "--trusted-keys", &s(&public)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("not signed"), "{}", text(&o.stderr));
+    let init = |extra: &[&str]| {
+        let mut args = vec!["train", "--epochs", "1", "--out"];
+        let out = d.join("again");
+        let out = s(&out);
+        args.push(&out);
+        let file = repo("examples/iris/iris.flx");
+        args.push(&file);
+        let wp = s(&w);
+        args.extend(["--init", &wp]);
+        args.extend(extra);
+        fluxc(&args)
+    };
+    assert_eq!(init(&["--trusted-keys", &s(&public)]).status.code(), Some(1));
+    assert!(init(&[]).status.success());
+    // Signed: verify and a trusted --init pass.
+    let o = fluxc(&["sign", &s(&w), "--key", &s(&key)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = fluxc(&["verify", &s(&w), "--trusted-keys", &s(&public)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(init(&["--trusted-keys", &s(&public)]).status.success());
+    // Another key is not trusted; a second keygen to the same name is refused.
+    let other = d.join("other");
+    assert!(fluxc(&["keygen", "--out", &s(&other)]).status.success());
+    let o = fluxc(&["verify", &s(&w), "--trusted-keys", &s(&d.join("other.pub"))]);
+    assert!(text(&o.stderr).contains("not among the trusted keys"), "{}", text(&o.stderr));
+    assert_eq!(fluxc(&["keygen", "--out", &s(&key)]).status.code(), Some(1));
+    // eval on the validation source reports what training logged.
+    let o = fluxc(&[
+        "eval",
+        &repo("examples/iris/iris.flx"),
+        "--model",
+        "Iris",
+        "--weights",
+        &s(&w),
+        "--data",
+        "iris_valid",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let said = text(&o.stdout);
+    let acc: f64 = said.lines().find_map(|l| l.strip_prefix("accuracy ")).unwrap().parse().unwrap();
+    let logged = last_epoch(&events(&d))["val_accuracy"].as_f64().unwrap();
+    assert!((acc - logged).abs() < 1e-6, "eval {acc}, training logged {logged}");
+    let _ = std::fs::remove_dir_all(&d);
+}

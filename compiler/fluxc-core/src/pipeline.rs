@@ -450,6 +450,53 @@ pub fn train_setup(
     })
 }
 
+/// What `fluxc eval` runs: `model`'s evaluation graph (its first train block's loss), its
+/// initialiser (for the parameter layout) and the data source `source`.
+pub struct EvalSetup {
+    pub eval: crate::ir::Graph,
+    pub init: crate::ir::Graph,
+    pub data: crate::lower::setup::DataSpec,
+}
+
+pub fn eval_setup(
+    sources: &mut SourceMap,
+    file: FileId,
+    loader: &mut dyn SourceLoader,
+    model: &str,
+    source: &str,
+) -> Outcome<EvalSetup> {
+    let (model, source) = (model.to_owned(), source.to_owned());
+    after_check(sources, file, loader, move |idx, _| {
+        let fail = |message: String| crate::lower::LowerError { span: None, message };
+        let m = match idx.item(file, &model).and_then(|k| idx.items.get(k).map(|i| (k, i.item))) {
+            Some((k, Item::Model(_))) => k,
+            _ => return Err(fail(format!("there is no model `{model}` in this file"))),
+        };
+        let train = idx
+            .items
+            .iter()
+            .enumerate()
+            .find_map(|(k, it)| match it.item {
+                Item::Train(t) if it.file == file && t.model.name == model => Some(k),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                fail(format!("`fluxc eval` takes the loss from a train block, and `{model}` has none"))
+            })?;
+        if !matches!(
+            idx.item(file, &source).and_then(|k| idx.items.get(k)).map(|i| i.item),
+            Some(Item::Data(_))
+        ) {
+            return Err(fail(format!("there is no data source `{source}` in this file")));
+        }
+        Ok(EvalSetup {
+            eval: crate::lower::eval_step(idx, train)?,
+            init: crate::lower::init_graph(idx, m)?,
+            data: crate::lower::setup::data_spec(idx, file, &source, Default::default())?,
+        })
+    })
+}
+
 /// `fluxc build --emit kir`: each model's inference forward and each train step scheduled into
 /// kernels, with the memory plan and the scratch bytes per batch row.
 pub fn emit_kir(
