@@ -59,7 +59,7 @@ enum Command {
         /// Start from these weights instead of the initialisers
         #[arg(long)]
         init: Option<PathBuf>,
-        /// Continue from a checkpoint (not built yet)
+        /// Continue from a checkpoint (its weights and the .opt.safetensors beside them)
         #[arg(long)]
         resume: Option<PathBuf>,
         /// Output folder (default: out/ beside the file)
@@ -468,10 +468,8 @@ fn train_cmd(
     threads: Option<i64>,
 ) -> Result<ExitCode, UserError> {
     cpu_only(device)?;
-    if resume.is_some() {
-        return Err(UserError(
-            "--resume is not built yet: train again from the start or from --init weights".into(),
-        ));
+    if resume.is_some() && init.is_some() {
+        return Err(UserError("--resume continues a run; it cannot be combined with --init".into()));
     }
     if trusted_keys.is_some() && init.is_none() {
         return Err(UserError("--trusted-keys checks the --init weights; give --init too".into()));
@@ -500,12 +498,16 @@ fn train_cmd(
         ),
         None => None,
     };
+    // The tests' stand-in for Ctrl-C after a given step.
+    let interrupt_after = std::env::var("FLUXC_TEST_INTERRUPT_AFTER_STEP").ok().and_then(|v| v.parse().ok());
     let opts = fluxc_cli::train::TrainOptions {
         out: out.unwrap_or_else(|| dir.join("out")),
         dir,
         init,
         epochs,
         trusted,
+        resume,
+        interrupt_after,
     };
     match fluxc_cli::train::train(&setup, &opts) {
         Ok(code) => Ok(ExitCode::from(code)),

@@ -170,9 +170,107 @@ pub struct TrainOptions {
     pub epochs: Option<usize>,
     /// With `--trusted-keys`: the `--init` weights must be signed by one of these.
     pub trusted: Option<Vec<[u8; 32]>>,
+    /// `--resume CHECKPOINT`: its weights, and its `.opt.safetensors` beside it.
+    pub resume: Option<PathBuf>,
+    /// Behave as if interrupted after this step (the tests' stand-in for Ctrl-C).
+    pub interrupt_after: Option<u64>,
 }
 
-/// Runs training; `Ok(code)` is the exit code (0 done, 1 stopped by nan_guard).
+/// Where a run is, saved in every optimizer-state file so `--resume` continues bit for bit:
+/// the steps taken, the epochs completed, the batches done of the next epoch with their loss
+/// sum, and early_stop's state.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Progress {
+    step: u64,
+    epochs_done: u64,
+    batches_done: u64,
+    sum: f64,
+    count: u64,
+    best: Option<f64>,
+    waited: u64,
+    /// early_stop ended the run.
+    stopped: bool,
+}
+
+impl Progress {
+    fn metadata(&self) -> Vec<(String, String)> {
+        let mut m = vec![
+            ("fluxc.step".to_owned(), self.step.to_string()),
+            ("fluxc.epoch".to_owned(), self.epochs_done.to_string()),
+            ("fluxc.resume.batches".to_owned(), self.batches_done.to_string()),
+            ("fluxc.resume.loss_sum".to_owned(), format!("{:?}", self.sum)),
+            ("fluxc.resume.loss_count".to_owned(), self.count.to_string()),
+            ("fluxc.early_stop.waited".to_owned(), self.waited.to_string()),
+            ("fluxc.early_stop.stopped".to_owned(), self.stopped.to_string()),
+        ];
+        if let Some(b) = self.best {
+            m.push(("fluxc.early_stop.best".to_owned(), format!("{b:?}")));
+        }
+        m
+    }
+
+    fn from_metadata(l: &weights::Loaded) -> Result<Progress, String> {
+        fn num<T: std::str::FromStr>(l: &weights::Loaded, k: &str) -> Result<T, String> {
+            l.meta(k)
+                .ok_or_else(|| format!("the optimizer state has no `{k}`"))?
+                .parse()
+                .map_err(|_| format!("`{k}` is not a number"))
+        }
+        Ok(Progress {
+            step: num(l, "fluxc.step")?,
+            epochs_done: num(l, "fluxc.epoch")?,
+            batches_done: num(l, "fluxc.resume.batches")?,
+            sum: num(l, "fluxc.resume.loss_sum")?,
+            count: num(l, "fluxc.resume.loss_count")?,
+            best: l
+                .meta("fluxc.early_stop.best")
+                .map(str::parse)
+                .transpose()
+                .map_err(|_| "`fluxc.early_stop.best` is not a number")?,
+            waited: num(l, "fluxc.early_stop.waited")?,
+            stopped: num(l, "fluxc.early_stop.stopped")?,
+        })
+    }
+}
+
+/// Set by Ctrl-C: the loop saves a checkpoint and stops after the step in flight.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Keeps the lines of `train.jsonl` up to `p` (a resumed run appends from there, §12.8) and
+/// returns the epochs they record.
+fn rewind_log(path: &Path, p: &Progress) -> Result<Vec<Epoch>, String> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(Vec::new()) };
+    let mut kept = String::new();
+    let mut history = Vec::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let step = v["step"].as_u64();
+        let epoch = v["epoch"].as_u64();
+        let keep = match v["event"].as_str() {
+            Some("step" | "checkpoint") => step.is_some_and(|s| s <= p.step),
+            Some("epoch") => epoch.is_some_and(|e| e <= p.epochs_done),
+            Some("anomaly") => true,
+            _ => false,
+        };
+        if keep {
+            if v["event"] == "epoch" {
+                history.push(Epoch {
+                    loss: v["loss"].as_f64().unwrap_or(f64::NAN),
+                    val_loss: v["val_loss"].as_f64(),
+                    val_accuracy: v["val_accuracy"].as_f64(),
+                    seconds: v["seconds"].as_f64().unwrap_or(0.0),
+                });
+            }
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    fluxc_runtime::npy::write_atomically(path, kept.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(history)
+}
+
+/// Runs training; `Ok(code)` is the exit code (0 done, 130 interrupted).
 pub fn train(setup: &TrainSetup, opts: &TrainOptions) -> Result<u8, String> {
     let cfg = &setup.config;
     let started = Instant::now();
@@ -186,23 +284,6 @@ pub fn train(setup: &TrainSetup, opts: &TrainOptions) -> Result<u8, String> {
     }
     std::fs::create_dir_all(&opts.out).map_err(|e| format!("{}: {e}", opts.out.display()))?;
     let slots = slots(&setup.init)?;
-    let mut params = match &opts.init {
-        Some(path) => {
-            let l = match &opts.trusted {
-                Some(keys) => weights::load_trusted(path, &cfg.model, &slots, keys),
-                None => weights::load(path, &cfg.model, &slots),
-            }
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-            slots.iter().map(|s| s.name.clone()).zip(l.values).collect()
-        }
-        None => initial_params(&setup.init, cfg.seed)?,
-    };
-
-    let mut step_jit = Jit::new(&setup.train)?;
-    let mut eval_jit = Jit::new(&setup.eval)?;
-    step_jit.state.params = params_for(&setup.train, &params)?;
-    let param_index: HashMap<&str, usize> =
-        setup.train.params.iter().enumerate().map(|(k, p)| (p.name.as_str(), k)).collect();
     // Optimizer state: one buffer per `opt.*` input, zero-filled ("before step 1").
     let mut opt: Vec<(String, Vec<f32>, Vec<usize>)> = Vec::new();
     for s in setup.train.inputs.iter().skip(4) {
@@ -210,6 +291,41 @@ pub fn train(setup: &TrainSetup, opts: &TrainOptions) -> Result<u8, String> {
         let n = shape.iter().product();
         opt.push((s.name.trim_start_matches("opt.").to_owned(), vec![0.0; n], shape));
     }
+    let opt_slots: Vec<Slot> =
+        opt.iter().map(|(n, _, s)| Slot { name: n.clone(), shape: s.clone() }).collect();
+    let mut progress = Progress::default();
+    let mut history: Vec<Epoch> = Vec::new();
+    let mut params = match (&opts.resume, &opts.init) {
+        (Some(path), _) => {
+            let l =
+                weights::load(path, &cfg.model, &slots).map_err(|e| format!("{}: {e}", path.display()))?;
+            let op = opt_path(path);
+            let o =
+                weights::load(&op, &cfg.model, &opt_slots).map_err(|e| format!("{}: {e}", op.display()))?;
+            progress = Progress::from_metadata(&o).map_err(|e| format!("{}: {e}", op.display()))?;
+            for (slot, v) in opt.iter_mut().zip(o.values) {
+                slot.1 = v;
+            }
+            history = rewind_log(&opts.out.join("train.jsonl"), &progress)?;
+            println!("resuming after step {} (epoch {} complete)", progress.step, progress.epochs_done);
+            slots.iter().map(|s| s.name.clone()).zip(l.values).collect()
+        }
+        (None, Some(path)) => {
+            let l = match &opts.trusted {
+                Some(keys) => weights::load_trusted(path, &cfg.model, &slots, keys),
+                None => weights::load(path, &cfg.model, &slots),
+            }
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+            slots.iter().map(|s| s.name.clone()).zip(l.values).collect()
+        }
+        (None, None) => initial_params(&setup.init, cfg.seed)?,
+    };
+
+    let mut step_jit = Jit::new(&setup.train)?;
+    let mut eval_jit = Jit::new(&setup.eval)?;
+    step_jit.state.params = params_for(&setup.train, &params)?;
+    let param_index: HashMap<&str, usize> =
+        setup.train.params.iter().enumerate().map(|(k, p)| (p.name.as_str(), k)).collect();
     let opt_index: HashMap<String, usize> = opt.iter().enumerate().map(|(k, o)| (o.0.clone(), k)).collect();
     let outputs: Vec<String> = setup.train.outputs.iter().map(|(n, _)| n.clone()).collect();
     let at = |name: &str| outputs.iter().position(|n| n == name);
@@ -222,18 +338,18 @@ pub fn train(setup: &TrainSetup, opts: &TrainOptions) -> Result<u8, String> {
             .open(opts.out.join("train.jsonl"))
             .map_err(|e| format!("{}: {e}", opts.out.join("train.jsonl").display()))?,
     };
+    // Ctrl-C: finish the step in flight, save a checkpoint, exit 130 (§12.8). A second handler
+    // (a second run in one process) keeps the first.
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst));
     let log_every =
         cfg.callbacks.iter().find_map(|c| if let Callback::Log { every } = c { Some(*every) } else { None });
     let nan_guard = cfg.callbacks.contains(&Callback::NanGuard);
-    let epochs = opts.epochs.unwrap_or(cfg.epochs);
+    let epochs = opts.epochs.unwrap_or(cfg.epochs) as u64;
     let batch = cfg.batch.max(1);
     let (xl, yl) = (data.x_len(), data.y_len());
     let mut xb: Vec<f32> = Vec::with_capacity(batch * xl);
     let mut yb: Vec<f32> = Vec::with_capacity(batch * yl);
-    let mut step: u64 = 0;
-    let mut history: Vec<Epoch> = Vec::new();
-    let mut best: Option<f64> = None;
-    let mut waited = 0u64;
+    let final_path = opts.out.join(format!("{}.safetensors", cfg.model));
     println!(
         "training {} on {} ({} rows{}), {} epochs of batches of {batch}",
         cfg.model,
@@ -243,16 +359,16 @@ pub fn train(setup: &TrainSetup, opts: &TrainOptions) -> Result<u8, String> {
         epochs
     );
     let mut last_loss = f64::NAN;
-    'epochs: for epoch in 1..=epochs as u64 {
+    while progress.epochs_done < epochs && !progress.stopped {
+        let epoch = progress.epochs_done + 1;
         let t0 = Instant::now();
         let order: Vec<usize> = if cfg.shuffle {
             data::permutation(data.rows, cfg.seed, 1, epoch)
         } else {
             (0..data.rows).collect()
         };
-        let (mut sum, mut count) = (0.0f64, 0usize);
-        for rows in order.chunks(batch) {
-            step += 1;
+        for rows in order.chunks(batch).skip(progress.batches_done as usize) {
+            let step = progress.step + 1;
             xb.clear();
             yb.clear();
             for &r in rows {
@@ -273,16 +389,10 @@ pub fn train(setup: &TrainSetup, opts: &TrainOptions) -> Result<u8, String> {
                 log.event(
                     serde_json::json!({"event": "nan", "epoch": epoch, "step": step, "where": where_}),
                 )?;
-                save_weights(
-                    &opts.out.join(format!("{}.safetensors", cfg.model)),
-                    cfg,
-                    &slots,
-                    &params,
-                    &[],
-                )?;
+                save_weights(&final_path, cfg, &slots, &params, &[])?;
                 return Err(format!(
                     "nan_guard: the {where_} became NaN or infinite at epoch {epoch}, step {step}; the last good weights are in {}",
-                    opts.out.join(format!("{}.safetensors", cfg.model)).display()
+                    final_path.display()
                 ));
             }
             // Apply the update.
@@ -301,16 +411,28 @@ pub fn train(setup: &TrainSetup, opts: &TrainOptions) -> Result<u8, String> {
                     o.1 = v;
                 }
             }
-            sum += loss;
-            count += 1;
+            progress.step = step;
+            progress.batches_done += 1;
+            progress.sum += loss;
+            progress.count += 1;
             last_loss = loss;
             if let Some(every) = log_every
                 && step.is_multiple_of(every)
             {
                 log.event(serde_json::json!({"event": "step", "step": step, "epoch": epoch, "loss": loss, "lr": finite_or_null(Some(lr)), "grad_norm": finite_or_null(Some(norm))}))?;
             }
+            if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) || opts.interrupt_after == Some(step) {
+                save_checkpoint(&final_path, cfg, &slots, &params, &opt_slots, &opt, &progress)?;
+                log.event(serde_json::json!({"event": "checkpoint", "epoch": epoch, "step": step, "path": final_path.file_name().map(|n| n.to_string_lossy().into_owned())}))?;
+                eprintln!(
+                    "interrupted at epoch {epoch}, step {step}: the checkpoint is {}; continue with --resume {}",
+                    final_path.display(),
+                    final_path.display()
+                );
+                return Ok(130);
+            }
         }
-        let loss = sum / count.max(1) as f64;
+        let loss = progress.sum / progress.count.max(1) as f64;
         let (val_loss, val_accuracy) = match &valid {
             Some(v) => {
                 eval_jit.state.params = params_for(&setup.eval, &params)?;
@@ -328,64 +450,70 @@ pub fn train(setup: &TrainSetup, opts: &TrainOptions) -> Result<u8, String> {
             e.val_accuracy.map(|v| format!(", val_accuracy {v:.4}")).unwrap_or_default(),
             e.seconds
         );
-        history.push(e);
+        progress.epochs_done = epoch;
+        progress.batches_done = 0;
+        progress.sum = 0.0;
+        progress.count = 0;
+        // early_stop's state first, so checkpoints carry it; then the checkpoints; then the stop.
+        let mut stop = None;
         for c in &cfg.callbacks {
-            match c {
-                Callback::Checkpoint { path, every }
-                    if epoch.is_multiple_of(*every) || epoch == epochs as u64 =>
-                {
-                    let p = opts.out.join(path);
-                    save_weights(&p, cfg, &slots, &params, &[("fluxc.epoch".into(), epoch.to_string())])?;
-                    save_opt(&opt_path(&p), cfg, &opt, step, epoch)?;
-                    log.event(serde_json::json!({"event": "checkpoint", "epoch": epoch, "step": step, "path": path}))?;
-                }
-                Callback::EarlyStop { patience, monitor } => {
-                    let last = history.last();
-                    let (value, maximise, name) = match (monitor.as_str(), last) {
-                        ("val_accuracy", Some(e)) if e.val_accuracy.is_some() => {
-                            (e.val_accuracy, true, "val_accuracy")
-                        }
-                        ("val_loss", Some(e)) if e.val_loss.is_some() => (e.val_loss, false, "val_loss"),
-                        (_, Some(e)) => (Some(e.loss), false, "loss"),
-                        _ => (None, false, "loss"),
-                    };
-                    let Some(v) = value else { continue };
-                    let better = match best {
-                        None => true,
-                        Some(b) => {
-                            if maximise {
-                                v > b
-                            } else {
-                                v < b
-                            }
-                        }
-                    };
-                    if better {
-                        best = Some(v);
-                        waited = 0;
-                    } else {
-                        waited += 1;
-                        if waited >= *patience {
-                            log.event(serde_json::json!({"event": "early_stop", "epoch": epoch, "monitor": name, "best": best}))?;
-                            println!(
-                                "early stop after epoch {epoch}: {name} has not improved for {patience} epochs"
-                            );
-                            break 'epochs;
-                        }
+            if let Callback::EarlyStop { patience, monitor } = c {
+                let (value, maximise, name) = match monitor.as_str() {
+                    "val_accuracy" if e.val_accuracy.is_some() => (e.val_accuracy, true, "val_accuracy"),
+                    "val_loss" if e.val_loss.is_some() => (e.val_loss, false, "val_loss"),
+                    _ => (Some(e.loss), false, "loss"),
+                };
+                let Some(v) = value else { continue };
+                let better = progress.best.is_none_or(|b| if maximise { v > b } else { v < b });
+                if better {
+                    progress.best = Some(v);
+                    progress.waited = 0;
+                } else {
+                    progress.waited += 1;
+                    if progress.waited >= *patience {
+                        stop = Some((name, *patience));
+                        progress.stopped = true;
                     }
                 }
-                _ => {}
             }
         }
+        history.push(e);
+        for c in &cfg.callbacks {
+            if let Callback::Checkpoint { path, every } = c
+                && (epoch.is_multiple_of(*every) || epoch == epochs || stop.is_some())
+            {
+                save_checkpoint(&opts.out.join(path), cfg, &slots, &params, &opt_slots, &opt, &progress)?;
+                log.event(serde_json::json!({"event": "checkpoint", "epoch": epoch, "step": progress.step, "path": path}))?;
+            }
+        }
+        if let Some((name, patience)) = stop {
+            log.event(serde_json::json!({"event": "early_stop", "epoch": epoch, "monitor": name, "best": progress.best}))?;
+            println!("early stop after epoch {epoch}: {name} has not improved for {patience} epochs");
+        }
     }
-    let final_path = opts.out.join(format!("{}.safetensors", cfg.model));
-    save_weights(&final_path, cfg, &slots, &params, &[])?;
-    save_opt(&opt_path(&final_path), cfg, &opt, step, history.len() as u64)?;
+    save_checkpoint(&final_path, cfg, &slots, &params, &opt_slots, &opt, &progress)?;
     let seconds = started.elapsed().as_secs_f64();
-    log.event(serde_json::json!({"event": "done", "epochs": history.len(), "steps": step, "seconds": seconds, "loss": finite_or_null(Some(last_loss))}))?;
+    log.event(serde_json::json!({"event": "done", "epochs": progress.epochs_done, "steps": progress.step, "seconds": seconds, "loss": finite_or_null(Some(last_loss))}))?;
     write_plot(&opts.out.join("train.svg"), &cfg.model, &history)?;
-    println!("wrote {} ({} steps, {seconds:.1} s)", final_path.display(), step);
+    println!("wrote {} ({} steps, {seconds:.1} s)", final_path.display(), progress.step);
     Ok(0)
+}
+
+/// The weights at `path` and the optimizer state with the run's progress beside them.
+fn save_checkpoint(
+    path: &Path,
+    cfg: &fluxc_core::lower::setup::TrainConfig,
+    slots: &[Slot],
+    params: &HashMap<String, Vec<f32>>,
+    opt_slots: &[Slot],
+    opt: &[(String, Vec<f32>, Vec<usize>)],
+    progress: &Progress,
+) -> Result<(), String> {
+    save_weights(path, cfg, slots, params, &[("fluxc.epoch".into(), progress.epochs_done.to_string())])?;
+    let op = opt_path(path);
+    let values: Vec<&[f32]> = opt.iter().map(|o| o.1.as_slice()).collect();
+    weights::save(&op, &cfg.model, opt_slots, &values, &progress.metadata())
+        .map_err(|e| format!("{}: {e}", op.display()))
 }
 
 /// `NAME.safetensors` → `NAME.opt.safetensors` (§11.2).
@@ -408,19 +536,6 @@ fn save_weights(
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     weights::save(path, &cfg.model, slots, &values, extra).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn save_opt(
-    path: &Path,
-    cfg: &fluxc_core::lower::setup::TrainConfig,
-    opt: &[(String, Vec<f32>, Vec<usize>)],
-    step: u64,
-    epoch: u64,
-) -> Result<(), String> {
-    let slots: Vec<Slot> = opt.iter().map(|(n, _, s)| Slot { name: n.clone(), shape: s.clone() }).collect();
-    let values: Vec<&[f32]> = opt.iter().map(|o| o.1.as_slice()).collect();
-    let extra = [("fluxc.step".to_owned(), step.to_string()), ("fluxc.epoch".to_owned(), epoch.to_string())];
-    weights::save(path, &cfg.model, &slots, &values, &extra).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Mean loss (weighted by batch size) and accuracy (when the rows have classes) of `d`.
