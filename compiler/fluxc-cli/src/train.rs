@@ -244,21 +244,24 @@ fn rewind_log(path: &Path, p: &Progress) -> Result<Vec<Epoch>, String> {
     let mut history = Vec::new();
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let step = v["step"].as_u64();
-        let epoch = v["epoch"].as_u64();
-        let keep = match v["event"].as_str() {
+        let field = |k: &str| v.get(k);
+        let step = field("step").and_then(serde_json::Value::as_u64);
+        let epoch = field("epoch").and_then(serde_json::Value::as_u64);
+        let event = field("event").and_then(serde_json::Value::as_str);
+        let keep = match event {
             Some("step" | "checkpoint") => step.is_some_and(|s| s <= p.step),
             Some("epoch") => epoch.is_some_and(|e| e <= p.epochs_done),
             Some("anomaly") => true,
             _ => false,
         };
         if keep {
-            if v["event"] == "epoch" {
+            let num = |k: &str| field(k).and_then(serde_json::Value::as_f64);
+            if event == Some("epoch") {
                 history.push(Epoch {
-                    loss: v["loss"].as_f64().unwrap_or(f64::NAN),
-                    val_loss: v["val_loss"].as_f64(),
-                    val_accuracy: v["val_accuracy"].as_f64(),
-                    seconds: v["seconds"].as_f64().unwrap_or(0.0),
+                    loss: num("loss").unwrap_or(f64::NAN),
+                    val_loss: num("val_loss"),
+                    val_accuracy: num("val_accuracy"),
+                    seconds: num("seconds").unwrap_or(0.0),
                 });
             }
             kept.push_str(line);
