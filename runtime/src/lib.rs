@@ -6,6 +6,7 @@
 pub mod csv;
 pub mod data;
 pub mod idx;
+pub mod inspect;
 pub mod limits;
 pub mod npy;
 pub mod safetensors;

@@ -110,6 +110,31 @@ enum Command {
         #[arg(long)]
         threads: Option<i64>,
     },
+    /// Summarise a weights or data file through the validating loaders, or reject it
+    Inspect {
+        file: PathBuf,
+        /// safetensors, idx, npy or csv (default: from the extension)
+        #[arg(long)]
+        format: Option<String>,
+        /// Reject NaN and infinite values instead of counting them
+        #[arg(long)]
+        check_finite: bool,
+        /// Labels must lie in 0..N
+        #[arg(long)]
+        num_classes: Option<usize>,
+        /// The label column of a CSV file (default: the last)
+        #[arg(long)]
+        label_column: Option<String>,
+        /// An IDX labels file paired with the IDX images file
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Read the file as labels (a rank-1 IDX file is read so anyway)
+        #[arg(long)]
+        as_labels: bool,
+        /// Check a weights file against the `tensors` map of a build manifest
+        #[arg(long)]
+        expect_manifest: Option<PathBuf>,
+    },
     /// Make an ed25519 key pair: KEY (secret, mode 0600) and KEY.pub (hex)
     Keygen {
         #[arg(long)]
@@ -191,6 +216,33 @@ fn main() -> ExitCode {
         }
         Command::Eval { file, model, weights, data, device, threads } => {
             eval_cmd(&file, &model, &weights, &data, device, threads)
+        }
+        Command::Inspect {
+            file,
+            format,
+            check_finite,
+            num_classes,
+            label_column,
+            labels,
+            as_labels,
+            expect_manifest,
+        } => {
+            let opts = fluxc_cli::inspect::Options {
+                format,
+                check_finite,
+                num_classes,
+                label_column,
+                labels,
+                as_labels,
+                expect_manifest,
+            };
+            match fluxc_cli::inspect::inspect(&file, &opts) {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Err(UserError(e)),
+            }
         }
         Command::Keygen { out } => keygen(&out),
         Command::Sign { weights, key } => sign(&weights, &key),

@@ -361,6 +361,16 @@ pub fn train(setup: &TrainSetup, opts: &TrainOptions) -> Result<u8, String> {
         valid.as_ref().map(|v| format!(", validation {} rows", v.rows)).unwrap_or_default(),
         epochs
     );
+    // The anomaly screen of the training rows, logged once at the start of a run (§11.1).
+    if opts.resume.is_none() {
+        let found = fluxc_runtime::inspect::screen(&data.x, data.rows, data.x_len(), data.class.as_deref());
+        for a in found {
+            println!("warning: data `{}`: {}", cfg.data.name, a.detail);
+            log.event(
+                serde_json::json!({"event": "anomaly", "kind": a.kind, "count": a.count, "detail": a.detail}),
+            )?;
+        }
+    }
     let mut last_loss = f64::NAN;
     while progress.epochs_done < epochs && !progress.stopped {
         let epoch = progress.epochs_done + 1;
