@@ -380,6 +380,20 @@ pub fn train(setup: &TrainSetup, opts: &TrainOptions) -> Result<u8, String> {
         } else {
             (0..data.rows).collect()
         };
+        // A progress bar on a terminal (plain epoch lines otherwise).
+        let bar = std::io::IsTerminal::is_terminal(&std::io::stdout()).then(|| {
+            let b = indicatif::ProgressBar::new(order.len().div_ceil(batch) as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} batches {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b.set_prefix(format!("{epoch}/{epochs}"));
+            b.set_position(progress.batches_done);
+            b
+        });
         for rows in order.chunks(batch).skip(progress.batches_done as usize) {
             let step = progress.step + 1;
             xb.clear();
@@ -426,6 +440,10 @@ pub fn train(setup: &TrainSetup, opts: &TrainOptions) -> Result<u8, String> {
             }
             progress.step = step;
             progress.batches_done += 1;
+            if let Some(b) = &bar {
+                b.inc(1);
+                b.set_message(format!("loss {loss:.4}"));
+            }
             progress.sum += loss;
             progress.count += 1;
             last_loss = loss;
@@ -444,6 +462,9 @@ pub fn train(setup: &TrainSetup, opts: &TrainOptions) -> Result<u8, String> {
                 );
                 return Ok(130);
             }
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
         }
         let loss = progress.sum / progress.count.max(1) as f64;
         let (val_loss, val_accuracy) = match &valid {
