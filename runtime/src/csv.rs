@@ -95,6 +95,9 @@ pub fn parse(bytes: &[u8], label: Option<&str>) -> Result<Csv, String> {
             }
             values.push(v);
         }
+        if values.len() > crate::limits::MAX_TENSOR_ELEMENTS {
+            return Err(format!("line {line}: more than {} values", crate::limits::MAX_TENSOR_ELEMENTS));
+        }
     }
     if labels.is_empty() {
         return Err("the file has a header but no rows".into());

@@ -49,6 +49,12 @@ pub fn parse(bytes: &[u8]) -> Result<Tensor, String> {
         count = count.checked_mul(u64::from(d)).ok_or("the declared sizes overflow")?;
         shape.push(d as usize);
     }
+    if count > crate::limits::MAX_TENSOR_ELEMENTS as u64 {
+        return Err(format!(
+            "the declared shape {shape:?} holds {count} values; the limit is {}",
+            crate::limits::MAX_TENSOR_ELEMENTS
+        ));
+    }
     let data_bytes = count.checked_mul(width as u64).ok_or("the declared sizes overflow")?;
     if data_bytes > MAX_TENSOR_FILE_BYTES {
         return Err(format!("the declared shape {shape:?} holds {data_bytes} bytes, more than the limit"));

@@ -12,3 +12,5 @@ pub const MAX_SAFETENSORS_TENSORS: usize = 100_000;
 pub const MAX_RANK: usize = 32;
 /// Most columns of one CSV file.
 pub const MAX_CSV_COLUMNS: usize = 65_536;
+/// Most values the runtime decodes from one file (each is held as an f64: 2 GiB).
+pub const MAX_TENSOR_ELEMENTS: usize = 1 << 28;

@@ -143,6 +143,13 @@ pub fn parse(bytes: &[u8]) -> Result<SafeTensors, String> {
     if at != data.len() {
         return Err(format!("{} bytes after the last tensor", data.len() - at));
     }
+    let total: usize = specs.iter().map(|(_, d, _, b, e)| (e - b) / d.width().max(1)).sum();
+    if total > crate::limits::MAX_TENSOR_ELEMENTS {
+        return Err(format!(
+            "the file holds {total} values; the limit is {}",
+            crate::limits::MAX_TENSOR_ELEMENTS
+        ));
+    }
     let mut tensors = Vec::with_capacity(specs.len());
     for (name, dtype, shape, b, e) in specs {
         let raw = data.get(b..e).unwrap_or_default();

@@ -105,10 +105,18 @@ impl Tensor {
     }
 }
 
-/// The element count of a shape, or an error if it overflows.
+/// The element count of a shape, or an error if it overflows or passes
+/// [`MAX_TENSOR_ELEMENTS`](crate::limits::MAX_TENSOR_ELEMENTS).
 pub fn element_count(shape: &[usize]) -> Result<usize, String> {
-    shape
+    let n = shape
         .iter()
         .try_fold(1usize, |p, d| p.checked_mul(*d))
-        .ok_or_else(|| "the shape's element count overflows".into())
+        .ok_or_else(|| "the shape's element count overflows".to_owned())?;
+    if n > crate::limits::MAX_TENSOR_ELEMENTS {
+        return Err(format!(
+            "the shape {shape:?} holds {n} values; the limit is {}",
+            crate::limits::MAX_TENSOR_ELEMENTS
+        ));
+    }
+    Ok(n)
 }

@@ -47,6 +47,8 @@ fn idx_malformed_files_are_rejected() {
     rejects(idx::parse(&idx_file(0x08, &[2, 3], &[1, 2, 3, 4, 5])), "truncated");
     rejects(idx::parse(&idx_file(0x08, &[2], &[1, 2, 3])), "longer than its header says");
     rejects(idx::parse(&idx_file(0x0E, &[65_536, 65_536, 4], &[])), "limit");
+    // A u8 file whose values would fill memory as f64: refused before reading them.
+    rejects(idx::parse(&idx_file(0x08, &[1 << 15, 1 << 15], &[])), "the limit is 268435456");
     rejects(idx::parse(&idx_file(0x08, &[u32::MAX, u32::MAX, u32::MAX, u32::MAX], &[])), "overflow");
 }
 
