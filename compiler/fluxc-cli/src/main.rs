@@ -453,8 +453,8 @@ fn build(
         println!(
             "  model {}: {} parameters ({} bytes); scratch per call at most {ff} + {fr}*B bytes (forward)",
             m.name,
-            group(built.parameters),
-            group(built.param_bytes)
+            fluxc_core::lower::group(built.parameters),
+            fluxc_core::lower::group(built.param_bytes)
         );
         if let Some((tf, tr)) = built.train_scratch {
             println!("  train_step: scratch at most {tf} + {tr}*B bytes");
@@ -463,17 +463,12 @@ fn build(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `1234567` as `1,234,567`.
-fn group(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
+/// The folder of a `.flx` file (data paths are relative to it): `.` for a bare file name.
+fn folder_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     }
-    if n < 0 { format!("-{out}") } else { out }
 }
 
 /// The thread cap: `--threads`, else `FLUXC_NUM_THREADS`, else every core.
@@ -539,10 +534,7 @@ fn train_cmd(
         Outcome::Done(s) => s,
         other => return Ok(finish(other, &sources, |_| {})),
     };
-    let dir = path.parent().map_or_else(
-        || PathBuf::from("."),
-        |p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() },
-    );
+    let dir = folder_of(path);
     let trusted = match &trusted_keys {
         Some(p) => Some(
             fluxc_runtime::weights::trusted_keys(p)
@@ -628,10 +620,7 @@ fn eval_cmd(
         Outcome::Done(s) => s,
         other => return Ok(finish(other, &sources, |_| {})),
     };
-    let dir = path.parent().map_or_else(
-        || PathBuf::from("."),
-        |p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() },
-    );
+    let dir = folder_of(path);
     let (loss, accuracy) = fluxc_cli::train::eval(&setup, model, weights_path, &dir)
         .map_err(|e| UserError(format!("{}: {e}", path.display())))?;
     println!("loss {loss:.6}");

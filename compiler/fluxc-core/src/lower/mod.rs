@@ -1200,7 +1200,7 @@ pub fn summary(idx: &Index<'_>, model: usize) -> LResult<String> {
 }
 
 /// `1234567` as `1,234,567`.
-fn group(n: i64) -> String {
+pub fn group(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

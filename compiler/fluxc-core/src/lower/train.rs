@@ -39,7 +39,19 @@ enum Schedule {
     Warmup(Val, Box<Schedule>),
 }
 
-pub fn train_step(idx: &Index<'_>, train: usize) -> LResult<Graph> {
+/// The common start of a train block's graphs: the model's variant (`training`) placed, and the
+/// inputs `x` and `target`.
+struct Start<'a> {
+    lw: Lowerer<'a>,
+    env: LEnv,
+    t: &'a ast::TrainDef,
+    layer: std::rc::Rc<super::layers::LayerInst>,
+    span: fluxc_syntax::Span,
+    x: ValueId,
+    target: ValueId,
+}
+
+fn start<'a>(idx: &'a Index<'a>, train: usize, training: bool) -> LResult<Start<'a>> {
     let Some(info) = idx.items.get(train) else { return Err(err("no such train block")) };
     let ast::Item::Train(t) = info.item else { return Err(err("not a train block")) };
     let file = info.file;
@@ -48,7 +60,7 @@ pub fn train_step(idx: &Index<'_>, train: usize) -> LResult<Graph> {
     else {
         return fail(t.model.span, "not a model");
     };
-    let mut lw = Lowerer::new(idx, true, ParamMode::Slots);
+    let mut lw = Lowerer::new(idx, training, ParamMode::Slots);
     let mut env = LEnv::new(file);
     env.bind("B", Val::Dim(Dim::var("B")));
     let in_ty = lw.resolve_type(&mut env, &m.input)?;
@@ -60,10 +72,15 @@ pub fn train_step(idx: &Index<'_>, train: usize) -> LResult<Graph> {
     let x = lw.g.input("x", x_ty)?;
     let target_ty = target_type(idx, file, &t.source.name, &out_ty)?;
     let target = lw.g.input("target", target_ty)?;
+    Ok(Start { lw, env, t, layer, span: m.value.span, x, target })
+}
+
+pub fn train_step(idx: &Index<'_>, train: usize) -> LResult<Graph> {
+    let Start { mut lw, mut env, t, layer, span, x, target } = start(idx, train, true)?;
     let scalar = TensorTy::new(DType::F32, Vec::new());
     let step = lw.g.input("step", scalar.clone())?;
     let epoch = lw.g.input("epoch", scalar)?;
-    let yhat = lw.apply_layer(&layer, Val::T(x), m.value.span)?;
+    let yhat = lw.apply_layer(&layer, Val::T(x), span)?;
 
     // The train block's values.
     let entry = |key: &str| t.entries.iter().find(|e| e.key.name == key).map(|e| &e.value);
@@ -183,26 +200,8 @@ type Update = (ValueId, Vec<(String, ValueId)>, Option<ValueId>);
 /// Inputs `x` and `target`; outputs `loss` and `y` (the model's output). `fluxc train` runs it
 /// on the validation data, `fluxc eval` on any declared source.
 pub fn eval_step(idx: &Index<'_>, train: usize) -> LResult<Graph> {
-    let Some(info) = idx.items.get(train) else { return Err(err("no such train block")) };
-    let ast::Item::Train(t) = info.item else { return Err(err("not a train block")) };
-    let file = info.file;
-    let Some(model) = idx.item(file, &t.model.name) else { return fail(t.model.span, "no such model") };
-    let ast::Item::Model(m) = idx.items.get(model).map(|i| i.item).ok_or_else(|| err("no such model"))?
-    else {
-        return fail(t.model.span, "not a model");
-    };
-    let mut lw = Lowerer::new(idx, false, ParamMode::Slots);
-    let mut env = LEnv::new(file);
-    env.bind("B", Val::Dim(Dim::var("B")));
-    let in_ty = lw.resolve_type(&mut env, &m.input)?;
-    let out_ty = lw.resolve_type(&mut env, &m.output)?;
-    let layer = lw.model_layer(model, m.value.span)?;
-    lw.place(&layer, "", m.value.span)?;
-    let x_ty =
-        Lowerer::tensor_ty_of(&in_ty).ok_or_else(|| err("tuple model inputs cannot be evaluated yet"))?;
-    let x = lw.g.input("x", x_ty)?;
-    let target = lw.g.input("target", target_type(idx, file, &t.source.name, &out_ty)?)?;
-    let yhat = lw.apply_layer(&layer, Val::T(x), m.value.span)?;
+    let Start { mut lw, mut env, t, layer, span, x, target } = start(idx, train, false)?;
+    let yhat = lw.apply_layer(&layer, Val::T(x), span)?;
     let loss_expr =
         t.entries.iter().find(|e| e.key.name == "loss").map(|e| &e.value).ok_or_else(|| err("no loss"))?;
     let Val::T(y) = yhat else { return Err(err("tuple model outputs cannot be evaluated yet")) };
