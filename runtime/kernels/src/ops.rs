@@ -515,7 +515,19 @@ impl<F: Fn(f64, f64) -> f64> Walk<'_, F> {
         if g + 1 == self.groups.len() {
             let run = &self.a[at..at + extent];
             if reduced {
-                let v = run.iter().fold(self.init, |x, v| (self.combine)(x, f64::from(*v)));
+                // Eight independent accumulators, so the fold is not one long dependency chain.
+                let mut lanes = [self.init; 8];
+                let chunks = run.chunks_exact(8);
+                let tail = chunks.remainder();
+                for c in chunks {
+                    for (l, v) in lanes.iter_mut().zip(c) {
+                        *l = (self.combine)(*l, f64::from(*v));
+                    }
+                }
+                let mut v = lanes.iter().fold(self.init, |x, l| (self.combine)(x, *l));
+                for t in tail {
+                    v = (self.combine)(v, f64::from(*t));
+                }
                 acc[o] = (self.combine)(acc[o], v);
             } else {
                 for (x, v) in acc[o..o + extent].iter_mut().zip(run) {
