@@ -479,11 +479,112 @@ fn vectorizable(body: &[Fused], access: &[Access], invariant: &[bool]) -> bool {
                     | UnaryOp::Floor
                     | UnaryOp::Not
                     | UnaryOp::Sign
+                    | UnaryOp::Exp
+                    | UnaryOp::Sigmoid
+                    | UnaryOp::Tanh
             ),
             Fused::Binary(op, _, _) => *op != BinaryOp::Pow,
             Fused::Cast(..) => true,
         }
     })
+}
+
+fn splat4(bcx: &mut FunctionBuilder<'_>, x: f32) -> Value {
+    let s = bcx.ins().f32const(x);
+    bcx.ins().splat(types::F32X4, s)
+}
+
+/// `c[0] + x * (c[1] + x * (…))` on four lanes (Horner, highest coefficient last).
+fn horner(bcx: &mut FunctionBuilder<'_>, x: Value, coefficients: &[f32]) -> Value {
+    let mut acc = splat4(bcx, coefficients.last().copied().unwrap_or(0.0));
+    for c in coefficients.iter().rev().skip(1) {
+        let cv = splat4(bcx, *c);
+        let m = bcx.ins().fmul(acc, x);
+        acc = bcx.ins().fadd(m, cv);
+    }
+    acc
+}
+
+/// e^x on four lanes (Cephes `expf`: x = n·ln 2 + r, a degree-6 polynomial in r, 2^n from the
+/// exponent bits; within a few ulp of libm, 0 below the subnormal range, ∞ above, NaN kept).
+#[allow(clippy::excessive_precision)] // Cephes' coefficients as published
+fn vector_exp(bcx: &mut FunctionBuilder<'_>, x: Value) -> Value {
+    let lanes = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+    // ln(f32::MAX) above; below, e^x is under the smallest subnormal.
+    let hi = splat4(bcx, 88.722_84);
+    let lo = splat4(bcx, -103.972_08);
+    let x = bcx.ins().fmin(x, hi);
+    let x = bcx.ins().fmax(x, lo);
+    let log2e = splat4(bcx, std::f32::consts::LOG2_E);
+    let half = splat4(bcx, 0.5);
+    let t = bcx.ins().fmul(x, log2e);
+    let t = bcx.ins().fadd(t, half);
+    let n = bcx.ins().floor(t);
+    let c1 = splat4(bcx, 0.693_359_4);
+    let c2 = splat4(bcx, -2.121_944_4e-4);
+    let a = bcx.ins().fmul(n, c1);
+    let r = bcx.ins().fsub(x, a);
+    let b = bcx.ins().fmul(n, c2);
+    let r = bcx.ins().fsub(r, b);
+    let p = horner(
+        bcx,
+        r,
+        &[5.000_000_1e-1, 1.666_666_5e-1, 4.166_579_6e-2, 8.333_452e-3, 1.398_2e-3, 1.987_569_1e-4],
+    );
+    let z = bcx.ins().fmul(r, r);
+    let y = bcx.ins().fmul(p, z);
+    let y = bcx.ins().fadd(y, r);
+    let one = splat4(bcx, 1.0);
+    let y = bcx.ins().fadd(y, one);
+    // 2^n as 2^(n/2) · 2^(n − n/2), each `(k + 127) << 23` as the bits of an f32, so that n
+    // from −150 to 128 stays within normal exponents (subnormal and near-overflow results
+    // come out right).
+    let half = splat4(bcx, 0.5);
+    let n1 = bcx.ins().fmul(n, half);
+    let n1 = bcx.ins().floor(n1);
+    let n2 = bcx.ins().fsub(n, n1);
+    let mut y = y;
+    for k in [n1, n2] {
+        let ki = bcx.ins().fcvt_to_sint_sat(types::I32X4, k);
+        let bias = bcx.ins().iconst(types::I32, 127);
+        let bias = bcx.ins().splat(types::I32X4, bias);
+        let e = bcx.ins().iadd(ki, bias);
+        let e = bcx.ins().ishl_imm_s(e, 23);
+        let pow = bcx.ins().bitcast(types::F32X4, lanes, e);
+        y = bcx.ins().fmul(y, pow);
+    }
+    y
+}
+
+/// tanh on four lanes (Cephes `tanhf`): an odd polynomial below |x| = 0.625, else
+/// sign(x)·(1 − 2 / (e^{2|x|} + 1)).
+#[allow(clippy::excessive_precision)] // Cephes' coefficients as published
+fn vector_tanh(bcx: &mut FunctionBuilder<'_>, x: Value) -> Value {
+    let lanes = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+    let ax = bcx.ins().fabs(x);
+    let z = bcx.ins().fmul(x, x);
+    let p =
+        horner(bcx, z, &[-3.333_328_2e-1, 1.333_144_2e-1, -5.373_971_6e-2, 2.063_908_9e-2, -5.704_988_7e-3]);
+    let p = bcx.ins().fmul(p, z);
+    let p = bcx.ins().fmul(p, x);
+    let small = bcx.ins().fadd(p, x);
+    let two = splat4(bcx, 2.0);
+    let one = splat4(bcx, 1.0);
+    let t = bcx.ins().fmul(ax, two);
+    let e = vector_exp(bcx, t);
+    let d = bcx.ins().fadd(e, one);
+    let q = bcx.ins().fdiv(two, d);
+    let big = bcx.ins().fsub(one, q);
+    // The sign of x on the large branch.
+    let neg = bcx.ins().fneg(big);
+    let zero = splat4(bcx, 0.0);
+    let is_neg = bcx.ins().fcmp(FloatCC::LessThan, x, zero);
+    let is_neg = bcx.ins().bitcast(types::F32X4, lanes, is_neg);
+    let big = bcx.ins().bitselect(is_neg, neg, big);
+    let limit = splat4(bcx, 0.625);
+    let is_small = bcx.ins().fcmp(FloatCC::LessThan, ax, limit);
+    let is_small = bcx.ins().bitcast(types::F32X4, lanes, is_small);
+    bcx.ins().bitselect(is_small, small, big)
 }
 
 /// The loop body on four lanes at element `iv`; returns the vector to store.
@@ -568,6 +669,16 @@ fn emit_vector(
                             let n = as_bool(bcx, neg);
                             bcx.ins().fsub(p, n)
                         }
+                        UnaryOp::Exp => vector_exp(bcx, x),
+                        UnaryOp::Sigmoid => {
+                            // 1 / (1 + e^-x)
+                            let nx = bcx.ins().fneg(x);
+                            let e = vector_exp(bcx, nx);
+                            let one = splat(bcx, 1.0);
+                            let d = bcx.ins().fadd(one, e);
+                            bcx.ins().fdiv(one, d)
+                        }
+                        UnaryOp::Tanh => vector_tanh(bcx, x),
                         _ => return Err(CpuError("not a lane operation".into())),
                     }
                 }

@@ -169,8 +169,7 @@ pub fn step<'s>(
     // Outputs are copied into buffers kept in the state (no allocation after the first step).
     let mut outs = std::mem::take(&mut state.outputs);
     outs.resize(kir.outputs.len(), Vec::new());
-    for (k, dst) in outs.iter_mut().enumerate() {
-        let (p, n) = plan.output(&env, k).map_err(fail)?;
+    for (dst, (p, n)) in outs.iter_mut().zip(plan.outputs(&env).map_err(fail)?) {
         // SAFETY: the plan's output buffer holds `n` elements after the run.
         #[allow(unsafe_code)]
         let data = unsafe { std::slice::from_raw_parts(p, n) };

@@ -171,8 +171,8 @@ unsafe fn store(
 ) -> i32 {
     let mut outs = Vec::with_capacity(plan.n_outputs);
     let mut finite = true;
-    for k in 0..plan.n_outputs {
-        let Ok((p, n)) = plan.output(env, k) else { return INTERNAL };
+    let Ok(all) = plan.outputs(env) else { return INTERNAL };
+    for (k, (p, n)) in all.into_iter().enumerate() {
         // SAFETY: the plan's output buffer holds `n` elements after the run.
         let data = unsafe { std::slice::from_raw_parts(p, n) };
         let (dest, value) = plan.output_binding(k);

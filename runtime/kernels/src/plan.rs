@@ -294,6 +294,17 @@ impl<'p> Plan<'p> {
         Ok((p.cast_const(), n))
     }
 
+    /// Every output after a run: pointer and length, in order.
+    pub fn outputs(&self, env: &Env<'_>) -> Result<Vec<(*const f32, usize)>, PlanError> {
+        let offsets = self.slot_offsets(env.batch)?;
+        (0..self.n_outputs)
+            .map(|k| {
+                let (p, n, _) = self.buffer(env, &offsets, self.output_buffer(k)?)?;
+                Ok((p.cast_const(), n))
+            })
+            .collect()
+    }
+
     /// Buffer `b`: its pointer, its elements at this batch, and its slot (if scratch).
     fn buffer(
         &self,
@@ -379,13 +390,17 @@ impl<'p> Plan<'p> {
             op::LOOP => {
                 let f = *env.loops.get(r.index()?).ok_or_else(|| bad("loop index"))?;
                 let n = r.index()?;
-                let mut ptrs = Vec::with_capacity(n + 1);
-                ptrs.push(out_ptr);
-                for _ in 0..n {
+                // The pointer table on the stack (a loop reads at most a few dozen buffers).
+                const MAX_LOOP_INPUTS: usize = 63;
+                if n > MAX_LOOP_INPUTS {
+                    return Err(bad("a loop with too many inputs"));
+                }
+                let mut ptrs = [std::ptr::null_mut::<f32>(); MAX_LOOP_INPUTS + 1];
+                ptrs[0] = out_ptr;
+                for slot in ptrs.iter_mut().skip(1).take(n) {
                     let id = r.index()?;
-                    let (p, len, _) = self.buffer(env, offsets, id)?;
-                    ptrs.push(operand(id, len)?.as_ptr().cast_mut());
-                    let _ = p;
+                    let (_, len, _) = self.buffer(env, offsets, id)?;
+                    *slot = operand(id, len)?.as_ptr().cast_mut();
                 }
                 // SAFETY: the loop was compiled for these buffers' shapes at any batch; it
                 // reads each input's elements and writes the output's.
