@@ -1,11 +1,14 @@
 //! Peephole simplification before scheduling (the egg optimizer will subsume it): transposes
 //! that undo each other vanish, and a transposed matrix product becomes the product of the
 //! transposes in reverse order, `(a @ b)ᵀ = bᵀ @ aᵀ`, so that every transpose ends up feeding a
-//! product, where the kernels read it through strides instead of copying it.
+//! product, where the kernels read it through strides instead of copying it. A sum of matrix
+//! products (the weight gradient of a layer applied at every time step) becomes one product of
+//! concatenations, `Σ Pₜ @ Qₜ = [P₁ … Pₙ] @ [Q₁; …; Qₙ]`: one large GEMM instead of many small
+//! ones and an n-way sum.
 
 use std::collections::HashMap;
 
-use super::{Graph, IrError, Node, Op, ValueId};
+use super::{BinaryOp, Graph, IrError, Node, Op, ValueId};
 
 fn swaps_last_two(perm: &[usize]) -> bool {
     let r = perm.len();
@@ -110,7 +113,155 @@ pub fn simplify(g: &Graph) -> Result<Graph, IrError> {
         b.new.outputs.push((name.clone(), nv));
     }
     super::verify(&b.new)?;
-    Ok(dead_code(b.new))
+    let fused = fuse_product_sums(&dead_code(b.new))?;
+    super::verify(&fused)?;
+    Ok(dead_code(fused))
+}
+
+/// How a product's operand is stored: itself, or the transpose of a matrix.
+fn stored(g: &Graph, v: ValueId) -> (ValueId, bool) {
+    match g.nodes.get(v.index()) {
+        Some(n) if matches!(&n.op, Op::Transpose { perm } if perm.as_slice() == [1, 0]) => {
+            (n.args.first().copied().unwrap_or(v), true)
+        }
+        _ => (v, false),
+    }
+}
+
+/// Rewrites every sum (a tree of single-use additions) of at least two single-use 2-D matrix
+/// products whose left operands are all stored alike, and right operands too, into one product
+/// of concatenations plus the sum's other terms. The old nodes are left for `dead_code`.
+fn fuse_product_sums(g: &Graph) -> Result<Graph, IrError> {
+    let n = g.nodes.len();
+    let mut uses = vec![0usize; n];
+    for node in &g.nodes {
+        for a in &node.args {
+            if let Some(u) = uses.get_mut(a.index()) {
+                *u += 1;
+            }
+        }
+    }
+    for (_, v) in &g.outputs {
+        if let Some(u) = uses.get_mut(v.index()) {
+            *u += 1;
+        }
+    }
+    let is_add = |i: usize| g.nodes.get(i).is_some_and(|x| x.op == Op::Binary(BinaryOp::Add));
+    let once = |i: usize| uses.get(i).copied() == Some(1);
+    // An addition absorbed into the one that reads it.
+    let mut interior = vec![false; n];
+    for (i, node) in g.nodes.iter().enumerate() {
+        if is_add(i) {
+            for a in &node.args {
+                if is_add(a.index())
+                    && once(a.index())
+                    && g.nodes.get(a.index()).map(|x| &x.ty) == Some(&node.ty)
+                {
+                    if let Some(x) = interior.get_mut(a.index()) {
+                        *x = true;
+                    }
+                }
+            }
+        }
+    }
+    let mut out =
+        Graph { nodes: Vec::new(), inputs: g.inputs.clone(), params: g.params.clone(), outputs: Vec::new() };
+    let mut map: Vec<ValueId> = Vec::with_capacity(n);
+    for (i, node) in g.nodes.iter().enumerate() {
+        let m = |v: &ValueId| {
+            map.get(v.index()).copied().ok_or_else(|| IrError("operand before definition".into()))
+        };
+        let mut rewritten = None;
+        // Only sums of batch-free results contracted over the batch (weight gradients): there
+        // the joined operands are activations, never parameters copied at every step.
+        let batch_free = node.ty.shape.iter().all(|d| d.as_constant().is_some());
+        if batch_free && is_add(i) && !interior.get(i).copied().unwrap_or(false) && node.ty.rank() == 2 {
+            // The terms of the sum rooted here.
+            let mut terms = Vec::new();
+            let mut stack: Vec<ValueId> = node.args.iter().rev().copied().collect();
+            while let Some(v) = stack.pop() {
+                if interior.get(v.index()).copied().unwrap_or(false) {
+                    if let Some(x) = g.nodes.get(v.index()) {
+                        stack.extend(x.args.iter().rev().copied());
+                    }
+                } else {
+                    terms.push(v);
+                }
+            }
+            // The contraction's length: the first axis of the right operand.
+            let contracted_over_batch = |x: &Node| {
+                x.args
+                    .get(1)
+                    .and_then(|q| g.ty(*q))
+                    .and_then(|t| t.shape.first())
+                    .is_some_and(|d| d.as_constant().is_none())
+            };
+            let products: Vec<ValueId> = terms
+                .iter()
+                .copied()
+                .filter(|t| {
+                    once(t.index())
+                        && g.nodes.get(t.index()).is_some_and(|x| {
+                            x.op == Op::MatMul && x.ty.rank() == 2 && contracted_over_batch(x)
+                        })
+                })
+                .collect();
+            let sides = |k: usize| -> Vec<(ValueId, bool)> {
+                products
+                    .iter()
+                    .filter_map(|p| g.nodes.get(p.index()).and_then(|x| x.args.get(k)).map(|a| stored(g, *a)))
+                    .collect()
+            };
+            let (left, right) = (sides(0), sides(1));
+            let alike =
+                |s: &[(ValueId, bool)]| s.windows(2).all(|w| w.first().map(|x| x.1) == w.get(1).map(|x| x.1));
+            if products.len() >= 2
+                && left.len() == products.len()
+                && right.len() == products.len()
+                && alike(&left)
+                && alike(&right)
+            {
+                // P = [P₁ … Pₙ] joins along the contraction (its last axis), Q = [Q₁; …; Qₙ]
+                // along its first; a transposed operand joins its stored matrix the other way.
+                let join = |out: &mut Graph,
+                            side: &[(ValueId, bool)],
+                            contraction_last: bool|
+                 -> Result<ValueId, IrError> {
+                    let parts: Vec<ValueId> = side.iter().map(|(v, _)| m(v)).collect::<Result<_, _>>()?;
+                    let transposed = side.first().is_some_and(|x| x.1);
+                    let axis = usize::from(contraction_last != transposed);
+                    let cat = out.push(Op::Concat { axis }, &parts, None)?;
+                    if transposed {
+                        out.push(Op::Transpose { perm: vec![1, 0] }, &[cat], None)
+                    } else {
+                        Ok(cat)
+                    }
+                };
+                let p = join(&mut out, &left, true)?;
+                let q = join(&mut out, &right, false)?;
+                let mut acc = out.push(Op::MatMul, &[p, q], None)?;
+                for t in terms.iter().filter(|t| !products.contains(t)) {
+                    let tv = m(t)?;
+                    acc = out.binary(BinaryOp::Add, acc, tv)?;
+                }
+                rewritten = Some(acc);
+            }
+        }
+        let v = match rewritten {
+            Some(v) => v,
+            None => {
+                let args = node.args.iter().map(m).collect::<Result<Vec<_>, _>>()?;
+                out.nodes.push(Node { op: node.op.clone(), args, ty: node.ty.clone() });
+                ValueId((out.nodes.len() - 1) as u32)
+            }
+        };
+        map.push(v);
+    }
+    for (name, v) in &g.outputs {
+        let nv = map.get(v.index()).copied().ok_or_else(|| IrError(format!("output {name}")))?;
+        out.outputs.push((name.clone(), nv));
+    }
+    Ok(out)
 }
 
 /// Drops nodes no output depends on (keeping parameters and inputs, whose slots are the ABI).
