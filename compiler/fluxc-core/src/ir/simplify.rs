@@ -156,10 +156,9 @@ fn fuse_product_sums(g: &Graph) -> Result<Graph, IrError> {
                 if is_add(a.index())
                     && once(a.index())
                     && g.nodes.get(a.index()).map(|x| &x.ty) == Some(&node.ty)
+                    && let Some(x) = interior.get_mut(a.index())
                 {
-                    if let Some(x) = interior.get_mut(a.index()) {
-                        *x = true;
-                    }
+                    *x = true;
                 }
             }
         }
