@@ -8,6 +8,34 @@
 
 use crate::threads;
 
+/// Defines `$name` as a dispatch between `$any` compiled for the baseline and for AVX2 + FMA
+/// (checked once at run time): the kernels' own loops vectorise twice as wide where they can.
+macro_rules! avx2_dispatch {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident / $avx2:ident / $any:ident ($($arg:ident: $ty:ty),*)) => {
+        $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if avx2_fma() {
+                // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+                #[allow(unsafe_code)]
+                unsafe {
+                    $avx2($($arg),*);
+                }
+                return;
+            }
+            $any($($arg),*);
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code, clippy::too_many_arguments)]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $avx2($($arg: $ty),*) {
+            $any($($arg),*);
+        }
+    };
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
     Max,
@@ -37,11 +65,19 @@ pub struct Pool {
     pub pad: (i64, i64),
 }
 
-/// Pooling over `[B, C, H, W]` windows: the forward (`grad` None: write each window's max or
-/// mean to `out`) or the gradient (`grad` given: add each window's gradient to the input
-/// positions it came from; max sends it to the first maximum, §12.12).
-#[allow(clippy::too_many_arguments)]
-pub fn pool(x: &[f32], p: &Pool, grad: Option<&[f32]>, out: &mut [f32]) {
+avx2_dispatch!(
+    /// Pooling over `[B, C, H, W]` windows: the forward (`grad` None: write each window's max or
+    /// mean to `out`) or the gradient (`grad` given: add each window's gradient to the input
+    /// positions it came from; max sends it to the first maximum, §12.12).
+    pub fn pool / pool_avx2 / pool_any (x: &[f32], p: &Pool, grad: Option<&[f32]>, out: &mut [f32]));
+
+#[inline(always)]
+fn im2col_any(g: &Geom, x: &[f32], cols: &mut [f32]) {
+    g.im2col_body(x, cols);
+}
+
+#[inline(always)]
+fn pool_any(x: &[f32], p: &Pool, grad: Option<&[f32]>, out: &mut [f32]) {
     let Pool { kind, planes, h, w, oh, ow, kh, kw, stride, pad } = *p;
     let area = (kh * kw) as f32;
     for plane in 0..planes {
@@ -112,6 +148,15 @@ impl Geom {
     /// The im2col columns of the whole batch: `cols [Cin*KH*KW, B*OH*OW]`, batch element `n`
     /// in columns `n*OH*OW..` (zeros where padding is read).
     fn im2col(&self, x: &[f32], cols: &mut [f32]) {
+        im2col(self, x, cols);
+    }
+}
+
+avx2_dispatch!(fn im2col / im2col_avx2 / im2col_any (g: &Geom, x: &[f32], cols: &mut [f32]));
+
+impl Geom {
+    #[inline(always)]
+    fn im2col_body(&self, x: &[f32], cols: &mut [f32]) {
         let plane = self.oh * self.ow;
         let wide = self.b * plane;
         // For each horizontal tap, the output columns that read inside the input and where
@@ -432,11 +477,25 @@ fn packed_gemm_strided(
     }
 }
 
-/// `c [m, n] = op(a) @ op(b)` by direct loops: axpy over contiguous rows of `b` in blocks of
-/// columns that stay in cache (or dot products with eight partial sums when `b` is
-/// transposed), both of which the compiler vectorises. A transposed `a` has row stride `lda_t`.
+avx2_dispatch!(
+    /// `c [m, n] = op(a) @ op(b)` by direct loops: axpy over contiguous rows of `b` in blocks of
+    /// columns that stay in cache (or dot products with eight partial sums when `b` is
+    /// transposed), both of which the compiler vectorises. A transposed `a` has row stride `lda_t`.
+    fn small_gemm / small_gemm_avx2 / small_gemm_any (m: usize, k: usize, n: usize, a: &[f32], ta: bool, lda_t: usize, b: &[f32], tb: bool, c: &mut [f32]));
+
+/// Whether this CPU has AVX2 and FMA (the kernels' own loops are compiled for the baseline
+/// x86-64 and also, behind this check, for AVX2).
+#[cfg(target_arch = "x86_64")]
+pub fn avx2_fma() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    })
+}
+
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn small_gemm(
+fn small_gemm_any(
     m: usize,
     k: usize,
     n: usize,
@@ -513,7 +572,10 @@ pub fn transpose(a: &[f32], sa: &[usize], perm: &[usize], out: &mut [f32]) {
     }
 }
 
-pub fn reduce(a: &[f32], sa: &[usize], op: ReduceOp, axes: &[usize], out: &mut [f32]) {
+avx2_dispatch!(pub fn reduce / reduce_avx2 / reduce_any (a: &[f32], sa: &[usize], op: ReduceOp, axes: &[usize], out: &mut [f32]));
+
+#[inline(always)]
+fn reduce_any(a: &[f32], sa: &[usize], op: ReduceOp, axes: &[usize], out: &mut [f32]) {
     let init = match op {
         ReduceOp::Sum => 0.0,
         ReduceOp::Prod => 1.0,
