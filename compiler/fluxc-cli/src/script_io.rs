@@ -131,6 +131,17 @@ impl Io for ScriptIo {
     /// Trained weights: every parameter by name with its shape and dtype; a per-tensor diff
     /// (missing, unexpected, wrong shape) when they do not match (§8). Digests and signatures
     /// are checked by the weights loader of the training runtime.
+    /// Scripts run on the JIT (falling back to the interpreter where it cannot).
+    fn evaluate(
+        &mut self,
+        g: &fluxc_core::ir::Graph,
+        inputs: &[Array],
+        run: &fluxc_core::interp::Run,
+        vals: &mut Vec<Array>,
+    ) -> Result<(), fluxc_core::interp::EvalError> {
+        crate::jit_eval::evaluate(g, inputs, run, vals)
+    }
+
     fn load_weights(&mut self, path: &str, params: &[ParamSpec]) -> Result<Vec<Array>, String> {
         let file = safetensors::read(&self.path(path))
             .map_err(|e| format!("cannot load weights \"{path}\": {e}"))?;

@@ -931,7 +931,7 @@ impl<'a> Lowerer<'a> {
     /// Computes a value now (scripts).
     pub(crate) fn value(&mut self, t: ValueId, span: Span) -> LResult<Array> {
         let Some(s) = self.script.as_mut() else { return fail(span, "no script") };
-        crate::interp::eval_more(&self.g, &s.inputs, &[], &s.run, &mut s.vals)
+        s.io.evaluate(&self.g, &s.inputs, &s.run, &mut s.vals)
             .map_err(|e| super::LowerError { span: Some(span), message: e.0 })?;
         s.vals.get(t.index()).cloned().ok_or(()).or_else(|_| fail(span, "internal: no value"))
     }

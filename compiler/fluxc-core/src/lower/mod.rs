@@ -144,6 +144,18 @@ pub trait Io {
     /// Loads trained weights for a model: its parameters by name, in the order given.
     fn load_weights(&mut self, path: &str, params: &[ParamSpec])
     -> Result<Vec<crate::interp::Array>, String>;
+    /// Computes the nodes of `g` from `vals.len()` on, appending one value each (a script's
+    /// values as its statements need them). The default is the f64 reference interpreter; the
+    /// CLI compiles them with the JIT.
+    fn evaluate(
+        &mut self,
+        g: &Graph,
+        inputs: &[crate::interp::Array],
+        run: &crate::interp::Run,
+        vals: &mut Vec<crate::interp::Array>,
+    ) -> Result<(), crate::interp::EvalError> {
+        crate::interp::eval_more(g, inputs, &[], run, vals)
+    }
 }
 
 pub struct Lowerer<'a> {
