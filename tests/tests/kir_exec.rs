@@ -136,7 +136,7 @@ fn vector_math_is_accurate() {
         let mut state = fluxc_cpu::State::default();
         let outs =
             fluxc_cpu::step(&bin, &kir, &mut state, &[&xs], &Run { batch: 1, seed: 0, step: 0 }).unwrap();
-        for (x, got) in xs.iter().zip(&outs[0]) {
+        for (x, got) in xs.iter().zip(outs[0]) {
             let want = f(f64::from(*x));
             let got = f64::from(*got);
             if want.is_nan() {

@@ -98,7 +98,7 @@ fn jit(
     let ins: Vec<&[f32]> = g.inputs.iter().map(|s| inputs[&s.name].as_slice()).collect();
     let run = Run { batch: BATCH, seed: SEED, step };
     let outs = fluxc_cpu::step(&compiled, &kir, &mut state, &ins, &run).unwrap();
-    kir.outputs.iter().zip(outs).map(|((n, _, _), v)| (n.clone(), v.clone())).collect()
+    kir.outputs.iter().zip(outs).map(|((n, _, _), v)| (n.clone(), v.to_vec())).collect()
 }
 
 fn check_model(relative: &str, m: &ModelGraphs) {

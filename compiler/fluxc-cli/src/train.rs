@@ -29,7 +29,7 @@ impl Jit {
         Ok(Jit { kir, compiled, state: fluxc_cpu::State::default() })
     }
 
-    pub fn run(&mut self, inputs: &[&[f32]], run: &Run) -> Result<&[Vec<f32>], String> {
+    pub fn run(&mut self, inputs: &[&[f32]], run: &Run) -> Result<Vec<&[f32]>, String> {
         fluxc_cpu::step(&self.compiled, &self.kir, &mut self.state, inputs, run).map_err(|e| e.0)
     }
 }
@@ -49,7 +49,7 @@ pub fn slots(init: &Graph) -> Result<Vec<Slot>, String> {
 pub fn initial_params(init: &Graph, seed: u64) -> Result<HashMap<String, Vec<f32>>, String> {
     let mut jit = Jit::new(init)?;
     let outs = jit.run(&[], &Run { batch: 1, seed, step: 0 })?;
-    Ok(init.outputs.iter().zip(outs).map(|((n, _), v)| (n.clone(), v.clone())).collect())
+    Ok(init.outputs.iter().zip(outs).map(|((n, _), v)| (n.clone(), v.to_vec())).collect())
 }
 
 /// The values of `g`'s parameters, in its order, from `by_name`.
@@ -423,7 +423,7 @@ pub fn train(setup: &TrainSetup, opts: &TrainOptions) -> Result<u8, String> {
                 ));
             }
             // Apply the update.
-            let outs = outs.to_vec();
+            let outs: Vec<Vec<f32>> = outs.iter().map(|v| v.to_vec()).collect();
             for (name, v) in outputs.iter().zip(outs) {
                 if let Some(p) = name.strip_prefix("param:").or_else(|| name.strip_prefix("state:")) {
                     if let Some(&k) = param_index.get(p)

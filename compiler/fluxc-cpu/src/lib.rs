@@ -113,14 +113,15 @@ pub struct State {
     pub outputs: Vec<Vec<f32>>,
 }
 
-/// One run of a compiled program on f32 inputs; returns each output's values.
+/// One run of a compiled program on f32 inputs; returns each output's values, read in place
+/// (in the state's scratch or parameters; an output that is one of the inputs is copied).
 pub fn step<'s>(
     c: &Compiled,
     kir: &Kir,
     state: &'s mut State,
     inputs: &[&[f32]],
     run: &Run,
-) -> Result<&'s [Vec<f32>], CpuError> {
+) -> Result<Vec<&'s [f32]>, CpuError> {
     let b = run.batch;
     if b < 1 {
         return Err(CpuError(format!("invalid batch {b}")));
@@ -166,16 +167,28 @@ pub fn step<'s>(
     // with, and nothing else touches these buffers during the run.
     #[allow(unsafe_code)]
     unsafe { plan.run(&env) }.map_err(fail)?;
-    // Outputs are copied into buffers kept in the state (no allocation after the first step).
-    let mut outs = std::mem::take(&mut state.outputs);
-    outs.resize(kir.outputs.len(), Vec::new());
-    for (dst, (p, n)) in outs.iter_mut().zip(plan.outputs(&env).map_err(fail)?) {
-        // SAFETY: the plan's output buffer holds `n` elements after the run.
+    // Outputs are read where the run left them; one that is an input is copied into the state
+    // first, since the caller's inputs do not live as long as the state.
+    let places = plan.outputs(&env).map_err(fail)?;
+    state.outputs.resize(kir.outputs.len(), Vec::new());
+    let mut result = Vec::with_capacity(places.len());
+    for (k, (p, n)) in places.into_iter().enumerate() {
+        let from_input = plan.output_storage(k).map_err(fail)? == fluxc_kernels::plan::storage::INPUT;
+        let p = match (from_input, state.outputs.get_mut(k)) {
+            (true, Some(dst)) => {
+                // SAFETY: an input the caller gave, of `n` elements (checked above).
+                #[allow(unsafe_code)]
+                let data = unsafe { std::slice::from_raw_parts(p, n) };
+                dst.clear();
+                dst.extend_from_slice(data);
+                dst.as_ptr()
+            }
+            _ => p,
+        };
+        // SAFETY: `p` points to `n` elements of the state's scratch, parameters or outputs,
+        // which stay untouched while the returned slices borrow the state.
         #[allow(unsafe_code)]
-        let data = unsafe { std::slice::from_raw_parts(p, n) };
-        dst.clear();
-        dst.extend_from_slice(data);
+        result.push(unsafe { std::slice::from_raw_parts(p, n) });
     }
-    state.outputs = outs;
-    Ok(&state.outputs)
+    Ok(result)
 }

@@ -294,6 +294,12 @@ impl<'p> Plan<'p> {
         Ok((p.cast_const(), n))
     }
 
+    /// Where output `k` lives ([`storage`]).
+    pub fn output_storage(&self, k: usize) -> Result<i64, PlanError> {
+        let b = self.output_buffer(k)?;
+        Ok(self.words[self.buffers_at + 4 * b])
+    }
+
     /// Every output after a run: pointer and length, in order.
     pub fn outputs(&self, env: &Env<'_>) -> Result<Vec<(*const f32, usize)>, PlanError> {
         let offsets = self.slot_offsets(env.batch)?;
