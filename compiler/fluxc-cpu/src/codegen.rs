@@ -116,6 +116,7 @@ pub fn define_loop<M: Module>(
     dtype: DType,
 ) -> Result<FuncId, CpuError> {
     let ptr = module.target_config().pointer_type();
+    let isa_fma = module.isa().isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
     let mut sig = module.make_signature();
     sig.params.push(AbiParam::new(ptr));
     sig.params.push(AbiParam::new(types::I64));
@@ -249,22 +250,77 @@ pub fn define_loop<M: Module>(
             let zero = bcx.ins().f32const(0.0);
             bcx.ins().select(c, one, zero)
         };
+        // A product read only by one sum on lanes becomes a fused multiply-add (where the
+        // instruction set has FMA).
+        let has_fma = isa_fma;
+        let mut uses = vec![0usize; body.len()];
+        for f in body {
+            let args: &[usize] = match f {
+                Fused::Unary(_, x) | Fused::Cast(_, x) => std::slice::from_ref(x),
+                Fused::Binary(_, x, y) => &[*x, *y][..],
+                Fused::Select(c, x, y) => &[*c, *x, *y][..],
+                _ => &[],
+            };
+            for a in args {
+                if let Some(u) = uses.get_mut(*a) {
+                    *u += 1;
+                }
+            }
+        }
+        let fusable_mul: Vec<bool> = body
+            .iter()
+            .enumerate()
+            .map(|(j, f)| {
+                has_fma
+                    && matches!(f, Fused::Binary(BinaryOp::Mul, ..))
+                    && uses.get(j) == Some(&1)
+                    && !invariant.get(j).copied().unwrap_or(false)
+            })
+            .collect();
         for hoisted in [true, false] {
             if !hoisted {
                 // Leave the entry block. When the body allows it, a loop over f32x4 lanes runs
                 // first; the scalar loop header(i): i < n ? body : exit finishes the tail.
                 let zero = bcx.ins().iconst(types::I64, 0);
                 if vectorizable(body, &access, &invariant) {
+                    // Eight lanes a round (two independent f32x4 bodies) while eight remain,
+                    // then four, then the scalar tail.
+                    let header8 = bcx.create_block();
+                    let body8 = bcx.create_block();
                     let vheader = bcx.create_block();
                     let vbody = bcx.create_block();
+                    let i8 = bcx.append_block_param(header8, types::I64);
                     let iv = bcx.append_block_param(vheader, types::I64);
-                    bcx.ins().jump(vheader, &[BlockArg::Value(zero)]);
+                    bcx.ins().jump(header8, &[BlockArg::Value(zero)]);
+                    bcx.switch_to_block(header8);
+                    let end8 = bcx.ins().iadd_imm_s(i8, 8);
+                    let room8 = bcx.ins().icmp(IntCC::SignedLessThanOrEqual, end8, n);
+                    bcx.ins().brif(room8, body8, &[], vheader, &[BlockArg::Value(i8)]);
+                    bcx.switch_to_block(body8);
+                    let i4 = bcx.ins().iadd_imm_s(i8, 4);
+                    for at in [i8, i4] {
+                        let v = emit_vector(
+                            &mut bcx,
+                            body,
+                            &invariant,
+                            &vals,
+                            &in_ptrs,
+                            at,
+                            dtype,
+                            &fusable_mul,
+                        )?;
+                        let off = bcx.ins().ishl_imm_s(at, 2);
+                        let a = bcx.ins().iadd(out_ptr, off);
+                        bcx.ins().store(flags, v, a, 0);
+                    }
+                    bcx.ins().jump(header8, &[BlockArg::Value(end8)]);
                     bcx.switch_to_block(vheader);
                     let end = bcx.ins().iadd_imm_s(iv, 4);
                     let room = bcx.ins().icmp(IntCC::SignedLessThanOrEqual, end, n);
                     bcx.ins().brif(room, vbody, &[], header, &[BlockArg::Value(iv)]);
                     bcx.switch_to_block(vbody);
-                    let v = emit_vector(&mut bcx, body, &invariant, &vals, &in_ptrs, iv, dtype)?;
+                    let v =
+                        emit_vector(&mut bcx, body, &invariant, &vals, &in_ptrs, iv, dtype, &fusable_mul)?;
                     let off = bcx.ins().ishl_imm_s(iv, 2);
                     let a = bcx.ins().iadd(out_ptr, off);
                     bcx.ins().store(flags, v, a, 0);
@@ -597,6 +653,7 @@ fn emit_vector(
     in_ptrs: &[Value],
     iv: Value,
     dtype: DType,
+    fusable_mul: &[bool],
 ) -> Result<Value, CpuError> {
     let v4 = types::F32X4;
     let flags = MemFlagsData::trusted();
@@ -682,12 +739,32 @@ fn emit_vector(
                         _ => return Err(CpuError("not a lane operation".into())),
                     }
                 }
-                Fused::Binary(op, x, y) => {
-                    let (x, y) = (get(x)?, get(y)?);
+                Fused::Binary(op, xi, yi) => {
+                    let (x, y) = (get(xi)?, get(yi)?);
                     let cmp = |bcx: &mut FunctionBuilder<'_>, cc: FloatCC| {
                         let c = bcx.ins().fcmp(cc, x, y);
                         as_bool(bcx, c)
                     };
+                    // `a*b + c` as one fused multiply-add (the product's own instruction is
+                    // then dead).
+                    let product = |k: &usize| match body.get(*k) {
+                        Some(Fused::Binary(BinaryOp::Mul, a, b)) if fusable_mul.get(*k) == Some(&true) => {
+                            Some((*a, *b))
+                        }
+                        _ => None,
+                    };
+                    let fused = match op {
+                        BinaryOp::Add => product(xi).map(|p| (p, y)).or_else(|| product(yi).map(|p| (p, x))),
+                        _ => None,
+                    };
+                    if let Some(((a, b), c)) = fused {
+                        let (a, b) = (get(&a)?, get(&b)?);
+                        let v = bcx.ins().fma(a, b, c);
+                        if let Some(slot) = vals.get_mut(j) {
+                            *slot = Some(v);
+                        }
+                        continue;
+                    }
                     match op {
                         BinaryOp::Add => bcx.ins().fadd(x, y),
                         BinaryOp::Sub => bcx.ins().fsub(x, y),
