@@ -114,6 +114,7 @@ pub fn define_loop<M: Module>(
     inputs: &[(BufId, Vec<Dim>)],
     body: &[Fused],
     dtype: DType,
+    sum: Option<usize>,
 ) -> Result<FuncId, CpuError> {
     let ptr = module.target_config().pointer_type();
     let isa_fma = module.isa().isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
@@ -227,6 +228,21 @@ pub fn define_loop<M: Module>(
             access.push(a);
         }
         let i = bcx.append_block_param(header, types::I64);
+        // A fused sum: the running f64 total, the count into the current run, the output index;
+        // `inner` is the length of a run (the summed trailing axes).
+        let reduction = match sum {
+            Some(kept) => {
+                let mut inner = bcx.ins().iconst(types::I64, 1);
+                for d in out_dims.iter().skip(kept) {
+                    inner = bcx.ins().imul(inner, *d);
+                }
+                let acc = bcx.append_block_param(header, types::F64);
+                let r = bcx.append_block_param(header, types::I64);
+                let o = bcx.append_block_param(header, types::I64);
+                Some((inner, acc, r, o))
+            }
+            None => None,
+        };
         // Values that do not depend on the element (scalars, constants, the batch) are computed
         // once, before the loop: `beta1 ^ t` in Adam is one call, not one per parameter.
         let mut invariant = vec![false; body.len()];
@@ -282,7 +298,11 @@ pub fn define_loop<M: Module>(
                 // Leave the entry block. When the body allows it, a loop over f32x4 lanes runs
                 // first; the scalar loop header(i): i < n ? body : exit finishes the tail.
                 let zero = bcx.ins().iconst(types::I64, 0);
-                if vectorizable(body, &access, &invariant) {
+                if reduction.is_some() {
+                    let zf = bcx.ins().f64const(0.0);
+                    let args = [zero, zf, zero, zero].map(BlockArg::Value);
+                    bcx.ins().jump(header, &args);
+                } else if vectorizable(body, &access, &invariant) {
                     // Eight lanes a round (two independent f32x4 bodies) while eight remain,
                     // then four, then the scalar tail.
                     let header8 = bcx.create_block();
@@ -499,11 +519,35 @@ pub fn define_loop<M: Module>(
         }
         let result = vals.last().copied().flatten().ok_or_else(|| CpuError("an empty loop body".into()))?;
         let result = if dtype == DType::I32 { bcx.ins().trunc(result) } else { result };
-        let off = bcx.ins().ishl_imm_s(i, 2);
-        let a = bcx.ins().iadd(out_ptr, off);
-        bcx.ins().store(flags, result, a, 0);
         let next = bcx.ins().iadd_imm_s(i, 1);
-        bcx.ins().jump(header, &[BlockArg::Value(next)]);
+        match reduction {
+            None => {
+                let off = bcx.ins().ishl_imm_s(i, 2);
+                let a = bcx.ins().iadd(out_ptr, off);
+                bcx.ins().store(flags, result, a, 0);
+                bcx.ins().jump(header, &[BlockArg::Value(next)]);
+            }
+            Some((inner, acc, r, o)) => {
+                // Add the element; at the end of a run, store the total and start the next.
+                let v = bcx.ins().fpromote(types::F64, result);
+                let total = bcx.ins().fadd(acc, v);
+                let r1 = bcx.ins().iadd_imm_s(r, 1);
+                let full = bcx.ins().icmp(IntCC::Equal, r1, inner);
+                let flush = bcx.create_block();
+                let cont = [next, total, r1, o].map(BlockArg::Value);
+                bcx.ins().brif(full, flush, &[], header, &cont);
+                bcx.switch_to_block(flush);
+                let t32 = bcx.ins().fdemote(types::F32, total);
+                let off = bcx.ins().ishl_imm_s(o, 2);
+                let a = bcx.ins().iadd(out_ptr, off);
+                bcx.ins().store(flags, t32, a, 0);
+                let o1 = bcx.ins().iadd_imm_s(o, 1);
+                let zf = bcx.ins().f64const(0.0);
+                let zero = bcx.ins().iconst(types::I64, 0);
+                let restart = [next, zf, zero, o1].map(BlockArg::Value);
+                bcx.ins().jump(header, &restart);
+            }
+        }
 
         bcx.switch_to_block(exit);
         bcx.ins().return_(&[]);

@@ -50,7 +50,7 @@ pub fn compile(kir: &Kir) -> Result<Compiled, CpuError> {
     let mut module = JITModule::new(builder);
     let mut ids = Vec::new();
     for &k in &loop_kernels {
-        if let Some(Kernel::Loop { shape, inputs, body, dtype, .. }) = kir.kernels.get(k) {
+        if let Some(Kernel::Loop { shape, inputs, body, dtype, sum, .. }) = kir.kernels.get(k) {
             let name = format!("kernel{k}");
             ids.push(codegen::define_loop(
                 &mut module,
@@ -61,6 +61,7 @@ pub fn compile(kir: &Kir) -> Result<Compiled, CpuError> {
                 inputs,
                 body,
                 *dtype,
+                *sum,
             )?);
         }
     }

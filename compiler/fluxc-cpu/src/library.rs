@@ -255,11 +255,21 @@ pub fn build(m: &ModelGraphs, source_name: &str, out_dir: &Path) -> Result<Built
         let (plan, loops) = encode(kir, bindings)?;
         let mut symbols = Vec::new();
         for &k in &loops {
-            let Some(Kernel::Loop { shape, inputs, body, dtype, .. }) = kir.kernels.get(k) else {
+            let Some(Kernel::Loop { shape, inputs, body, dtype, sum, .. }) = kir.kernels.get(k) else {
                 return Err(err("a loop index that is not a loop"));
             };
             let symbol = format!("fluxc_{name}_{label}_k{k}");
-            codegen::define_loop(&mut module, k, &symbol, Linkage::Export, shape, inputs, body, *dtype)?;
+            codegen::define_loop(
+                &mut module,
+                k,
+                &symbol,
+                Linkage::Export,
+                shape,
+                inputs,
+                body,
+                *dtype,
+                *sum,
+            )?;
             let _ = writeln!(c, "extern void {symbol}(float *const *, int64_t);");
             symbols.push(symbol);
         }

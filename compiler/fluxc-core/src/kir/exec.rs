@@ -60,7 +60,7 @@ pub fn execute(
     };
     for kern in &kir.kernels {
         match kern {
-            Kernel::Loop { out, shape, dtype, inputs: ins, body } => {
+            Kernel::Loop { out, shape, dtype, inputs: ins, body, sum } => {
                 let shape = concrete(shape, b).map_err(|e| ExecError(e.0))?;
                 let srcs: Vec<Array> = ins
                     .iter()
@@ -135,6 +135,17 @@ pub fn execute(
                         }
                     }
                 }
+                let result = match sum {
+                    None => result,
+                    Some(kept) => {
+                        // The sum over the trailing axes, accumulated in f64, rounded once.
+                        let inner: usize = shape.get(*kept..).unwrap_or_default().iter().product();
+                        result
+                            .chunks(inner.max(1))
+                            .map(|run| round(f32_round(run.iter().sum::<f64>()), *dtype))
+                            .collect()
+                    }
+                };
                 store(&mut slots, kir, *out, &result)?;
             }
             Kernel::Gemm { a, b: bb, out, ty } => {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use crate::dims::Dim;
-use crate::ir::{BinaryOp, DType, Graph, IrError, Op, TensorTy, UnaryOp, ValueId};
+use crate::ir::{BinaryOp, DType, Graph, IrError, Op, ReduceOp, TensorTy, UnaryOp, ValueId};
 
 pub use exec::{ExecError, execute, run_call};
 
@@ -53,8 +53,17 @@ pub enum Fused {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kernel {
-    /// `out[i] = body` for every element `i` of `shape`; `inputs` are (buffer, its shape).
-    Loop { out: BufId, shape: Vec<Dim>, dtype: DType, inputs: Vec<(BufId, Vec<Dim>)>, body: Vec<Fused> },
+    /// `out[i] = body` for every element `i` of `shape`; `inputs` are (buffer, its shape). With
+    /// `sum`, the loop is a reduction fused with its operand: `out` has the shape's first `sum`
+    /// axes and holds the sum of the body over the remaining (trailing) ones.
+    Loop {
+        out: BufId,
+        shape: Vec<Dim>,
+        dtype: DType,
+        inputs: Vec<(BufId, Vec<Dim>)>,
+        body: Vec<Fused>,
+        sum: Option<usize>,
+    },
     /// Any other op on whole buffers (its operands' and result's types as in the graph).
     Call { op: Op, args: Vec<(BufId, TensorTy)>, out: BufId, ty: TensorTy },
     /// `out = op(a) @ op(b)` where `op` transposes the last two axes when the flag is set: a
@@ -77,6 +86,9 @@ impl Kir {
         self.slots.iter().fold((0, 0), |(f, r), (sf, sr)| (f + 4 * sf, r + 4 * sr))
     }
 }
+
+/// The longest run a sum fused into its operand's loop may add up (see `schedule_exact`).
+const MAX_FUSED_SUM_RUN: i64 = 4096;
 
 fn fusible(op: &Op) -> bool {
     matches!(
@@ -142,6 +154,31 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
                 })
         })
         .collect();
+    // Sums over trailing axes of a value that only they read take that value's chain into
+    // their own loop (the operand is never materialised).
+    let fused_sum: Vec<bool> = (0..n)
+        .map(|i| {
+            let Some(nd) = g.nodes.get(i) else { return false };
+            let Op::Reduce { op: ReduceOp::Sum, axes } = &nd.op else { return false };
+            let Some(a) = nd.args.first() else { return false };
+            let Some(an) = g.nodes.get(a.index()) else { return false };
+            let rank = an.ty.rank();
+            let mut sorted = axes.clone();
+            sorted.sort_unstable();
+            let trailing =
+                !sorted.is_empty() && sorted.iter().rev().enumerate().all(|(k, x)| *x + k + 1 == rank);
+            // Short runs only (class rows, feature rows): the fused loop accumulates one element
+            // at a time, where a long sum is faster as its own kernel with parallel partial sums.
+            let run: Option<i64> = sorted
+                .iter()
+                .try_fold(1i64, |p, x| an.ty.shape.get(*x).and_then(|d| d.as_constant()).map(|d| p * d));
+            trailing
+                && run.is_some_and(|r| r <= MAX_FUSED_SUM_RUN)
+                && matches!(an.op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_))
+                && uses.get(a.index()).is_some_and(|u| u.len() == 1)
+                && !is_output.get(a.index()).copied().unwrap_or(false)
+        })
+        .collect();
     // Which values live in buffers. Decided from the outputs back: a fusible value stays
     // unmaterialised when every use lands in the same loop kernel (its `root`), so a value read
     // twice by one loop body is computed once there; a broadcast (a load through strides) may
@@ -156,9 +193,10 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
         let mut needed = !fusible(&nd.op)
             || output
             || users.iter().any(|&c| {
-                g.nodes
-                    .get(c)
-                    .is_some_and(|cn| !fusible(&cn.op) || (matches!(cn.op, Op::Broadcast) && !scalar_const))
+                g.nodes.get(c).is_some_and(|cn| {
+                    (!fusible(&cn.op) && !fused_sum.get(c).copied().unwrap_or(false))
+                        || (matches!(cn.op, Op::Broadcast) && !scalar_const)
+                })
             });
         if !needed && !scalar_const {
             let mut roots: Vec<usize> = users
@@ -232,6 +270,26 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
                     dtype: nd.ty.dtype,
                     inputs,
                     body,
+                    sum: None,
+                });
+                buf_of.insert(i, out);
+            }
+            Op::Reduce { .. } if fused_sum.get(i).copied().unwrap_or(false) => {
+                let a = nd.args.first().copied().ok_or_else(|| IrError("reduce operand".into()))?;
+                let shape = g.ty(a).map(|t| t.shape.clone()).ok_or_else(|| IrError("no type".into()))?;
+                let out = new_buffer(&mut kir, &nd.ty, Storage::Slot(usize::MAX))?;
+                let mut body = Vec::new();
+                let mut inputs: Vec<(BufId, Vec<Dim>)> = Vec::new();
+                let mut memo: HashMap<usize, usize> = HashMap::new();
+                fuse(g, &materialised, &buf_of, a, true, &mut body, &mut inputs, &mut memo)?;
+                let kept = nd.ty.rank();
+                kir.kernels.push(Kernel::Loop {
+                    out,
+                    shape,
+                    dtype: nd.ty.dtype,
+                    inputs,
+                    body,
+                    sum: Some(kept),
                 });
                 buf_of.insert(i, out);
             }
@@ -462,8 +520,11 @@ pub fn print_kir(k: &Kir) -> String {
     }
     for kern in &k.kernels {
         match kern {
-            Kernel::Loop { out: o, shape, dtype, inputs, body } => {
+            Kernel::Loop { out: o, shape, dtype, inputs, body, sum } => {
                 let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
+                if let Some(kept) = sum {
+                    let _ = writeln!(out, "sum over the axes from {kept} of:");
+                }
                 let ins: Vec<String> = inputs
                     .iter()
                     .map(|(b, s)| {
