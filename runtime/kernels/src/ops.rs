@@ -277,6 +277,32 @@ pub fn conv(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
     let wide = g.b * plane;
     with_scratch(kk * wide, g.cout * wide, |cols, prod| {
         g.im2col(x, cols);
+        if g.cout <= 16 {
+            // Few output channels: direct products per batch element, written where they
+            // belong (no reordering copy); the columns of element n are a block of `cols`.
+            let per = g.cout * plane;
+            let cols = &*cols;
+            let run = |n0: usize, chunk: &mut [f32]| {
+                for (i, dst) in chunk.chunks_mut(per).enumerate() {
+                    let block = &cols[(n0 + i) * plane..];
+                    small_gemm(g.cout, kk, plane, k, false, g.cout, block, wide, false, dst);
+                }
+            };
+            // Batch elements split over the threads when there is enough work.
+            let parts = threads::get().min(g.b).min(g.cout * kk * wide / (1 << 21)).max(1);
+            let rows = g.b.div_ceil(parts);
+            std::thread::scope(|scope| {
+                let mut chunks = out[..g.b * per].chunks_mut(rows * per).enumerate().peekable();
+                while let Some((t, chunk)) = chunks.next() {
+                    if chunks.peek().is_none() {
+                        run(t * rows, chunk);
+                    } else {
+                        scope.spawn(move || run(t * rows, chunk));
+                    }
+                }
+            });
+            return;
+        }
         if g.b == 1 {
             gemm(g.cout, kk, wide, k, cols, &mut out[..g.cout * wide]);
             return;
@@ -367,7 +393,7 @@ pub fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: 
     let direct = m <= 4 || k <= 4 || (m <= 16 && !tb);
     let run = |mt: usize, at: &[f32], chunk: &mut [f32]| {
         if direct {
-            small_gemm(mt, k, n, at, ta, m, b, tb, chunk);
+            small_gemm(mt, k, n, at, ta, m, b, n, tb, chunk);
         } else {
             packed_gemm_strided(mt, k, n, at, ta, m, b, tb, chunk);
         }
@@ -510,8 +536,9 @@ fn packed_gemm_strided(
 avx2_dispatch!(
     /// `c [m, n] = op(a) @ op(b)` by direct loops: axpy over contiguous rows of `b` in blocks of
     /// columns that stay in cache (or dot products with eight partial sums when `b` is
-    /// transposed), both of which the compiler vectorises. A transposed `a` has row stride `lda_t`.
-    fn small_gemm / small_gemm_avx2 / small_gemm_any (m: usize, k: usize, n: usize, a: &[f32], ta: bool, lda_t: usize, b: &[f32], tb: bool, c: &mut [f32]));
+    /// transposed), both of which the compiler vectorises. A transposed `a` has row stride `lda_t`;
+    /// an untransposed `b` row stride `ldb` (its column count, or more for a block of columns).
+    fn small_gemm / small_gemm_avx2 / small_gemm_any (m: usize, k: usize, n: usize, a: &[f32], ta: bool, lda_t: usize, b: &[f32], ldb: usize, tb: bool, c: &mut [f32]));
 
 /// Whether this CPU has AVX2 and FMA (the kernels' own loops are compiled for the baseline
 /// x86-64 and also, behind this check, for AVX2).
@@ -533,6 +560,7 @@ fn small_gemm_any(
     ta: bool,
     lda_t: usize,
     b: &[f32],
+    ldb: usize,
     tb: bool,
     c: &mut [f32],
 ) {
@@ -570,7 +598,7 @@ fn small_gemm_any(
             row.fill(0.0);
             for p in 0..k {
                 let x = at(i, p);
-                for (out, bv) in row.iter_mut().zip(&b[p * n + j0..p * n + j1]) {
+                for (out, bv) in row.iter_mut().zip(&b[p * ldb + j0..p * ldb + j1]) {
                     *out += x * bv;
                 }
             }
@@ -825,7 +853,7 @@ mod tests {
                 columns_split(m, k, n, &a, ta, &b, tb, &mut c, 3);
                 close(&c, &want, &format!("columns {what}"));
                 let mut c = vec![0.0f32; m * n];
-                small_gemm(m, k, n, &a, ta, m, &b, tb, &mut c);
+                small_gemm(m, k, n, &a, ta, m, &b, n, tb, &mut c);
                 close(&c, &want, &format!("direct {what}"));
                 let mut c = vec![0.0f32; m * n];
                 packed_gemm_strided(m, k, n, &a, ta, m, &b, tb, &mut c);
