@@ -107,6 +107,15 @@ fn check_model(relative: &str, m: &ModelGraphs) {
         fluxc_cpu::library::build(m, relative, &dir).unwrap_or_else(|e| panic!("{relative} {}: {e}", m.name));
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&built.manifest).unwrap()).unwrap();
+    // §12.5: layer state lives in the parameter block after the trainable tensors.
+    let tensors = manifest["tensors"].as_object().unwrap();
+    let last_trainable =
+        tensors.values().filter(|t| t.get("state").is_none()).map(|t| t["offset"].as_u64().unwrap()).max();
+    let first_state =
+        tensors.values().filter(|t| t.get("state").is_some()).map(|t| t["offset"].as_u64().unwrap()).min();
+    if let (Some(a), Some(b)) = (last_trainable, first_state) {
+        assert!(a < b, "{relative} {}: a state tensor lies before a trainable one", m.name);
+    }
     let driver = dir.join("driver");
     let define = format!("-DMODEL={}", m.name);
     let mut args = vec!["-O1", "-Wall", "-Werror", &define];

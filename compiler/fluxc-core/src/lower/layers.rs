@@ -307,7 +307,8 @@ impl<'a> Lowerer<'a> {
                 };
                 let saved = (self.init_shape.take(), self.init_stream.take());
                 self.init_shape = Some(ty.shape.clone());
-                self.init_stream = Some(u32::try_from(index).unwrap_or(u32::MAX));
+                let stream = self.manifest_index.as_ref().and_then(|m| m.get(name).copied());
+                self.init_stream = Some(stream.unwrap_or_else(|| u32::try_from(index).unwrap_or(u32::MAX)));
                 let r = self.expr(env, e);
                 (self.init_shape, self.init_stream) = saved;
                 let t = self.tensor(&r?, e.span)?;
@@ -797,14 +798,19 @@ impl<'a> Lowerer<'a> {
         span: Span,
     ) -> LResult<Val> {
         let l = self.model_layer(model, span)?;
-        let saved =
-            (self.mode.clone(), std::mem::take(&mut self.params), std::mem::take(&mut self.param_values));
+        let order = super::manifest_order(self.idx, model, span)?;
+        let saved = (
+            self.mode.clone(),
+            std::mem::take(&mut self.params),
+            std::mem::take(&mut self.param_values),
+            self.manifest_index.replace(order),
+        );
         self.mode = match params {
             Some(p) => ParamMode::Given(p),
             None => ParamMode::Init,
         };
         let r = self.place(&l, "", span);
-        (self.mode, self.params, self.param_values) = saved;
+        (self.mode, self.params, self.param_values, self.manifest_index) = saved;
         r?;
         self.apply_layer(&l, x, span)
     }

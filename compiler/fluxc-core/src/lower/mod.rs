@@ -180,6 +180,9 @@ pub struct Lowerer<'a> {
     /// While a `param`/`state` initialiser runs: the declared shape (§10.4) and its stream.
     pub(crate) init_shape: Option<Vec<Dim>>,
     pub(crate) init_stream: Option<u32>,
+    /// Each parameter's index in manifest order (trainable ones first, then layer state; §12.5,
+    /// §12.11), the rng stream of its initialiser; creation order when absent.
+    pub(crate) manifest_index: Option<HashMap<String, u32>>,
     /// The layers applied, in order (for `fluxc summary`).
     pub layer_log: Vec<layers::LayerRow>,
 }
@@ -204,6 +207,7 @@ impl<'a> Lowerer<'a> {
             script: None,
             init_shape: None,
             init_stream: None,
+            manifest_index: None,
             layer_log: Vec::new(),
         }
     }
@@ -1229,13 +1233,31 @@ pub fn group(n: i64) -> String {
 pub fn init_graph(idx: &Index<'_>, model: usize) -> LResult<Graph> {
     let mut lw = Lowerer::new(idx, false, ParamMode::Init);
     let span = idx.items.get(model).map(|i| i.name_span).unwrap_or_default();
+    let order = manifest_order(idx, model, span)?;
+    lw.manifest_index = Some(order.clone());
     let l = lw.model_layer(model, span)?;
     lw.place(&l, "", span)?;
-    let outs: Vec<(String, ValueId)> =
+    let mut outs: Vec<(String, ValueId)> =
         lw.params.iter().zip(&lw.param_values).map(|(p, v)| (p.name.clone(), *v)).collect();
+    outs.sort_by_key(|(n, _)| order.get(n).copied().unwrap_or(u32::MAX));
     lw.g.outputs = outs;
     crate::ir::verify(&lw.g)?;
     Ok(lw.g)
+}
+
+/// A model's parameters in manifest order — the trainable ones in creation order, then the layer
+/// state tensors (§12.5) — as name → index.
+pub(crate) fn manifest_order(
+    idx: &Index<'_>,
+    model: usize,
+    span: fluxc_syntax::Span,
+) -> LResult<HashMap<String, u32>> {
+    let mut probe = Lowerer::new(idx, false, ParamMode::Slots);
+    let l = probe.model_layer(model, span)?;
+    probe.place(&l, "", span)?;
+    let ordered =
+        probe.params.iter().filter(|p| p.trainable).chain(probe.params.iter().filter(|p| !p.trainable));
+    Ok(ordered.enumerate().map(|(k, p)| (p.name.clone(), u32::try_from(k).unwrap_or(u32::MAX))).collect())
 }
 
 /// Runs the top-level statements of `file` (a script), in order, on the reference interpreter.
