@@ -303,14 +303,19 @@ pub fn summary(
             out.push_str(&format!("model {}\n{}", m.name.name, crate::lower::summary(idx, k)?));
         }
         if out.is_empty() {
-            let message = match &model {
-                Some(name) => format!("there is no model `{name}` in this file"),
-                None => "this file defines no model".into(),
-            };
-            return Err(crate::lower::LowerError { span: None, message });
+            return Err(no_model(model.as_deref()));
         }
         Ok(out)
     })
+}
+
+/// The error when a file has no model (or none named `model`).
+fn no_model(model: Option<&str>) -> crate::lower::LowerError {
+    let message = match model {
+        Some(name) => format!("there is no model `{name}` in this file"),
+        None => "this file defines no model".into(),
+    };
+    crate::lower::LowerError { span: None, message }
 }
 
 /// A model's graphs, what `fluxc build` compiles.
@@ -351,11 +356,7 @@ pub fn model_graphs(
             });
         }
         if out.is_empty() {
-            let message = match &model {
-                Some(name) => format!("there is no model `{name}` in this file"),
-                None => "this file defines no model".into(),
-            };
-            return Err(crate::lower::LowerError { span: None, message });
+            return Err(no_model(model.as_deref()));
         }
         Ok(out)
     })
