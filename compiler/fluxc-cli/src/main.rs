@@ -394,9 +394,9 @@ fn build(
     out: Option<PathBuf>,
     device: Device,
 ) -> Result<ExitCode, UserError> {
-    if matches!(emit, Some(Emit::OptIr | Emit::Clif)) {
+    if matches!(emit, Some(Emit::OptIr)) {
         return Err(UserError(
-            "this fluxc can print `--emit ast`, `--emit ir` and `--emit kir` so far".into(),
+            "`--emit opt-ir` comes with the e-graph optimizer; this fluxc prints `ast`, `ir`, `kir` and `clif`".into(),
         ));
     }
     if emit.is_none() && matches!(device, Device::Gpu) {
@@ -417,6 +417,24 @@ fn build(
         Some(Emit::Kir) => {
             let outcome = fluxc_core::pipeline::emit_kir(&mut sources, id, &mut loader, model);
             return Ok(finish(outcome, &sources, |text| print!("{text}")));
+        }
+        Some(Emit::Clif) => {
+            let graphs = match fluxc_core::pipeline::model_graphs(&mut sources, id, &mut loader, model) {
+                Outcome::Done(g) => g,
+                other => return Ok(finish(other, &sources, |_| {})),
+            };
+            for m in &graphs {
+                let parts = [("forward (inference)", Some(&m.forward)), ("train step", m.train.as_ref())];
+                for (what, g) in parts {
+                    let Some(g) = g else { continue };
+                    let text = fluxc_core::kir::schedule(g)
+                        .map_err(|e| e.0)
+                        .and_then(|kir| fluxc_cpu::clif_text(&kir).map_err(|e| e.0))
+                        .map_err(|e| UserError(format!("{}: model {}: {e}", path.display(), m.name)))?;
+                    println!("# model {}: {what}\n{text}", m.name);
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
         }
         Some(_) => {
             let checked = fluxc_core::check(&mut sources, id, &mut loader);

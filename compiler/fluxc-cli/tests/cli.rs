@@ -133,6 +133,20 @@ fn build_emit_ast_prints_the_tree() {
 }
 
 #[test]
+fn build_emit_clif_prints_the_loops_deterministically() {
+    let run = || fluxc(&["build", &repo("examples/mlp.flx"), "--emit", "clif"]);
+    let (a, b) = (run(), run());
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    let clif = text(&a.stdout);
+    assert!(clif.starts_with("# model Mlp: forward (inference)"), "{clif}");
+    assert!(clif.contains("function u0:") && clif.contains("block0(v0: i64, v1: i64):"), "{clif}");
+    assert_eq!(a.stdout, b.stdout, "the same text on every run");
+    let o = fluxc(&["build", &repo("examples/mlp.flx"), "--emit", "opt-ir"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("e-graph optimizer"), "{}", text(&o.stderr));
+}
+
+#[test]
 fn build_writes_the_library_header_and_manifest() {
     let dir = std::env::temp_dir().join(format!("fluxc-cli-build-{}", std::process::id()));
     let out = fluxc(&["build", &repo("examples/mlp.flx"), "--out", &dir.to_string_lossy()]);

@@ -115,6 +115,7 @@ pub fn define_loop<M: Module>(
     body: &[Fused],
     dtype: DType,
     sum: Option<usize>,
+    clif: Option<&mut String>,
 ) -> Result<FuncId, CpuError> {
     let ptr = module.target_config().pointer_type();
     let isa_fma = module.isa().isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
@@ -135,12 +136,13 @@ pub fn define_loop<M: Module>(
     pow_sig.params.push(AbiParam::new(types::F32));
     pow_sig.params.push(AbiParam::new(types::F32));
     pow_sig.returns.push(AbiParam::new(types::F32));
-    let mut math = std::collections::HashMap::new();
+    // In a fixed order, so the generated text is the same on every run.
+    let mut math = Vec::new();
     for (name, _) in fluxc_kernels::math::UNARY {
         let f = module
             .declare_function(name, Linkage::Import, &unary_sig)
             .map_err(|e| CpuError(e.to_string()))?;
-        math.insert(name, f);
+        math.push((name, f));
     }
     let pow = module
         .declare_function("fluxc_math_pow", Linkage::Import, &pow_sig)
@@ -553,6 +555,10 @@ pub fn define_loop<M: Module>(
         bcx.ins().return_(&[]);
         bcx.seal_all_blocks();
         bcx.finalize(frontend);
+    }
+    if let Some(text) = clif {
+        // The Cranelift IR as generated (`fluxc build --emit clif`).
+        text.push_str(&format!("; kernel {index} ({symbol})\n{}\n", ctx.func.display()));
     }
     module.define_function(id, &mut ctx).map_err(|e| CpuError(format!("compiling kernel {index}: {e:?}")))?;
     module.clear_context(&mut ctx);

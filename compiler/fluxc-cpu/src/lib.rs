@@ -62,6 +62,7 @@ pub fn compile(kir: &Kir) -> Result<Compiled, CpuError> {
                 body,
                 *dtype,
                 *sum,
+                None,
             )?);
         }
     }
@@ -81,6 +82,34 @@ pub fn compile(kir: &Kir) -> Result<Compiled, CpuError> {
         }
     }
     Ok(Compiled { _module: module, loops, plan, input_sizes, param_sizes })
+}
+
+/// The Cranelift IR of every loop kernel of `kir` for this machine, as generated
+/// (`fluxc build --emit clif`).
+pub fn clif_text(kir: &Kir) -> Result<String, CpuError> {
+    let isa = codegen::host_isa()?;
+    let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    codegen::register_math(&mut builder);
+    let mut module = JITModule::new(builder);
+    let mut text = String::new();
+    for (k, kern) in kir.kernels.iter().enumerate() {
+        if let Kernel::Loop { shape, inputs, body, dtype, sum, .. } = kern {
+            let name = format!("kernel{k}");
+            codegen::define_loop(
+                &mut module,
+                k,
+                &name,
+                Linkage::Local,
+                shape,
+                inputs,
+                body,
+                *dtype,
+                *sum,
+                Some(&mut text),
+            )?;
+        }
+    }
+    Ok(text)
 }
 
 /// Runs a compiled KIR program (inputs and parameters rounded to f32); returns the outputs by

@@ -269,6 +269,7 @@ pub fn build(m: &ModelGraphs, source_name: &str, out_dir: &Path) -> Result<Built
                 body,
                 *dtype,
                 *sum,
+                None,
             )?;
             let _ = writeln!(c, "extern void {symbol}(float *const *, int64_t);");
             symbols.push(symbol);
