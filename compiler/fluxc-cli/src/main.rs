@@ -135,6 +135,20 @@ enum Command {
         #[arg(long)]
         expect_manifest: Option<PathBuf>,
     },
+    /// Convert a PyTorch state dict (safetensors) to a fluxc weights file for a model
+    Convert {
+        /// The state dict, as safetensors
+        input: PathBuf,
+        /// The .flx file that declares the model
+        file: PathBuf,
+        /// Where the weights come from (`pytorch`)
+        #[arg(long = "from")]
+        from: String,
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Make an ed25519 key pair: KEY (secret, mode 0600) and KEY.pub (hex)
     Keygen {
         #[arg(long)]
@@ -244,6 +258,7 @@ fn main() -> ExitCode {
                 Err(e) => Err(UserError(e)),
             }
         }
+        Command::Convert { input, file, from, model, out } => convert(&input, &file, &from, &model, &out),
         Command::Keygen { out } => keygen(&out),
         Command::Sign { weights, key } => sign(&weights, &key),
         Command::Verify { weights, trusted_keys } => verify(&weights, &trusted_keys),
@@ -645,6 +660,27 @@ fn eval_cmd(
     if let Some(a) = accuracy {
         println!("accuracy {a:.6}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fluxc convert --from pytorch IN.safetensors FILE.flx --model NAME --out OUT.safetensors`
+/// (§12.9).
+fn convert(input: &Path, path: &Path, from: &str, model: &str, out: &Path) -> Result<ExitCode, UserError> {
+    if from != "pytorch" {
+        return Err(UserError(format!("`--from {from}`: only `--from pytorch` is known")));
+    }
+    let (mut sources, id) = match load(path, Format::Text)? {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let mut loader = DiskLoader::new(Path::new(""), path, None);
+    let graphs = match fluxc_core::pipeline::model_graphs(&mut sources, id, &mut loader, Some(model)) {
+        Outcome::Done(g) => g,
+        other => return Ok(finish(other, &sources, |_| {})),
+    };
+    let Some(m) = graphs.first() else { return Err(UserError(format!("there is no model `{model}`"))) };
+    let said = fluxc_cli::train::convert_pytorch(m, input, out).map_err(UserError)?;
+    print!("{said}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -722,3 +722,86 @@ pub fn eval(
     jit.state.params = params_for(&setup.eval, &params)?;
     evaluate(&mut jit, &setup.eval, &d, 256)
 }
+
+/// A PyTorch state-dict name as fluxc names the same tensor (§12.9, §12.10): `Sequential`
+/// indices are the same, a recurrent layer's `weight_ih_l0` is its cell's `cell.weight_ih`,
+/// everything else keeps its name. `None` for what fluxc has no place for (multi-layer and
+/// bidirectional recurrent weights).
+fn fluxc_name(torch: &str) -> Option<String> {
+    let (prefix, last) = match torch.rsplit_once('.') {
+        Some((p, l)) => (format!("{p}."), l),
+        None => (String::new(), torch),
+    };
+    for kind in ["weight_ih", "weight_hh", "bias_ih", "bias_hh"] {
+        if let Some(rest) = last.strip_prefix(kind).and_then(|r| r.strip_prefix("_l")) {
+            return (rest == "0").then(|| format!("{prefix}cell.{kind}"));
+        }
+    }
+    Some(torch.to_owned())
+}
+
+/// `fluxc convert --from pytorch`: maps the tensors of a PyTorch state dict to the model's
+/// parameter names, checks every shape, and writes a fluxc weights file (with the fluxc
+/// metadata). Anything it cannot map is reported and nothing is written.
+pub fn convert_pytorch(
+    m: &fluxc_core::pipeline::ModelGraphs,
+    input: &Path,
+    out: &Path,
+) -> Result<String, String> {
+    let slots = slots(&m.init)?;
+    let file = fluxc_runtime::safetensors::read(input).map_err(|e| format!("{}: {e}", input.display()))?;
+    let mut values: HashMap<String, Vec<f32>> = HashMap::new();
+    let mut problems = Vec::new();
+    let mut dropped = Vec::new();
+    for (name, t) in &file.tensors {
+        if name.ends_with("num_batches_tracked") {
+            dropped.push(name.clone());
+            continue;
+        }
+        let Some(target) = fluxc_name(name) else {
+            problems.push(format!(
+                "`{name}` has no fluxc counterpart (only single-layer, one-direction recurrent layers map)"
+            ));
+            continue;
+        };
+        match slots.iter().find(|s| s.name == target) {
+            None => {
+                problems.push(format!("`{name}` maps to `{target}`, which model `{}` does not have", m.name))
+            }
+            Some(s) if s.shape != t.shape => {
+                problems.push(format!("`{name}` has shape {:?}, `{target}` needs {:?}", t.shape, s.shape))
+            }
+            Some(_) if !t.dtype.is_float() => {
+                problems.push(format!("`{name}` is {}, not a float tensor", t.dtype.safetensors_name()))
+            }
+            Some(_) => {
+                if let Err(e) = t.check_finite() {
+                    problems.push(format!("`{name}`: {e}"));
+                }
+                values.insert(target, t.values.iter().map(|v| *v as f32).collect());
+            }
+        }
+    }
+    for s in &slots {
+        if !values.contains_key(&s.name) && !problems.iter().any(|p| p.contains(&format!("`{}`", s.name))) {
+            problems.push(format!("nothing in the state dict maps to `{}` {:?}", s.name, s.shape));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(format!(
+            "{}: cannot convert to model `{}`: {}",
+            input.display(),
+            m.name,
+            problems.join("; ")
+        ));
+    }
+    let ordered: Vec<&[f32]> =
+        slots.iter().map(|s| values.get(&s.name).map_or(&[][..], Vec::as_slice)).collect();
+    weights::save(out, &m.name, &slots, &ordered, &[("fluxc.converted_from".into(), "pytorch".into())])
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut said = format!("wrote {} ({} tensors for model {})\n", out.display(), slots.len(), m.name);
+    if !dropped.is_empty() {
+        said.push_str(&format!("dropped {}\n", dropped.join(", ")));
+    }
+    Ok(said)
+}

@@ -373,3 +373,86 @@ fn inspect_summarises_or_rejects() {
     assert!(text(&o.stderr).contains("not a .npy file"), "{}", text(&o.stderr));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn convert_maps_a_pytorch_state_dict() {
+    use fluxc_runtime::{Dtype, Tensor};
+    let d = temp("convert");
+    let flx = d.join("m.flx");
+    std::fs::write(
+        &flx,
+        "model Seq: f32[B, 5, 3] -> f32[B, 5, 2] = Chain(LSTM(3 => 4), BatchNorm(5), Dense(4 => 2))\n",
+    )
+    .unwrap();
+    let t = |shape: &[usize], dtype: Dtype| {
+        let n: usize = shape.iter().product();
+        Tensor { dtype, shape: shape.to_vec(), values: (0..n).map(|i| (i % 7) as f64 * 0.1).collect() }
+    };
+    // As `torch.nn.Sequential(nn.LSTM(3, 4, batch_first=True), nn.BatchNorm1d(5), nn.Linear(4, 2))`
+    // names its state dict.
+    let mut tensors = vec![
+        ("0.weight_ih_l0".to_owned(), t(&[16, 3], Dtype::F32)),
+        ("0.weight_hh_l0".to_owned(), t(&[16, 4], Dtype::F32)),
+        ("0.bias_ih_l0".to_owned(), t(&[16], Dtype::F32)),
+        ("0.bias_hh_l0".to_owned(), t(&[16], Dtype::F32)),
+        ("1.weight".to_owned(), t(&[5], Dtype::F32)),
+        ("1.bias".to_owned(), t(&[5], Dtype::F32)),
+        ("1.running_mean".to_owned(), t(&[5], Dtype::F32)),
+        ("1.running_var".to_owned(), t(&[5], Dtype::F32)),
+        ("1.num_batches_tracked".to_owned(), t(&[], Dtype::I64)),
+        ("2.weight".to_owned(), t(&[2, 4], Dtype::F32)),
+        ("2.bias".to_owned(), t(&[2], Dtype::F32)),
+    ];
+    let state = d.join("torch.safetensors");
+    let write = |tensors: &[(String, Tensor)]| {
+        let f = fluxc_runtime::safetensors::SafeTensors { tensors: tensors.to_vec(), metadata: Vec::new() };
+        fluxc_runtime::safetensors::write(&state, &f).unwrap();
+    };
+    write(&tensors);
+    let out = d.join("Seq.safetensors");
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let o =
+        fluxc(&["convert", "--from", "pytorch", &s(&state), &s(&flx), "--model", "Seq", "--out", &s(&out)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("dropped 1.num_batches_tracked"), "{}", text(&o.stdout));
+    let w = fluxc_runtime::safetensors::read(&out).unwrap();
+    let names: Vec<&str> = w.tensors.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[..4], ["0.cell.weight_ih", "0.cell.weight_hh", "0.cell.bias_ih", "0.cell.bias_hh"]);
+    assert_eq!(
+        w.get("0.cell.weight_hh").unwrap().values,
+        tensors[1].1.values.iter().map(|v| f64::from(*v as f32)).collect::<Vec<_>>()
+    );
+    // The converted file is a checked fluxc weights file: inference runs on it.
+    let x = d.join("x.npy");
+    fluxc_runtime::npy::write(&x, &t(&[2, 5, 3], Dtype::F32)).unwrap();
+    let o = fluxc(&["infer", &s(&flx), "--model", "Seq", "--weights", &s(&out), "--input", &s(&x)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // What cannot map is reported, and nothing is written.
+    let _ = std::fs::remove_file(&out);
+    tensors[9].1 = t(&[4, 2], Dtype::F32);
+    tensors.push(("0.weight_ih_l1".to_owned(), t(&[16, 4], Dtype::F32)));
+    write(&tensors);
+    let o =
+        fluxc(&["convert", "--from", "pytorch", &s(&state), &s(&flx), "--model", "Seq", "--out", &s(&out)]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("`2.weight` has shape [4, 2], `2.weight` needs [2, 4]")
+            && err.contains("`0.weight_ih_l1` has no fluxc counterpart"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let o = fluxc(&[
+        "convert",
+        "--from",
+        "tensorflow",
+        &s(&state),
+        &s(&flx),
+        "--model",
+        "Seq",
+        "--out",
+        &s(&out),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let _ = std::fs::remove_dir_all(&d);
+}
