@@ -457,6 +457,152 @@ def make_loss_case(suffix, loss_str, fn, kind):
     return case
 
 
+# ---- more layers (the standard-library issue): torch is the reference; `manual` repeats the
+# torch forward where fluxc's description and torch's are the same formula.
+
+def case_conv1d(name):
+    conv = torch.nn.Conv1d(2, 3, 3, padding=1, stride=2)
+    lin = torch.nn.Linear(9, 2)
+    params = {"0.weight": conv.weight, "0.bias": conv.bias, "2.weight": lin.weight, "2.bias": lin.bias}
+    perturb_(params)
+    x = torch.randn(3, 2, 6)
+    y = make_target("randn", (3, 2))
+
+    def fwd(x):
+        return lin(torch.flatten(torch.tanh(conv(x)), 1))
+
+    return dict(model="model M: f32[B, 2, 6] -> f32[B, 2] = Chain(Conv1d(3, 2 => 3, tanh, Pad = 1, Stride = 2), "
+                      "Flatten, Dense(9 => 2))",
+                loss="mse", loss_fn=l_mse, x=x, target=y, params=params, fwd=fwd, manual=fwd)
+
+
+def case_conv_transpose2d(name):
+    conv = torch.nn.ConvTranspose2d(2, 3, (2, 2), stride=2)
+    params = {"0.weight": conv.weight, "0.bias": conv.bias}
+    perturb_(params)
+    x = torch.randn(2, 2, 3, 3)
+    y = make_target("randn", (2, 3 * 6 * 6))
+
+    def fwd(x):
+        return torch.flatten(torch.tanh(conv(x)), 1)
+
+    return dict(model="model M: f32[B, 2, 3, 3] -> f32[B, 108] = Chain(ConvTranspose2d((2, 2), 2 => 3, tanh, Stride = 2), Flatten)",
+                loss="mse", loss_fn=l_mse, x=x, target=y, params=params, fwd=fwd, manual=fwd)
+
+
+def case_depthwise_conv2d(name):
+    conv = torch.nn.Conv2d(2, 4, (3, 3), padding=1, groups=2)
+    params = {"0.weight": conv.weight, "0.bias": conv.bias}
+    perturb_(params)
+    x = torch.randn(2, 2, 4, 4)
+    y = make_target("randn", (2, 4 * 4 * 4))
+
+    def fwd(x):
+        return torch.flatten(torch.tanh(conv(x)), 1)
+
+    return dict(model="model M: f32[B, 2, 4, 4] -> f32[B, 64] = Chain(DepthwiseConv2d((3, 3), 2, tanh, Mult = 2, Pad = 1), Flatten)",
+                loss="mse", loss_fn=l_mse, x=x, target=y, params=params, fwd=fwd, manual=fwd)
+
+
+def case_pooling(name):
+    conv = torch.nn.Conv2d(1, 2, (3, 3), padding=1)
+    params = {"0.weight": conv.weight, "0.bias": conv.bias}
+    perturb_(params)
+    x = torch.randn(2, 1, 4, 4)
+    y = make_target("randn", (2, 2 * 2 * 2 + 2 + 2))
+
+    def fwd(x):
+        z = torch.tanh(conv(x))
+        mean = torch.flatten(F.avg_pool2d(z, 2), 1)
+        gmean = z.mean(dim=(2, 3))
+        gmax = z.amax(dim=(2, 3))
+        return torch.cat([mean, gmean, gmax], dim=1)
+
+    model = ("model M: f32[B, 1, 4, 4] -> f32[B, 12] = Chain(Conv2d((3, 3), 1 => 2, tanh, Pad = 1), "
+             "Parallel(cat3, Chain(MeanPool2d((2, 2)), Flatten), Chain(GlobalMeanPool, Flatten), Chain(GlobalMaxPool, Flatten)))\n"
+             "fn cat3[B, P, Q, R](a: f32[B, P], b: f32[B, Q], c: f32[B, R]) -> f32[B, P + Q + R] { concat((a, b, c), axis = 1) }")
+    return dict(model=model, loss="mse", loss_fn=l_mse, x=x, target=y, params=params, fwd=fwd, manual=fwd)
+
+
+def case_embedding(name):
+    emb = torch.nn.Embedding(7, 3)
+    lin = torch.nn.Linear(3, 2)
+    params = {"0.weight": emb.weight, "1.weight": lin.weight, "1.bias": lin.bias}
+    perturb_(params)
+    x = torch.tensor([[0, 3, 6, 3], [5, 1, 1, 2]])
+    y = make_target("randn", (2, 4, 2))
+
+    def fwd(x):
+        return lin(emb(x))
+
+    c = dict(model="model M: i32[B, 4] -> f32[B, 4, 2] = Chain(Embedding(7 => 3), Dense(3 => 2))",
+             loss="mse", loss_fn=l_mse, x=x, target=y, params=params, fwd=fwd, manual=fwd)
+    return c
+
+
+def case_groupnorm(name):
+    gn = torch.nn.GroupNorm(2, 4)
+    params = {"0.weight": gn.weight, "0.bias": gn.bias}
+    perturb_(params)
+    x = torch.randn(3, 4, 2, 2)
+    y = make_target("randn", (3, 16))
+
+    def fwd(x):
+        return torch.flatten(gn(x), 1)
+
+    def manual(x):
+        B = x.shape[0]
+        g = x.reshape(B, 2, -1)
+        mean = g.mean(-1, keepdim=True)
+        var = g.var(-1, unbiased=False, keepdim=True)
+        n = ((g - mean) / torch.sqrt(var + 1e-5)).reshape(B, 4, 2, 2)
+        return torch.flatten(n * gn.weight.reshape(1, 4, 1, 1) + gn.bias.reshape(1, 4, 1, 1), 1)
+
+    return dict(model="model M: f32[B, 4, 2, 2] -> f32[B, 16] = Chain(GroupNorm(2, 4), Flatten)",
+                loss="mse", loss_fn=l_mse, x=x, target=y, params=params, fwd=fwd, manual=manual)
+
+
+def case_rnn(name):
+    rnn = torch.nn.RNN(3, 4, batch_first=True)
+    params = {"cell.weight_ih": rnn.weight_ih_l0, "cell.weight_hh": rnn.weight_hh_l0,
+              "cell.bias_ih": rnn.bias_ih_l0, "cell.bias_hh": rnn.bias_hh_l0}
+    perturb_(params)
+    x = torch.randn(2, 5, 3)
+    y = make_target("randn", (2, 5, 4))
+
+    def fwd(x):
+        return rnn(x)[0]
+
+    def manual(x):
+        h = torch.zeros(x.shape[0], 4)
+        outs = []
+        for t in range(x.shape[1]):
+            h = torch.tanh(x[:, t] @ rnn.weight_ih_l0.T + rnn.bias_ih_l0 + h @ rnn.weight_hh_l0.T + rnn.bias_hh_l0)
+            outs.append(h)
+        return torch.stack(outs, 1)
+
+    return dict(model="model M: f32[B, 5, 3] -> f32[B, 5, 4] = RNN(3 => 4)",
+                loss="mse", loss_fn=l_mse, x=x, target=y, params=params, fwd=fwd, manual=manual)
+
+
+def case_bilinear(name):
+    bil = torch.nn.Bilinear(3, 3, 2)
+    params = {"1.weight": bil.weight, "1.bias": bil.bias}
+    perturb_(params)
+    x = torch.randn(4, 3)
+    y = make_target("randn", (4, 2))
+
+    def fwd(x):
+        return bil(x, x)
+
+    def manual(x):
+        return torch.einsum("bi,oij,bj->bo", x, bil.weight, x) + bil.bias
+
+    return dict(model=("fn dup[B, N](x: f32[B, N]) -> (f32[B, N], f32[B, N]) { (x, x) }\n"
+                       "model M: f32[B, 3] -> f32[B, 2] = Chain(dup, Bilinear(3, 3, 2))"),
+                loss="mse", loss_fn=l_mse, x=x, target=y, params=params, fwd=fwd, manual=manual)
+
+
 CASES = [
     ("dense", case_dense),
     ("conv2d", case_conv2d),
@@ -466,6 +612,14 @@ CASES = [
     ("layernorm", case_layernorm),
     ("attention_causal", case_attention_causal),
     ("attention", case_attention),
+    ("conv1d", case_conv1d),
+    ("conv_transpose2d", case_conv_transpose2d),
+    ("depthwise_conv2d", case_depthwise_conv2d),
+    ("pooling", case_pooling),
+    ("embedding", case_embedding),
+    ("groupnorm", case_groupnorm),
+    ("rnn", case_rnn),
+    ("bilinear", case_bilinear),
 ] + [(f"loss_{s}", make_loss_case(s, ls, fn, kind)) for s, ls, fn, kind in LOSSES]
 
 
