@@ -3,7 +3,7 @@
 //! inference; BatchNorm normalising by the batch's statistics in training and by the running
 //! statistics in inference.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::needless_range_loop)] // tests may panic
 
 use fluxc_core::interp::{Array, Run, eval};
 use fluxc_core::ir::Graph;
