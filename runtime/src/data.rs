@@ -24,7 +24,7 @@ pub struct Dataset {
     pub x_shape: Vec<usize>,
     pub y: Vec<f32>,
     pub y_shape: Vec<usize>,
-    /// Each row's class (with `classes`): what accuracy compares against.
+    /// Each row's classes (with `classes`; one per label position): what accuracy compares against.
     pub class: Option<Vec<u32>>,
     /// Class names when the labels were strings (sorted, §12.13).
     pub class_names: Option<Vec<String>>,
@@ -41,16 +41,21 @@ impl Dataset {
         self.y_shape.iter().product()
     }
 
+    /// How many class labels each row holds (1 unless `target_shape` gives a label per position).
+    pub fn labels_per_row(&self) -> usize {
+        self.class.as_ref().map_or(0, |c| c.len() / self.rows.max(1))
+    }
+
     /// The rows `picks`, in that order.
     pub fn select(&self, picks: &[usize]) -> Dataset {
-        let (xl, yl) = (self.x_len(), self.y_len());
+        let (xl, yl, per) = (self.x_len(), self.y_len(), self.labels_per_row());
         let mut out = Dataset {
             rows: picks.len(),
             x: Vec::with_capacity(picks.len() * xl),
             x_shape: self.x_shape.clone(),
             y: Vec::with_capacity(picks.len() * yl),
             y_shape: self.y_shape.clone(),
-            class: self.class.as_ref().map(|_| Vec::with_capacity(picks.len())),
+            class: self.class.as_ref().map(|_| Vec::with_capacity(picks.len() * per)),
             class_names: self.class_names.clone(),
             x_integer: self.x_integer,
         };
@@ -58,7 +63,7 @@ impl Dataset {
             out.x.extend_from_slice(self.x.get(r * xl..(r + 1) * xl).unwrap_or_default());
             out.y.extend_from_slice(self.y.get(r * yl..(r + 1) * yl).unwrap_or_default());
             if let (Some(dst), Some(src)) = (out.class.as_mut(), self.class.as_ref()) {
-                dst.push(src.get(r).copied().unwrap_or(0));
+                dst.extend_from_slice(src.get(r * per..(r + 1) * per).unwrap_or_default());
             }
         }
         out
@@ -100,13 +105,27 @@ fn reshape(have: &[usize], want: &Option<Vec<usize>>, what: &str) -> Result<Vec<
     }
 }
 
-/// One-hot targets from class indices, checked against `classes` (§12.13).
-fn one_hot(labels: &[f64], classes: usize) -> Result<(Vec<f32>, Vec<u32>), String> {
+/// The shape of a row's labels under `classes`: `target_shape` when declared (a label per
+/// position, each one-hot), else one label.
+fn label_shape(have: &[usize], t: &Transform) -> Result<Vec<usize>, String> {
+    let count: usize = have.iter().product();
+    match &t.target_shape {
+        Some(_) => reshape(have, &t.target_shape, "target row"),
+        None if count == 1 => Ok(Vec::new()),
+        None => Err(format!(
+            "`classes` needs one label per row, but each target row has {count} values \
+             (declare `target_shape = {have:?}` for a label per position)"
+        )),
+    }
+}
+
+/// One-hot targets from class indices (`per_row` labels a row), checked against `classes` (§12.13).
+fn one_hot(labels: &[f64], classes: usize, per_row: usize) -> Result<(Vec<f32>, Vec<u32>), String> {
     let mut y = vec![0f32; labels.len() * classes];
     let mut class = Vec::with_capacity(labels.len());
     for (r, v) in labels.iter().enumerate() {
         if v.fract() != 0.0 || *v < 0.0 || *v >= classes as f64 {
-            return Err(format!("row {}: the label {v} is outside 0..{classes}", r + 1));
+            return Err(format!("row {}: the label {v} is outside 0..{classes}", r / per_row.max(1) + 1));
         }
         let c = *v as usize;
         if let Some(slot) = y.get_mut(r * classes + c) {
@@ -148,15 +167,11 @@ pub fn from_tensors(x: &Tensor, y: &Tensor, t: &Transform) -> Result<Dataset, St
     let mut d = Dataset { rows, x: xs, x_shape, x_integer, ..Dataset::default() };
     match t.classes {
         Some(c) => {
-            let per: usize = y.shape.get(1..).unwrap_or_default().iter().product();
-            if per != 1 {
-                return Err(format!(
-                    "`classes` needs one label per row, but each target row has {per} values"
-                ));
-            }
-            let (ys, class) = one_hot(&y.values, c)?;
+            let labels = label_shape(y.shape.get(1..).unwrap_or_default(), t)?;
+            let (ys, class) = one_hot(&y.values, c, labels.iter().product())?;
             d.y = ys;
-            d.y_shape = vec![c];
+            d.y_shape = labels;
+            d.y_shape.push(c);
             d.class = Some(class);
         }
         None => {
@@ -176,9 +191,10 @@ pub fn from_csv(c: &Csv, t: &Transform) -> Result<Dataset, String> {
     let mut d = Dataset { rows, x: xs, x_shape, ..Dataset::default() };
     match (numeric, t.classes) {
         (Some(v), Some(k)) => {
-            let (ys, class) = one_hot(&v, k)?;
+            let (ys, class) = one_hot(&v, k, 1)?;
             d.y = ys;
-            d.y_shape = vec![k];
+            d.y_shape = label_shape(&[1], t)?;
+            d.y_shape.push(k);
             d.class = Some(class);
         }
         (None, Some(k)) => {
@@ -195,9 +211,10 @@ pub fn from_csv(c: &Csv, t: &Transform) -> Result<Dataset, String> {
             }
             let idx: Vec<f64> =
                 c.labels.iter().map(|l| names.binary_search(l).map_or(0.0, |i| i as f64)).collect();
-            let (ys, class) = one_hot(&idx, k)?;
+            let (ys, class) = one_hot(&idx, k, 1)?;
             d.y = ys;
-            d.y_shape = vec![k];
+            d.y_shape = label_shape(&[1], t)?;
+            d.y_shape.push(k);
             d.class = Some(class);
             d.class_names = Some(names);
         }

@@ -110,6 +110,32 @@ fn labels_are_checked_against_classes() {
 }
 
 #[test]
+fn classes_with_target_shape_give_a_one_hot_label_per_position() {
+    let x = Tensor { dtype: Dtype::U8, shape: vec![2, 3], values: vec![0.0, 1.0, 2.0, 2.0, 1.0, 0.0] };
+    let y = Tensor { dtype: Dtype::U8, shape: vec![2, 3], values: vec![1.0, 2.0, 0.0, 0.0, 2.0, 1.0] };
+    let t = Transform { classes: Some(3), target_shape: Some(vec![3]), ..Transform::default() };
+    let d = data::from_tensors(&x, &y, &t).unwrap();
+    assert_eq!(d.y_shape, vec![3, 3]);
+    assert_eq!(d.labels_per_row(), 3);
+    assert_eq!(d.class.as_deref(), Some(&[1, 2, 0, 0, 2, 1][..]));
+    assert_eq!(&d.y[..9], &[0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
+    // Selecting rows keeps each row's labels together.
+    let second = d.select(&[1]);
+    assert_eq!(second.class.as_deref(), Some(&[0, 2, 1][..]));
+    assert_eq!(second.y.len(), 9);
+    // Without target_shape a row must hold one label; a bad label names its row.
+    rejects(
+        data::from_tensors(&x, &y, &Transform { classes: Some(3), ..Transform::default() }),
+        "declare `target_shape = [3]`",
+    );
+    rejects(data::from_tensors(&x, &y, &Transform { classes: Some(2), ..t.clone() }), "row 1: the label 2");
+    rejects(
+        data::from_tensors(&x, &y, &Transform { target_shape: Some(vec![4]), ..t }),
+        "declared shape [4] holds 4",
+    );
+}
+
+#[test]
 fn splits_are_seeded_disjoint_and_stable() {
     let a = data::split_rows(100, 0.25, 7);
     assert_eq!(a.len(), 25);

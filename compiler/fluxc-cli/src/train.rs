@@ -363,7 +363,12 @@ pub fn train(setup: &TrainSetup, opts: &TrainOptions) -> Result<u8, String> {
     );
     // The anomaly screen of the training rows, logged once at the start of a run (§11.1).
     if opts.resume.is_none() {
-        let found = fluxc_runtime::inspect::screen(&data.x, data.rows, data.x_len(), data.class.as_deref());
+        let found = fluxc_runtime::inspect::screen(
+            &data.x,
+            data.rows,
+            data.x_len(),
+            data.class.as_deref().filter(|_| data.labels_per_row() == 1),
+        );
         for a in found {
             println!("warning: data `{}`: {}", cfg.data.name, a.detail);
             log.event(
@@ -576,6 +581,7 @@ fn save_weights(
 pub fn evaluate(jit: &mut Jit, g: &Graph, d: &Dataset, batch: usize) -> Result<(f64, Option<f64>), String> {
     let (xl, yl) = (d.x_len(), d.y_len());
     let y_at = g.outputs.iter().position(|(n, _)| n == "y");
+    let labels = d.labels_per_row();
     let (mut loss, mut correct) = (0.0f64, 0usize);
     let mut r0 = 0;
     while r0 < d.rows {
@@ -586,21 +592,23 @@ pub fn evaluate(jit: &mut Jit, g: &Graph, d: &Dataset, batch: usize) -> Result<(
         let outs = jit.run(&[x, y], &Run { batch: n as i64, seed: 0, step: 0 })?;
         loss += outs.first().and_then(|v| v.first()).map_or(f64::NAN, |v| f64::from(*v)) * n as f64;
         if let (Some(classes), Some(out)) = (&d.class, y_at.and_then(|k| outs.get(k))) {
-            let per = out.len() / n.max(1);
+            // One prediction per label position: the last axis holds the class scores.
+            let per = out.len() / (n * labels).max(1);
+            let first = r0 * labels;
             for (i, row) in out.chunks(per.max(1)).enumerate() {
                 let arg = row
                     .iter()
                     .enumerate()
                     .fold((0, f32::NEG_INFINITY), |b, (j, v)| if *v > b.1 { (j, *v) } else { b })
                     .0;
-                if classes.get(r0 + i).is_some_and(|c| *c as usize == arg) {
+                if classes.get(first + i).is_some_and(|c| *c as usize == arg) {
                     correct += 1;
                 }
             }
         }
         r0 = r1;
     }
-    let accuracy = d.class.as_ref().map(|_| correct as f64 / d.rows.max(1) as f64);
+    let accuracy = d.class.as_ref().map(|_| correct as f64 / (d.rows * labels).max(1) as f64);
     Ok((loss / d.rows.max(1) as f64, accuracy))
 }
 

@@ -161,6 +161,67 @@ fn digits_trains_to_95_percent_with_checkpoints() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+#[test]
+fn the_digits_cnn_learns() {
+    let out = temp("cnn");
+    train("examples/digits/cnn.flx", &out);
+    let ev = events(&out);
+    let epochs: Vec<&serde_json::Value> = ev.iter().filter(|e| e["event"] == "epoch").collect();
+    let (first, last) = (epochs.first().unwrap(), epochs.last().unwrap());
+    assert!(
+        last["loss"].as_f64().unwrap() < 0.5 * first["loss"].as_f64().unwrap(),
+        "the loss falls: {first} … {last}"
+    );
+    let acc = last["val_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.9, "digits CNN validation accuracy {acc}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn the_sonnets_char_lstm_learns_a_label_per_position() {
+    let out = temp("sonnets");
+    let o = fluxc(&[
+        "train",
+        &repo("examples/sonnets/sonnets.flx"),
+        "--epochs",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let ev = events(&out);
+    let epochs: Vec<&serde_json::Value> = ev.iter().filter(|e| e["event"] == "epoch").collect();
+    assert_eq!(epochs.len(), 4);
+    let (first, last) = (epochs.first().unwrap(), epochs.last().unwrap());
+    assert!(
+        last["val_loss"].as_f64().unwrap() < 0.85 * first["val_loss"].as_f64().unwrap(),
+        "the loss falls: {first} … {last}"
+    );
+    // Accuracy counts every position of every row: a frequency-only guess (the space) gets ~0.2.
+    let acc = last["val_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.4, "next-character validation accuracy {acc}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn the_transformer_learns_to_sort() {
+    let out = temp("sort");
+    let o =
+        fluxc(&["train", &repo("examples/sort/sort.flx"), "--epochs", "3", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let ev = events(&out);
+    let epochs: Vec<&serde_json::Value> = ev.iter().filter(|e| e["event"] == "epoch").collect();
+    let (first, last) = (epochs.first().unwrap(), epochs.last().unwrap());
+    assert!(
+        last["val_loss"].as_f64().unwrap() < 0.2 * first["val_loss"].as_f64().unwrap(),
+        "the loss falls: {first} … {last}"
+    );
+    // Every position of every held-out row: chance is 0.1.
+    let acc = last["val_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.95, "sorting accuracy {acc}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 fn project(tag: &str, flx: &str, csv: &str) -> PathBuf {
     let d = temp(tag);
     std::fs::write(d.join("m.flx"), flx).unwrap();

@@ -207,8 +207,13 @@ impl<'a> Checker<'a> {
         }
         let shape = slot(&argv, &slots, base + 2).and_then(|a| self.shape_list(a, "shape"));
         let target_shape = slot(&argv, &slots, base + 3).and_then(|a| self.shape_list(a, "target_shape"));
+        // With `classes`, `target_shape` is the shape of each row's labels, each one-hot.
         let target = match (classes, target_shape) {
-            (Some(n), _) => Some((Elem::F32, vec![Sh::Dim(Dim::constant(n))])),
+            (Some(n), s) => {
+                let mut s = s.unwrap_or_default();
+                s.push(Sh::Dim(Dim::constant(n)));
+                Some((Elem::F32, s))
+            }
             (None, Some(s)) => Some((Elem::F32, s)),
             (None, None) => None,
         };
@@ -366,9 +371,15 @@ impl<'a> Checker<'a> {
                 self.show_ty(input)
             ));
         }
-        if let (Some(n), Some(out)) = (d.classes, rest(output)) {
-            if out != vec![Sh::Dim(Dim::constant(n))] {
+        if let (Some(n), Some((_, ts)), Some(out)) = (d.classes, &d.target, rest(output)) {
+            if *ts != out && ts.len() == 1 {
                 problems.push(format!("it has {n} classes but the model returns {}", self.show_ty(output)));
+            } else if *ts != out {
+                problems.push(format!(
+                    "its targets are [{}] (labels of {n} classes) but the model returns {}",
+                    shape_to_string(ts),
+                    self.show_ty(output)
+                ));
             }
         } else if let (Some((_, ts)), Some(out)) = (&d.target, rest(output))
             && *ts != out

@@ -235,8 +235,8 @@ pub fn matches_pattern(pattern: &str, name: &str) -> bool {
     }
 }
 
-/// The target's type: `classes = N` gives `f32[B, N]`, `target_shape` gives `f32[B, ..]`,
-/// otherwise the model's output type.
+/// The target's type: `target_shape = S` gives `f32[B, ..S]`, and `classes = N` one-hot labels of
+/// that shape, `f32[B, ..S, N]` (`f32[B, N]` without `target_shape`); otherwise the model's output type.
 fn target_type(idx: &Index<'_>, file: FileId, source: &str, out: &Ty) -> LResult<TensorTy> {
     let fallback = Lowerer::tensor_ty_of(out).ok_or_else(|| err("tuple model outputs cannot be trained yet"));
     let Some(mut item) = idx.item(file, source) else { return fallback };
@@ -262,17 +262,20 @@ fn target_type(idx: &Index<'_>, file: FileId, source: &str, out: &Ty) -> LResult
                 _ => None,
             })
         };
-        let b = Dim::var("B");
-        if let Some(ExprKind::Int(n)) = named("classes").map(|v| &v.kind) {
-            return Ok(TensorTy::new(DType::F32, vec![b, Dim::constant(i64::try_from(*n).unwrap_or(1))]));
-        }
-        if let Some(ExprKind::List(items)) = named("target_shape").map(|v| &v.kind) {
-            let mut shape = vec![b];
+        let mut shape = vec![Dim::var("B")];
+        let declared = named("target_shape");
+        if let Some(ExprKind::List(items)) = declared.map(|v| &v.kind) {
             for i in items {
                 if let ExprKind::Int(n) = i.kind {
                     shape.push(Dim::constant(i64::try_from(n).unwrap_or(1)));
                 }
             }
+        }
+        if let Some(ExprKind::Int(n)) = named("classes").map(|v| &v.kind) {
+            shape.push(Dim::constant(i64::try_from(*n).unwrap_or(1)));
+            return Ok(TensorTy::new(DType::F32, shape));
+        }
+        if declared.is_some() {
             return Ok(TensorTy::new(DType::F32, shape));
         }
         return fallback;
