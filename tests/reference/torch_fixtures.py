@@ -603,6 +603,56 @@ def case_bilinear(name):
                 loss="mse", loss_fn=l_mse, x=x, target=y, params=params, fwd=fwd, manual=manual)
 
 
+def case_skip_connection(name):
+    inner, lin = torch.nn.Linear(3, 3), torch.nn.Linear(3, 2)
+    params = {"0.0.weight": inner.weight, "0.0.bias": inner.bias, "1.weight": lin.weight, "1.bias": lin.bias}
+    perturb_(params)
+    x = torch.randn(4, 3)
+    y = make_target("randn", (4, 2))
+
+    def fwd(x):
+        return lin(torch.tanh(inner(x)) + x)
+
+    def manual(x):
+        h = torch.tanh(x @ inner.weight.T + inner.bias) + x
+        return h @ lin.weight.T + lin.bias
+
+    return dict(model=("fn add(a: f32, b: f32) -> f32 { a + b }\n"
+                       "model M: f32[B, 3] -> f32[B, 2] = "
+                       "Chain(SkipConnection(Dense(3 => 3, tanh), add), Dense(3 => 2))"),
+                loss="mse", loss_fn=l_mse, x=x, target=y, params=params, fwd=fwd, manual=manual)
+
+
+def case_recur_cells(name):
+    # Recur over each cell, explicitly, summed by a Parallel: RNNCell, LSTMCell and GRUCell.
+    rnn, lstm, gru = (torch.nn.RNN(3, 4, batch_first=True), torch.nn.LSTM(3, 4, batch_first=True),
+                      torch.nn.GRU(3, 4, batch_first=True))
+    params = {}
+    for k, m in enumerate([rnn, lstm, gru]):
+        for p in ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]:
+            params[f"{k}.cell.{p}"] = getattr(m, f"{p}_l0")
+    perturb_(params)
+    x = torch.randn(2, 5, 3)
+    y = make_target("randn", (2, 5, 4))
+
+    def fwd(x):
+        return rnn(x)[0] + lstm(x)[0] + gru(x)[0]
+
+    def manual(x):
+        h = torch.zeros(x.shape[0], 4)
+        outs = []
+        for t in range(x.shape[1]):
+            h = torch.tanh(x[:, t] @ rnn.weight_ih_l0.T + rnn.bias_ih_l0 + h @ rnn.weight_hh_l0.T + rnn.bias_hh_l0)
+            outs.append(h)
+        w = lambda m: (m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)
+        return torch.stack(outs, 1) + manual_lstm(x, *w(lstm)) + manual_gru(x, *w(gru))
+
+    return dict(model=("fn add3(a: f32, b: f32, c: f32) -> f32 { a + b + c }\n"
+                       "model M: f32[B, 5, 3] -> f32[B, 5, 4] = Parallel(add3, Recur(RNNCell(3 => 4)), "
+                       "Recur(LSTMCell(3 => 4)), Recur(GRUCell(3 => 4)))"),
+                loss="mse", loss_fn=l_mse, x=x, target=y, params=params, fwd=fwd, manual=manual)
+
+
 CASES = [
     ("dense", case_dense),
     ("conv2d", case_conv2d),
@@ -620,6 +670,8 @@ CASES = [
     ("groupnorm", case_groupnorm),
     ("rnn", case_rnn),
     ("bilinear", case_bilinear),
+    ("skip_connection", case_skip_connection),
+    ("recur_cells", case_recur_cells),
 ] + [(f"loss_{s}", make_loss_case(s, ls, fn, kind)) for s, ls, fn, kind in LOSSES]
 
 

@@ -54,7 +54,7 @@ fn train_steps_match_pytorch() {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    assert!(files.len() >= 31, "expected the PyTorch fixtures in {}", dir.display());
+    assert!(files.len() >= 33, "expected the PyTorch fixtures in {}", dir.display());
     for path in files {
         let case: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let name = case["case"].as_str().unwrap();
