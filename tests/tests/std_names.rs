@@ -149,3 +149,111 @@ fn every_section_7_name_is_in_the_prelude() {
         }
     }
 }
+
+/// Schedules, callbacks and the metric of train blocks (§7).
+const TRAIN_BUILTINS: [&str; 9] = [
+    "constant",
+    "step_decay",
+    "cosine",
+    "warmup",
+    "log",
+    "checkpoint",
+    "early_stop",
+    "nan_guard",
+    "accuracy",
+];
+
+#[test]
+fn every_section_7_name_has_a_documented_reference_entry() {
+    let entries = fluxc_core::reference::entries();
+    for (module, names) in SECTION_7 {
+        for name in names.iter() {
+            let e = entries
+                .iter()
+                .find(|e| e.name == *name && e.module == module)
+                .unwrap_or_else(|| panic!("std::{module}::{name} has no reference entry"));
+            assert!(e.doc.len() >= 20, "std::{module}::{name} needs a doc comment, has {:?}", e.doc);
+            assert!(!e.signature.is_empty(), "{name}");
+        }
+    }
+    for name in TRAIN_BUILTINS {
+        let e = entries.iter().find(|e| e.name == name && e.module == "train").unwrap();
+        assert!(e.doc.len() >= 20, "{name}");
+    }
+    // And nothing public of std goes undocumented, §7 or not.
+    for e in &entries {
+        assert!(!e.doc.is_empty(), "std::{}::{} has no doc comment", e.module, e.name);
+    }
+}
+
+/// The words of the texts that reference tests compare against PyTorch, torch.optim, Flux's
+/// definitions or hand computations: the fixtures' model/loss/optimizer/train lines and the
+/// test files that name what they check.
+fn reference_corpus() -> std::collections::HashSet<String> {
+    let root = fluxc_tests::repo_dir();
+    let mut text = String::new();
+    for folder in ["tests/fixtures/torch", "tests/fixtures/optim", "tests/fixtures/optim_rules"] {
+        for entry in std::fs::read_dir(root.join(folder)).unwrap() {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+            for key in ["model", "loss", "optimizer", "train"] {
+                if let Some(s) = v.get(key).and_then(|s| s.as_str()) {
+                    text.push_str(s);
+                    text.push('\n');
+                }
+            }
+        }
+    }
+    let acts: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tests/fixtures/act/activations.json")).unwrap(),
+    )
+    .unwrap();
+    for name in acts.as_object().unwrap().keys() {
+        text.push_str(name);
+        text.push('\n');
+    }
+    // Tests whose cases are written in the test itself.
+    for file in [
+        "tests/tests/initialisers.rs",
+        "tests/tests/train_vs_inference.rs",
+        "compiler/fluxc-cli/tests/train.rs",
+    ] {
+        text.push_str(&std::fs::read_to_string(root.join(file)).unwrap());
+    }
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_')).map(str::to_owned).collect()
+}
+
+#[test]
+fn every_section_7_name_has_a_reference_test() {
+    let words = reference_corpus();
+    let mut missing = Vec::new();
+    for (module, names) in SECTION_7 {
+        for name in names.iter() {
+            if !words.contains(*name) {
+                missing.push(format!("std::{module}::{name}"));
+            }
+        }
+    }
+    for name in TRAIN_BUILTINS {
+        // `log`, `checkpoint`, `early_stop` and `nan_guard` are the CLI tests' (train.rs).
+        if !words.contains(name) {
+            missing.push(name.to_owned());
+        }
+    }
+    assert!(missing.is_empty(), "no reference test names {missing:?}");
+}
+
+#[test]
+fn the_reference_page_is_current() {
+    let path = fluxc_tests::repo_dir().join("docs/REFERENCE.md");
+    let page = fluxc_core::reference::page();
+    if std::env::var_os("FLUXC_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &page).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == page,
+        "docs/REFERENCE.md is out of date: run `FLUXC_BLESS=1 cargo test --release -p fluxc-tests --test std_names`"
+    );
+}

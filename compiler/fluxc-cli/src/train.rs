@@ -592,24 +592,31 @@ pub fn evaluate(jit: &mut Jit, g: &Graph, d: &Dataset, batch: usize) -> Result<(
         let outs = jit.run(&[x, y], &Run { batch: n as i64, seed: 0, step: 0 })?;
         loss += outs.first().and_then(|v| v.first()).map_or(f64::NAN, |v| f64::from(*v)) * n as f64;
         if let (Some(classes), Some(out)) = (&d.class, y_at.and_then(|k| outs.get(k))) {
-            // One prediction per label position: the last axis holds the class scores.
-            let per = out.len() / (n * labels).max(1);
-            let first = r0 * labels;
-            for (i, row) in out.chunks(per.max(1)).enumerate() {
-                let arg = row
-                    .iter()
-                    .enumerate()
-                    .fold((0, f32::NEG_INFINITY), |b, (j, v)| if *v > b.1 { (j, *v) } else { b })
-                    .0;
-                if classes.get(first + i).is_some_and(|c| *c as usize == arg) {
-                    correct += 1;
-                }
-            }
+            correct += correct_predictions(out, classes.get(r0 * labels..r1 * labels).unwrap_or_default());
         }
         r0 = r1;
     }
     let accuracy = d.class.as_ref().map(|_| correct as f64 / (d.rows * labels).max(1) as f64);
     Ok((loss / d.rows.max(1) as f64, accuracy))
+}
+
+/// The `accuracy` metric's count (Flux's `onecold(ŷ) .== onecold(y)`): `scores` holds one row
+/// of class scores (the output's last axis) per label in `classes`; a row is correct when its
+/// first maximal score is at the label's class.
+pub fn correct_predictions(scores: &[f32], classes: &[u32]) -> usize {
+    let per = scores.len() / classes.len().max(1);
+    scores
+        .chunks(per.max(1))
+        .zip(classes)
+        .filter(|(row, class)| {
+            let arg = row
+                .iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |b, (j, v)| if *v > b.1 { (j, *v) } else { b })
+                .0;
+            **class as usize == arg
+        })
+        .count()
 }
 
 /// `train.svg`: the loss (and validation loss) per epoch on the left axis, the validation

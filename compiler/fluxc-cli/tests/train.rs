@@ -517,3 +517,63 @@ fn convert_maps_a_pytorch_state_dict() {
     assert_eq!(o.status.code(), Some(1));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn accuracy_counts_first_maximal_scores_per_label() {
+    use fluxc_cli::train::correct_predictions;
+    // Three rows of three classes: right, wrong, and a tie that goes to the first maximum
+    // (Flux's onecold, torch's argmax).
+    let scores = [0.1, 0.7, 0.2, 0.9, 0.05, 0.05, 0.4, 0.4, 0.2];
+    assert_eq!(correct_predictions(&scores, &[1, 1, 0]), 2);
+    assert_eq!(correct_predictions(&scores, &[1, 0, 1]), 2);
+    assert_eq!(correct_predictions(&scores, &[0, 1, 2]), 0);
+    // A label per position: the same scores as one row of three positions.
+    assert_eq!(correct_predictions(&scores, &[1, 0, 0]), 3);
+    assert_eq!(correct_predictions(&[], &[]), 0);
+}
+
+#[test]
+fn early_stop_waits_patience_epochs_for_its_monitor() {
+    let rows = "a,b,y\n1,2,0\n3,4,1\n-1,0,0\n2,5,1\n0,1,0\n4,3,1\n-2,1,0\n3,3,1\n1,1,0\n5,5,1\n";
+    let flx = |opt: &str, extra: &str, stop: &str| {
+        format!(
+            "model M: f32[B, 2] -> f32[B, 2] = Dense(2 => 2)\n\
+             data d = csv(\"d.csv\", label = \"y\", classes = 2)\n{extra}\
+             train M on d {{\n    loss = logitcrossentropy\n    optimizer = {opt}\n    epochs = 8\n    \
+             shuffle = false\n    callbacks = [{stop}]\n    {}\n}}\n",
+            if extra.is_empty() { "" } else { "validation = v\n    metrics = [accuracy]" }
+        )
+    };
+    let run = |tag: &str, text: String| {
+        let d = project(tag, &text, rows);
+        let o = fluxc(&["train", &d.join("m.flx").to_string_lossy()]);
+        assert!(o.status.success(), "{}", self::text(&o.stderr));
+        let ev = events(&d.join("out"));
+        let epochs = ev.iter().filter(|e| e["event"] == "epoch").count();
+        let stop = ev.iter().find(|e| e["event"] == "early_stop").cloned();
+        let _ = std::fs::remove_dir_all(&d);
+        (epochs, stop)
+    };
+    // A zero learning rate never improves the loss: epoch 1 sets the best, 2 and 3 wait, stop.
+    let (epochs, stop) =
+        run("es_loss", flx("Descent(lr = 0.0)", "", "early_stop(patience = 2, monitor = loss)"));
+    assert_eq!(epochs, 3);
+    let stop = stop.expect("an early_stop event");
+    assert_eq!((stop["epoch"].as_u64(), stop["monitor"].as_str()), (Some(3), Some("loss")));
+    // val_accuracy is maximised; constant, it stops after 1 + patience epochs too.
+    let (epochs, stop) = run(
+        "es_acc",
+        flx(
+            "Descent(lr = 0.0)",
+            "data v = split(d, 0.3, seed = 1)\n",
+            "early_stop(patience = 3, monitor = val_accuracy)",
+        ),
+    );
+    assert_eq!(epochs, 4);
+    assert_eq!(stop.unwrap()["monitor"], "val_accuracy");
+    // Full-batch gradient descent with a small step improves the loss every epoch: no stop.
+    let (epochs, stop) =
+        run("es_none", flx("Descent(lr = 0.01)", "", "early_stop(patience = 1, monitor = loss)"));
+    assert_eq!(epochs, 8);
+    assert!(stop.is_none(), "{stop:?}");
+}

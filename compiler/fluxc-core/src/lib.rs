@@ -10,6 +10,7 @@ pub mod ir;
 pub mod kir;
 pub mod lower;
 pub mod pipeline;
+pub mod reference;
 pub mod render;
 pub use fluxc_kernels::rng;
 

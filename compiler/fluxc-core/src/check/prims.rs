@@ -267,6 +267,66 @@ impl Prim {
     }
 }
 
+impl Prim {
+    /// What a std built-in does, in words (hover and the reference page); the primitives outside
+    /// `std` have none here, their signature says enough.
+    pub fn doc(self) -> &'static str {
+        match self {
+            Prim::Zeros => "All zeros (pure): the default bias initialiser.",
+            Prim::Ones => "All ones (pure): LayerNorm's and BatchNorm's default weight.",
+            Prim::Tanh => "Hyperbolic tangent, `(e^x - e^-x) / (e^x + e^-x)`.",
+            Prim::Sigmoid => "Logistic sigmoid, `1 / (1 + e^-x)`.",
+            Prim::Relu => "Rectified linear unit, `max(x, 0)` (gradient 0 at 0, as PyTorch).",
+            Prim::Orthogonal => {
+                "A (semi-)orthogonal matrix times `gain` (torch.nn.init.orthogonal_ / Flux.orthogonal): \
+                 the QR factor, with a positive diagonal in R, of a normal matrix whose rows are the \
+                 first axis and whose columns are the other axes flattened."
+            }
+            Prim::TruncatedNormal => {
+                "Normal values with `mean` and `std` truncated to `[lo, hi]`, drawn by mapping a uniform \
+                 through the normal's inverse CDF between the bounds (Flux.truncated_normal)."
+            }
+            Prim::Chain => "Applies the layers in order: `ln(…l2(l1(x)))`; parameters under `0.`, `1.`, … .",
+            Prim::Parallel => {
+                "Applies every layer to the same input and joins the results with `connection` \
+                 (a function of n arguments; scalar functions lift)."
+            }
+            Prim::SkipConnection => {
+                "A residual connection: `connection(layer(x), x)`, e.g. `SkipConnection(Dense(8 => 8), add)`; \
+                 the layer's parameters are under `0.`."
+            }
+            Prim::Recur => {
+                "Runs a recurrent cell over axis 1 of `[B, T, In]` from a zero state and returns every \
+                 step's output `[B, T, Out]` (Flux.Recur); the cell is the field `cell`."
+            }
+            Prim::BatchNorm => {
+                "Batch normalisation over every axis but the channel axis 1 (torch.nn.BatchNorm1d/2d): in \
+                 training, batch statistics (biased variance) normalise and update `running_mean` and \
+                 `running_var` (unbiased) with `momentum`; in inference, the running statistics normalise."
+            }
+            Prim::GroupNorm => {
+                "Group normalisation (torch.nn.GroupNorm): the channels split into `G` groups, each \
+                 normalised over its channels and the spatial axes, then a per-channel affine."
+            }
+            Prim::ClipValue => {
+                "Clamps every gradient element to `[-v, v]` (torch.nn.utils.clip_grad_value_)."
+            }
+            Prim::ClipNorm => {
+                "Scales all gradients together by `min(1, n / (norm + 1e-6))`, `norm` their global L2 norm \
+                 (torch.nn.utils.clip_grad_norm_)."
+            }
+            Prim::WeightDecay => {
+                "Adds `weight_decay * p` to each gradient (L2 regularisation, torch.optim.SGD's `weight_decay`)."
+            }
+            Prim::OptimiserChain => {
+                "Applies gradient rules in order, then the optimizer that ends the chain: \
+                 `OptimiserChain(ClipNorm(1.0), WeightDecay(1e-4), Adam())`."
+            }
+            _ => "",
+        }
+    }
+}
+
 /// The std modules (§7).
 pub const STD_MODULES: [&str; 5] = ["act", "init", "layers", "losses", "optim"];
 
