@@ -472,21 +472,23 @@ impl<'a> Lowerer<'a> {
         // The summary's row for this layer (§12.15): its path, kind and output type.
         let path = l.placed.borrow().as_ref().map(|p| p.path.clone()).unwrap_or_default();
         let kind = self.layer_kind_name(l);
-        let out = match &y {
-            Val::T(t) => self.ty_of(*t).to_string(),
-            Val::Tuple(items) => {
-                let parts: Vec<String> = items
-                    .iter()
-                    .map(|i| if let Val::T(t) = i { self.ty_of(*t).to_string() } else { "?".into() })
-                    .collect();
-                format!("({})", parts.join(", "))
-            }
-            _ => "?".into(),
-        };
+        let out = self.val_type_text(&y);
         if !self.layer_log.iter().any(|r| r.path == path && r.output == out) {
             self.layer_log.push(LayerRow { path, kind, output: out });
         }
         Ok(y)
+    }
+
+    /// A value's type as the summary shows it; tuples nest (LSTMCell's `(h, (h, c))`).
+    fn val_type_text(&self, v: &Val) -> String {
+        match v {
+            Val::T(t) => self.ty_of(*t).to_string(),
+            Val::Tuple(items) => {
+                let parts: Vec<String> = items.iter().map(|i| self.val_type_text(i)).collect();
+                format!("({})", parts.join(", "))
+            }
+            _ => "?".into(),
+        }
     }
 
     fn layer_kind_name(&self, l: &LayerInst) -> String {
