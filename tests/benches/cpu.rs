@@ -113,7 +113,96 @@ fn report(name: &str, us: f64, runs: usize) {
     println!("fluxc {name} median_us={us:.1} (runs={runs})");
 }
 
+/// The median time of a train step at `batch` on constant inputs, from the initial weights.
+#[allow(clippy::too_many_arguments)]
+fn step_median(
+    step: &Graph,
+    init: &Graph,
+    kir: &fluxc_core::kir::Kir,
+    bin: &fluxc_cpu::Compiled,
+    batch: usize,
+    x_len: usize,
+    y_len: usize,
+    runs: usize,
+) -> f64 {
+    let run0 = Run { batch: 1, seed: 0, step: 0 };
+    let init_vals = eval(init, &[], &[], &run0).unwrap();
+    let by: std::collections::HashMap<&str, Array> =
+        init.outputs.iter().map(|(n, v)| (n.as_str(), init_vals[v.index()].clone())).collect();
+    let mut state = fluxc_cpu::State {
+        params: step
+            .params
+            .iter()
+            .map(|p| by[p.name.as_str()].data.iter().map(|v| *v as f32).collect())
+            .collect(),
+        ..Default::default()
+    };
+    let mut inputs = vec![vec![0.5f32; batch * x_len], vec![0.1f32; batch * y_len], vec![1.0], vec![1.0]];
+    for slot in step.inputs.iter().skip(4) {
+        inputs.push(vec![0.0; slot.ty.shape.iter().map(|d| d.as_constant().unwrap() as usize).product()]);
+    }
+    let r = Run { batch: batch as i64, seed: 0, step: 1 };
+    let views: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+    median_us(
+        || {
+            let _ = fluxc_cpu::step(bin, kir, &mut state, &views, &r).unwrap();
+        },
+        runs,
+    )
+}
+
+/// The e-graph optimizer on each benchmark train step: graph sizes and work before and after,
+/// optimization and compile time, and the step's median with and without it.
+fn optimizer_figures() {
+    for (name, src, batch, x_len, y_len) in [
+        ("mlp_adam_b128", MLP, 128usize, 784, 10),
+        ("lenet5_adam_b64", LENET, 64, 28 * 28, 10),
+        ("lstm_b32", LSTM, 32, 50 * 32, 50 * 128),
+    ] {
+        if !wanted(&format!("opt_{name}")) {
+            continue;
+        }
+        let (step, init) = train_graphs(src);
+        let s = Instant::now();
+        let o = fluxc_core::opt::optimize(&step);
+        let optimize_ms = s.elapsed().as_secs_f64() * 1e3;
+        let r = &o.report;
+        let s = Instant::now();
+        let kir = fluxc_core::kir::schedule(&step).unwrap();
+        let bin = fluxc_cpu::compile(&kir).unwrap();
+        let compile_ms = s.elapsed().as_secs_f64() * 1e3;
+        let plain = fluxc_core::kir::schedule_unoptimized(&step).unwrap();
+        let plain_bin = fluxc_cpu::compile(&plain).unwrap();
+        let runs = if name.starts_with("lstm") { 10 } else { 30 };
+        // Alternating rounds, so that a noisy neighbour slows both alike; the fastest round's
+        // median of each (this machine's neighbours steal a core now and then).
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        for _ in 0..9 {
+            without.push(step_median(&step, &init, &plain, &plain_bin, batch, x_len, y_len, runs));
+            with.push(step_median(&step, &init, &kir, &bin, batch, x_len, y_len, runs));
+        }
+        without.sort_by(f64::total_cmp);
+        with.sort_by(f64::total_cmp);
+        let (without, with) = (without[0], with[0]);
+        println!(
+            "fluxc opt_{name} nodes={}->{} flops={}->{} bytes={}->{} optimize_ms={:.1} compile_ms={compile_ms:.1} \
+             ({:.0}%) step_us_without={without:.1} step_us_with={with:.1} speedup={:.3} stop=\"{}\"",
+            r.nodes_before,
+            r.nodes_after,
+            r.before.flops,
+            r.after.flops,
+            r.before.bytes,
+            r.after.bytes,
+            optimize_ms,
+            100.0 * optimize_ms / compile_ms.max(1e-9),
+            without / with,
+            r.stop
+        );
+    }
+}
+
 fn main() {
+    optimizer_figures();
     // Compile times: source to scheduled, compiled kernels.
     let start = Instant::now();
     let (fwd, step, init) = graphs();
@@ -186,28 +275,8 @@ fn main() {
         let kir = fluxc_core::kir::schedule(&step).unwrap();
         let bin = fluxc_cpu::compile(&kir).unwrap();
         report(&format!("{name}_compile"), s.elapsed().as_secs_f64() * 1e6, 1);
-        let run0 = Run { batch: 1, seed: 0, step: 0 };
-        let init_vals = eval(&init, &[], &[], &run0).unwrap();
-        let by: std::collections::HashMap<&str, Array> =
-            init.outputs.iter().map(|(n, v)| (n.as_str(), init_vals[v.index()].clone())).collect();
-        let mut state = fluxc_cpu::State {
-            params: step.params.iter().map(|p| to_f32(&by[p.name.as_str()])).collect(),
-            ..Default::default()
-        };
-        let mut inputs = vec![vec![0.5f32; batch * x_len], vec![0.1f32; batch * y_len], vec![1.0], vec![1.0]];
-        for slot in step.inputs.iter().skip(4) {
-            inputs.push(vec![0.0; slot.ty.shape.iter().map(|d| d.as_constant().unwrap() as usize).product()]);
-        }
-        let r = Run { batch: batch as i64, seed: 0, step: 1 };
-        let runs = 20;
-        let views: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
-        let us = median_us(
-            || {
-                let _ = fluxc_cpu::step(&bin, &kir, &mut state, &views, &r).unwrap();
-            },
-            runs,
-        );
-        report(name, us, runs);
+        let us = step_median(&step, &init, &kir, &bin, batch, x_len, y_len, 20);
+        report(name, us, 20);
     }
     // GEMM through a one-op graph.
     for n in [256i64, 512, 1024] {

@@ -201,13 +201,18 @@ impl std::io::Write for SharedBuffer {
     }
 }
 
-/// Every model and train step of a file scheduled into kernels; the snapshot is the KIR.
-fn kir_case(name: &str, relative: &str) -> Result<(), Failed> {
+/// Every model and train step of a file after a late stage: scheduled into kernels (`kir`), or
+/// optimized by the e-graph optimizer with its report (`opt`).
+fn emitted_case(stage: &str, name: &str, relative: &str) -> Result<(), Failed> {
     let (mut sources, id) = load(relative)?;
     let root = fluxc_tests::repo_dir();
     let mut loader = fluxc_cli::loader::DiskLoader::new(&root, std::path::Path::new(relative), None);
-    match fluxc_core::pipeline::emit_kir(&mut sources, id, &mut loader, None) {
-        fluxc_core::pipeline::Outcome::Done(text) => snapshot("kir", name, relative, text),
+    let outcome = match stage {
+        "kir" => fluxc_core::pipeline::emit_kir(&mut sources, id, &mut loader, None),
+        _ => fluxc_core::pipeline::emit_opt_ir(&mut sources, id, &mut loader, None),
+    };
+    match outcome {
+        fluxc_core::pipeline::Outcome::Done(text) => snapshot(stage, name, relative, text),
         fluxc_core::pipeline::Outcome::Rejected(d) => Err(show_diagnostics(&d, &sources).into()),
         fluxc_core::pipeline::Outcome::Failed(e) => Err(e.message.into()),
     }
@@ -253,8 +258,15 @@ fn main() {
             let text = lowers(&p)?;
             snapshot("ir", &n, &p, text)
         }));
+        let (n, p) = (name.clone(), path.clone());
+        trials.push(Trial::test(format!("kir::{name}"), move || emitted_case("kir", &n, &p)));
         let n = name.clone();
-        trials.push(Trial::test(format!("kir::{name}"), move || kir_case(&n, &path)));
+        trials.push(Trial::test(format!("opt::{name}"), move || emitted_case("opt", &n, &path)));
+    }
+    // The optimizer on two small examples as well (the others' train steps run to thousands of
+    // lines; the differential tests cover them).
+    for (name, path) in [("mlp", "examples/mlp.flx"), ("digits", "examples/digits/digits.flx")] {
+        trials.push(Trial::test(format!("opt::{name}"), move || emitted_case("opt", name, path)));
     }
     for (name, path) in fixtures("run") {
         let n = name.clone();

@@ -60,3 +60,66 @@ pub fn show_diagnostics(diagnostics: &[Diagnostic], sources: &SourceMap) -> Stri
     }
     out
 }
+
+/// (name, graph, init graph) for every model forward and train step of a file.
+#[allow(clippy::unwrap_used, clippy::panic)] // a test helper: a broken fixture fails its test
+pub fn graphs(relative: &str) -> Vec<(String, fluxc_core::ir::Graph, fluxc_core::ir::Graph)> {
+    let (mut sources, id) = load(relative).unwrap();
+    let root = repo_dir();
+    let mut loader = fluxc_cli::loader::DiskLoader::new(&root, std::path::Path::new(relative), None);
+    let out = fluxc_core::pipeline::after_check(&mut sources, id, &mut loader, move |idx, _| {
+        let mut out = Vec::new();
+        for (k, info) in idx.items.iter().enumerate() {
+            if info.file != id {
+                continue;
+            }
+            match info.item {
+                fluxc_syntax::ast::Item::Model(_) => {
+                    let init = fluxc_core::lower::init_graph(idx, k)?;
+                    for training in [false, true] {
+                        out.push((
+                            format!("{} training={training}", info.name),
+                            fluxc_core::lower::lower_model(idx, k, training)?,
+                            init.clone(),
+                        ));
+                    }
+                }
+                fluxc_syntax::ast::Item::Train(t) => {
+                    let model = idx.item(id, &t.model.name).unwrap();
+                    let init = fluxc_core::lower::init_graph(idx, model)?;
+                    out.push((format!("train {}", info.name), fluxc_core::lower::train_step(idx, k)?, init));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    });
+    match out {
+        fluxc_core::pipeline::Outcome::Done(v) => v,
+        fluxc_core::pipeline::Outcome::Rejected(d) => {
+            panic!("{relative}: {:?}", d.iter().map(|d| d.message.clone()).collect::<Vec<_>>())
+        }
+        fluxc_core::pipeline::Outcome::Failed(e) => panic!("{relative}: {}", e.message),
+    }
+}
+
+/// Fresh random values for input `k` of `g` at `batch`: normals for f32 (small whole numbers
+/// for `step` and `epoch`), 0..3 for i32 token ids, coin flips for bool.
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // a test helper
+pub fn random_input(g: &fluxc_core::ir::Graph, k: usize, batch: i64, seed: u64) -> fluxc_core::interp::Array {
+    let slot = &g.inputs[k];
+    let shape = fluxc_core::interp::concrete(&slot.ty.shape, batch).unwrap();
+    let n: usize = shape.iter().product();
+    let s = fluxc_core::rng::Stream::new(seed, k as u32, 0);
+    let data = (0..n as u64)
+        .map(|e| match slot.ty.dtype {
+            fluxc_core::ir::DType::F32 if slot.name == "step" || slot.name == "epoch" => {
+                1.0 + f64::from(s.uniform(e) * 3.0).floor()
+            }
+            fluxc_core::ir::DType::F32 => f64::from(s.normal(e)),
+            fluxc_core::ir::DType::I32 => f64::from(s.bits(e) % 3),
+            fluxc_core::ir::DType::Bool => f64::from(s.bits(e) % 2),
+        })
+        .collect();
+    fluxc_core::interp::Array::new(shape, data)
+}

@@ -5,70 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
 
-use fluxc_core::interp::{Array, Run, concrete, eval};
-use fluxc_core::ir::{DType, Graph};
-use fluxc_core::pipeline::{Outcome, after_check};
-use fluxc_core::rng::Stream;
-use fluxc_syntax::ast::Item;
-
-/// (name, graph, init graph) for every model forward and train step of a file.
-fn graphs(relative: &str) -> Vec<(String, Graph, Graph)> {
-    let (mut sources, id) = fluxc_tests::load(relative).unwrap();
-    let root = fluxc_tests::repo_dir();
-    let mut loader = fluxc_cli::loader::DiskLoader::new(&root, std::path::Path::new(relative), None);
-    let out = after_check(&mut sources, id, &mut loader, move |idx, _| {
-        let mut out = Vec::new();
-        for (k, info) in idx.items.iter().enumerate() {
-            if info.file != id {
-                continue;
-            }
-            match info.item {
-                Item::Model(_) => {
-                    let init = fluxc_core::lower::init_graph(idx, k)?;
-                    for training in [false, true] {
-                        out.push((
-                            format!("{} training={training}", info.name),
-                            fluxc_core::lower::lower_model(idx, k, training)?,
-                            init.clone(),
-                        ));
-                    }
-                }
-                Item::Train(t) => {
-                    let model = idx.item(id, &t.model.name).unwrap();
-                    let init = fluxc_core::lower::init_graph(idx, model)?;
-                    out.push((format!("train {}", info.name), fluxc_core::lower::train_step(idx, k)?, init));
-                }
-                _ => {}
-            }
-        }
-        Ok(out)
-    });
-    match out {
-        Outcome::Done(v) => v,
-        Outcome::Rejected(d) => {
-            panic!("{relative}: {:?}", d.iter().map(|d| d.message.clone()).collect::<Vec<_>>())
-        }
-        Outcome::Failed(e) => panic!("{relative}: {}", e.message),
-    }
-}
-
-fn random_input(g: &Graph, k: usize, batch: i64, seed: u64) -> Array {
-    let slot = &g.inputs[k];
-    let shape = concrete(&slot.ty.shape, batch).unwrap();
-    let n: usize = shape.iter().product();
-    let s = Stream::new(seed, k as u32, 0);
-    let data = (0..n as u64)
-        .map(|e| match slot.ty.dtype {
-            DType::F32 if slot.name == "step" || slot.name == "epoch" => {
-                1.0 + f64::from(s.uniform(e) * 3.0).floor()
-            }
-            DType::F32 => f64::from(s.normal(e)),
-            DType::I32 => f64::from(s.bits(e) % 3),
-            DType::Bool => f64::from(s.bits(e) % 2),
-        })
-        .collect();
-    Array::new(shape, data)
-}
+use fluxc_core::interp::{Array, Run, eval};
+use fluxc_core::ir::Graph;
+use fluxc_tests::{graphs, random_input};
 
 fn check_file(relative: &str) {
     for (name, g, init) in graphs(relative) {

@@ -409,11 +409,6 @@ fn build(
     out: Option<PathBuf>,
     device: Device,
 ) -> Result<ExitCode, UserError> {
-    if matches!(emit, Some(Emit::OptIr)) {
-        return Err(UserError(
-            "`--emit opt-ir` comes with the e-graph optimizer; this fluxc prints `ast`, `ir`, `kir` and `clif`".into(),
-        ));
-    }
     if emit.is_none() && matches!(device, Device::Gpu) {
         return Err(UserError(
             "this fluxc builds for `--device cpu` only so far; the GPU back end is not built yet".into(),
@@ -431,6 +426,10 @@ fn build(
         }
         Some(Emit::Kir) => {
             let outcome = fluxc_core::pipeline::emit_kir(&mut sources, id, &mut loader, model);
+            return Ok(finish(outcome, &sources, |text| print!("{text}")));
+        }
+        Some(Emit::OptIr) => {
+            let outcome = fluxc_core::pipeline::emit_opt_ir(&mut sources, id, &mut loader, model);
             return Ok(finish(outcome, &sources, |text| print!("{text}")));
         }
         Some(Emit::Clif) => {

@@ -9,6 +9,7 @@ pub mod interp;
 pub mod ir;
 pub mod kir;
 pub mod lower;
+pub mod opt;
 pub mod pipeline;
 pub mod reference;
 pub mod render;

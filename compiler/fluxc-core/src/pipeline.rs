@@ -506,6 +506,31 @@ pub fn emit_kir(
     loader: &mut dyn SourceLoader,
     model: Option<&str>,
 ) -> Outcome<String> {
+    emit_each(sources, file, loader, model, |g| Ok(crate::kir::print_kir(&crate::kir::schedule(g)?)))
+}
+
+/// `fluxc build --emit opt-ir`: each model's inference forward and each train step after the
+/// e-graph optimizer, with its report (stop reason, rules fired, sizes and costs before/after).
+pub fn emit_opt_ir(
+    sources: &mut SourceMap,
+    file: FileId,
+    loader: &mut dyn SourceLoader,
+    model: Option<&str>,
+) -> Outcome<String> {
+    emit_each(sources, file, loader, model, |g| {
+        let o = crate::opt::optimize(g);
+        Ok(format!("{}{}", o.report.text(), crate::ir::print_graph(&o.graph)))
+    })
+}
+
+/// Each model's inference forward and each train step of `file` (or `model`'s), rendered.
+fn emit_each(
+    sources: &mut SourceMap,
+    file: FileId,
+    loader: &mut dyn SourceLoader,
+    model: Option<&str>,
+    render: impl Fn(&crate::ir::Graph) -> Result<String, crate::ir::IrError> + Send + 'static,
+) -> Outcome<String> {
     let model = model.map(str::to_owned);
     after_check(sources, file, loader, move |idx, _| {
         let mut out = String::new();
@@ -524,8 +549,7 @@ pub fn emit_kir(
                 ),
                 _ => continue,
             };
-            let kir = crate::kir::schedule(&g)?;
-            out.push_str(&format!("{title}\n{}\n", crate::kir::print_kir(&kir)));
+            out.push_str(&format!("{title}\n{}\n", render(&g)?));
         }
         if out.is_empty() {
             return Err(crate::lower::LowerError { span: None, message: "no model to schedule".into() });

@@ -113,11 +113,18 @@ fn elements(t: &TensorTy) -> Result<Dim, IrError> {
     t.shape.iter().try_fold(Dim::constant(1), |p, d| p.mul(d)).map_err(|_| IrError("size overflow".into()))
 }
 
-/// Schedules a verified graph into kernels and plans its memory (after the peephole
-/// simplification of transposes).
+/// Schedules a verified graph into kernels and plans its memory, after the e-graph optimizer
+/// and the peephole simplification of transposes and sums of products.
 pub fn schedule(g: &Graph) -> Result<Kir, IrError> {
-    let simplified = crate::ir::simplify(g)?;
-    schedule_exact(&simplified)
+    // The sums of per-step products are joined first (the e-graph has no n-ary rule for them
+    // and would otherwise reorder the sums out of the shape the peephole pass recognises).
+    let optimized = crate::opt::optimize(&crate::ir::simplify(g)?).graph;
+    schedule_exact(&crate::ir::simplify(&optimized)?)
+}
+
+/// Schedules a graph without the e-graph optimizer (the bench's baseline).
+pub fn schedule_unoptimized(g: &Graph) -> Result<Kir, IrError> {
+    schedule_exact(&crate::ir::simplify(g)?)
 }
 
 /// Schedules a graph as it is.
@@ -226,6 +233,41 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
                 && !(scalar_const
                     && !output
                     && users.iter().all(|&c| g.nodes.get(c).is_some_and(|cn| fusible(&cn.op))));
+        }
+    }
+    // A cheap elementwise value materialised only because several loops read it, whose own
+    // operands all live in buffers (or are broadcasts and constants), is recomputed in each of
+    // those loops instead: one operation per use beats a store and a load per element, and the
+    // loops that read it stay single passes. (Common subexpressions the optimizer shares would
+    // otherwise cost a buffer each.)
+    for i in 0..n {
+        let nd = node(i)?;
+        let cheap = match &nd.op {
+            Op::Unary(u) => {
+                matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Sign | UnaryOp::Not)
+            }
+            Op::Binary(_) | Op::Select | Op::Cast(_) => true,
+            _ => false,
+        };
+        let loops_only = uses.get(i).is_some_and(|u| {
+            u.iter().all(|&c| {
+                g.nodes.get(c).is_some_and(|cn| fusible(&cn.op) && !matches!(cn.op, Op::Broadcast))
+                    || fused_sum.get(c).copied().unwrap_or(false)
+            })
+        });
+        let from_buffers = nd.args.iter().all(|a| {
+            materialised.get(a.index()).copied().unwrap_or(false)
+                || g.nodes
+                    .get(a.index())
+                    .is_some_and(|an| matches!(an.op, Op::Broadcast | Op::Const(_) | Op::Size(_)))
+        });
+        if cheap
+            && loops_only
+            && from_buffers
+            && !is_output.get(i).copied().unwrap_or(false)
+            && let Some(m) = materialised.get_mut(i)
+        {
+            *m = false;
         }
     }
     let mut kir = Kir::default();

@@ -1,0 +1,313 @@
+//! Every rewrite rule of the optimizer, by name. Pattern rules are written as egg patterns over
+//! the ops without attributes; structural rules (transposes, reshapes, broadcasts, reductions)
+//! read the attributes and types of the e-nodes they match. Each rule is an identity of real
+//! arithmetic that also holds for every finite f32 input; each has a one-line test in
+//! `opt/tests.rs`. Constant folding is the analysis's job (`lang.rs`), CSE the e-graph's own.
+
+use egg::{Applier, Id, Pattern, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
+
+use super::lang::{EG, ENode, Typed};
+use crate::ir::{BinaryOp, DType, Op, ReduceOp, TensorTy, UnaryOp, infer};
+
+pub type Rule = Rewrite<ENode, Typed>;
+
+/// A condition: the class bound to `var` is the uniform constant `value`.
+fn is_const(var: &str, value: f64) -> impl Fn(&mut EG, Id, &Subst) -> bool + Send + Sync + use<> {
+    let var: Option<Var> = var.parse().ok();
+    move |egraph, _, subst| {
+        var.and_then(|v| subst.get(v)).is_some_and(|c| egraph[*c].data.konst == Some(value))
+    }
+}
+
+type Condition = Box<dyn Fn(&mut EG, Id, &Subst) -> bool + Send + Sync>;
+
+/// (name, left-hand side, right-hand side, condition).
+fn pattern_rules() -> Vec<(&'static str, &'static str, &'static str, Option<Condition>)> {
+    vec![
+        ("mul-one", "(mul ?x ?c)", "?x", Some(Box::new(is_const("?c", 1.0)))),
+        ("mul-one-left", "(mul ?c ?x)", "?x", Some(Box::new(is_const("?c", 1.0)))),
+        ("mul-minus-one", "(mul ?x ?c)", "(neg ?x)", Some(Box::new(is_const("?c", -1.0)))),
+        ("add-zero", "(add ?x ?c)", "?x", Some(Box::new(is_const("?c", 0.0)))),
+        ("add-zero-left", "(add ?c ?x)", "?x", Some(Box::new(is_const("?c", 0.0)))),
+        ("sub-zero", "(sub ?x ?c)", "?x", Some(Box::new(is_const("?c", 0.0)))),
+        ("div-one", "(div ?x ?c)", "?x", Some(Box::new(is_const("?c", 1.0)))),
+        ("neg-neg", "(neg (neg ?x))", "?x", None),
+        ("sub-neg", "(sub ?x (neg ?y))", "(add ?x ?y)", None),
+        ("add-neg", "(add ?x (neg ?y))", "(sub ?x ?y)", None),
+        ("add-neg-left", "(add (neg ?y) ?x)", "(sub ?x ?y)", None),
+        ("neg-sub", "(neg (sub ?x ?y))", "(sub ?y ?x)", None),
+        ("mul-neg-neg", "(mul (neg ?x) (neg ?y))", "(mul ?x ?y)", None),
+        ("log-exp", "(log (exp ?x))", "?x", None),
+        // log(exp(x) / s) = x - log(s): the stable form of a log-softmax (and so of a
+        // cross entropy over a softmax), without exp's overflow.
+        ("log-softmax", "(log (div (exp ?x) ?s))", "(sub ?x (log ?s))", None),
+        ("mul-comm", "(mul ?x ?y)", "(mul ?y ?x)", None),
+        ("add-comm", "(add ?x ?y)", "(add ?y ?x)", None),
+        ("factor-mul", "(add (mul ?a ?b) (mul ?a ?c))", "(mul ?a (add ?b ?c))", None),
+    ]
+}
+
+/// A structural rule: for an e-class, the terms equal to it.
+pub type Finder = fn(&EG, Id) -> Vec<Build>;
+
+/// A term a structural rule found equal to the class it searched: an existing class, or an op
+/// over terms (added to the e-graph when it types).
+pub enum Build {
+    Class(Id),
+    Node(Op, Option<TensorTy>, Vec<Build>),
+}
+
+fn node(op: Op, declared: Option<TensorTy>, args: Vec<Build>) -> Build {
+    Build::Node(op, declared, args)
+}
+
+fn ty(egraph: &EG, id: Id) -> Option<&TensorTy> {
+    egraph[id].data.ty.as_ref()
+}
+
+/// The nodes of class `id` with the op `want` matches.
+fn nodes_where<'a>(
+    egraph: &'a EG,
+    id: Id,
+    want: impl Fn(&Op) -> bool + 'a,
+) -> impl Iterator<Item = &'a ENode> + 'a {
+    egraph[id].nodes.iter().filter(move |n| want(&n.key.op))
+}
+
+/// transpose(transpose(x)) = transpose(x) by the composed permutation, or x when that is the
+/// identity; a transpose by the identity is its operand.
+fn transpose_transpose(egraph: &EG, id: Id) -> Vec<Build> {
+    let mut out = Vec::new();
+    for n in nodes_where(egraph, id, |op| matches!(op, Op::Transpose { .. })) {
+        let (Op::Transpose { perm: outer }, Some(&x)) = (&n.key.op, n.args.first()) else { continue };
+        if outer.iter().enumerate().all(|(i, p)| i == *p) {
+            out.push(Build::Class(x));
+            continue;
+        }
+        for m in nodes_where(egraph, x, |op| matches!(op, Op::Transpose { .. })) {
+            let (Op::Transpose { perm: inner }, Some(&y)) = (&m.key.op, m.args.first()) else { continue };
+            let composed: Vec<usize> = outer.iter().map(|p| inner.get(*p).copied().unwrap_or(*p)).collect();
+            if composed.iter().enumerate().all(|(i, p)| i == *p) {
+                out.push(Build::Class(y));
+            } else {
+                out.push(node(Op::Transpose { perm: composed }, None, vec![Build::Class(y)]));
+            }
+        }
+    }
+    out
+}
+
+/// reshape(reshape(x)) = reshape(x); a reshape to the operand's own shape is the operand.
+fn reshape_reshape(egraph: &EG, id: Id) -> Vec<Build> {
+    let mut out = Vec::new();
+    for n in nodes_where(egraph, id, |op| matches!(op, Op::Reshape)) {
+        let Some(&x) = n.args.first() else { continue };
+        if ty(egraph, x) == n.key.declared.as_ref() {
+            out.push(Build::Class(x));
+        }
+        for m in nodes_where(egraph, x, |op| matches!(op, Op::Reshape)) {
+            let Some(&y) = m.args.first() else { continue };
+            if ty(egraph, y) == n.key.declared.as_ref() {
+                out.push(Build::Class(y));
+            } else {
+                out.push(node(Op::Reshape, n.key.declared.clone(), vec![Build::Class(y)]));
+            }
+        }
+    }
+    out
+}
+
+/// broadcast(broadcast(x)) = broadcast(x) (numpy broadcasting composes); a broadcast to the
+/// operand's own type is the operand.
+fn broadcast_broadcast(egraph: &EG, id: Id) -> Vec<Build> {
+    let mut out = Vec::new();
+    for n in nodes_where(egraph, id, |op| matches!(op, Op::Broadcast)) {
+        let Some(&x) = n.args.first() else { continue };
+        if ty(egraph, x) == n.key.declared.as_ref() {
+            out.push(Build::Class(x));
+        }
+        for m in nodes_where(egraph, x, |op| matches!(op, Op::Broadcast)) {
+            let Some(&y) = m.args.first() else { continue };
+            out.push(node(Op::Broadcast, n.key.declared.clone(), vec![Build::Class(y)]));
+        }
+    }
+    out
+}
+
+fn swaps_last_two(perm: &[usize]) -> bool {
+    let r = perm.len();
+    r >= 2
+        && perm
+            .iter()
+            .enumerate()
+            .all(|(i, p)| if i + 2 < r { *p == i } else { *p == if i == r - 1 { r - 2 } else { r - 1 } })
+}
+
+/// (a @ b)ᵀ = bᵀ @ aᵀ: the transposes move onto the operands, where the matrix-product kernels
+/// read them through strides instead of copying.
+fn transpose_matmul(egraph: &EG, id: Id) -> Vec<Build> {
+    let mut out = Vec::new();
+    for n in nodes_where(egraph, id, |op| matches!(op, Op::Transpose { perm } if swaps_last_two(perm))) {
+        let (Op::Transpose { perm }, Some(&p)) = (&n.key.op, n.args.first()) else { continue };
+        for m in nodes_where(egraph, p, |op| matches!(op, Op::MatMul)) {
+            let (Some(&a), Some(&b)) = (m.args.first(), m.args.get(1)) else { continue };
+            let t = |x: Id| node(Op::Transpose { perm: perm.clone() }, None, vec![Build::Class(x)]);
+            out.push(node(Op::MatMul, None, vec![t(b), t(a)]));
+        }
+    }
+    out
+}
+
+/// sum(-x) = -sum(x) over any axes: the negation runs on the smaller tensor.
+fn reduce_neg(egraph: &EG, id: Id) -> Vec<Build> {
+    let mut out = Vec::new();
+    for n in nodes_where(egraph, id, |op| matches!(op, Op::Reduce { op: ReduceOp::Sum, .. })) {
+        let Some(&x) = n.args.first() else { continue };
+        for m in nodes_where(egraph, x, |op| matches!(op, Op::Unary(UnaryOp::Neg))) {
+            let Some(&y) = m.args.first() else { continue };
+            let sum = node(n.key.op.clone(), None, vec![Build::Class(y)]);
+            out.push(node(Op::Unary(UnaryOp::Neg), None, vec![sum]));
+        }
+    }
+    out
+}
+
+/// log(broadcast(s)) = broadcast(log(s)), and likewise for exp: the function runs once per
+/// value instead of once per copy.
+fn unary_broadcast(egraph: &EG, id: Id) -> Vec<Build> {
+    let mut out = Vec::new();
+    let hoisted =
+        |op: &Op| matches!(op, Op::Unary(UnaryOp::Log | UnaryOp::Exp | UnaryOp::Neg | UnaryOp::Sqrt));
+    for n in nodes_where(egraph, id, hoisted) {
+        let Some(&x) = n.args.first() else { continue };
+        for m in nodes_where(egraph, x, |op| matches!(op, Op::Broadcast)) {
+            let Some(&y) = m.args.first() else { continue };
+            let once = node(n.key.op.clone(), None, vec![Build::Class(y)]);
+            out.push(node(Op::Broadcast, m.key.declared.clone(), vec![once]));
+        }
+    }
+    out
+}
+
+/// x / broadcast(s) = x * broadcast(1 / s): one division per value of `s` and a multiplication
+/// per element, instead of a division per element (several times slower in the vector units).
+fn div_broadcast(egraph: &EG, id: Id) -> Vec<Build> {
+    let mut out = Vec::new();
+    for n in nodes_where(egraph, id, |op| matches!(op, Op::Binary(BinaryOp::Div))) {
+        let (Some(&x), Some(&d)) = (n.args.first(), n.args.get(1)) else { continue };
+        for m in nodes_where(egraph, d, |op| matches!(op, Op::Broadcast)) {
+            let Some(&s) = m.args.first() else { continue };
+            let Some(sty) = ty(egraph, s).cloned() else { continue };
+            if sty.dtype != DType::F32 {
+                continue;
+            }
+            let one = node(Op::Const(1.0), Some(TensorTy::new(sty.dtype, Vec::new())), Vec::new());
+            let one =
+                if sty.shape.is_empty() { one } else { node(Op::Broadcast, Some(sty.clone()), vec![one]) };
+            let inverse = node(Op::Binary(BinaryOp::Div), None, vec![one, Build::Class(s)]);
+            let spread = node(Op::Broadcast, m.key.declared.clone(), vec![inverse]);
+            out.push(node(Op::Binary(BinaryOp::Mul), None, vec![Build::Class(x), spread]));
+        }
+    }
+    out
+}
+
+/// The structural rules: (name, finder).
+fn structural_rules() -> Vec<(&'static str, Finder)> {
+    vec![
+        ("transpose-transpose", transpose_transpose),
+        ("reshape-reshape", reshape_reshape),
+        ("broadcast-broadcast", broadcast_broadcast),
+        ("transpose-matmul", transpose_matmul),
+        ("sum-neg", reduce_neg),
+        ("unary-broadcast", unary_broadcast),
+        ("div-broadcast", div_broadcast),
+    ]
+}
+
+/// Finds the classes where a structural rule proposes something; the applier recomputes the
+/// proposals against the e-graph as it then is.
+struct Structural {
+    find: Finder,
+}
+
+impl Searcher<ENode, Typed> for Structural {
+    fn search_eclass_with_limit(
+        &self,
+        egraph: &EG,
+        eclass: Id,
+        limit: usize,
+    ) -> Option<SearchMatches<'_, ENode>> {
+        if limit == 0 || (self.find)(egraph, eclass).is_empty() {
+            return None;
+        }
+        Some(SearchMatches { eclass, substs: vec![Subst::with_capacity(0)], ast: None })
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        Vec::new()
+    }
+}
+
+impl Applier<ENode, Typed> for Structural {
+    fn apply_one(
+        &self,
+        egraph: &mut EG,
+        eclass: Id,
+        _subst: &Subst,
+        _ast: Option<&PatternAst<ENode>>,
+        _rule: Symbol,
+    ) -> Vec<Id> {
+        let want = egraph[eclass].data.ty.clone();
+        let mut changed = Vec::new();
+        for b in (self.find)(egraph, eclass) {
+            if let Some(id) = build(egraph, b)
+                && egraph[id].data.ty == want
+                && egraph.union(eclass, id)
+            {
+                changed.push(eclass);
+            }
+        }
+        changed
+    }
+}
+
+/// Adds a term's nodes, each only when it types (so no class is ever untyped).
+fn build(egraph: &mut EG, b: Build) -> Option<Id> {
+    match b {
+        Build::Class(c) => Some(c),
+        Build::Node(op, declared, args) => {
+            let mut ids = Vec::new();
+            for a in args {
+                ids.push(build(egraph, a)?);
+            }
+            let tys: Option<Vec<TensorTy>> = ids.iter().map(|a| egraph[*a].data.ty.clone()).collect();
+            let tys = tys?;
+            let refs: Vec<&TensorTy> = tys.iter().collect();
+            infer(&op, &refs, declared.as_ref()).ok()?;
+            Some(egraph.add(ENode::new(op, declared, ids)))
+        }
+    }
+}
+
+/// Every rule, in the order the report lists them.
+pub fn all() -> Result<Vec<Rule>, String> {
+    let mut rules = Vec::new();
+    for (name, lhs, rhs, cond) in pattern_rules() {
+        let l: Pattern<ENode> = lhs.parse().map_err(|e| format!("{name}: {e}"))?;
+        let r: Pattern<ENode> = rhs.parse().map_err(|e| format!("{name}: {e}"))?;
+        rules.push(match cond {
+            Some(c) => Rewrite::new(name, l, egg::ConditionalApplier { condition: c, applier: r })?,
+            None => Rewrite::new(name, l, r)?,
+        });
+    }
+    for (name, find) in structural_rules() {
+        rules.push(Rewrite::new(name, Structural { find }, Structural { find })?);
+    }
+    Ok(rules)
+}
+
+/// The rule names, in order.
+pub fn names() -> Vec<&'static str> {
+    pattern_rules().into_iter().map(|r| r.0).chain(structural_rules().into_iter().map(|r| r.0)).collect()
+}
