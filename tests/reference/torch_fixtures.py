@@ -207,6 +207,15 @@ def assert_away_from_kink(name, what, z, margin=1e-4):
 
 # --------------------------------------------------------------------------- manual forwards
 
+def manual_rnn(x, wih, whh, bih, bhh):
+    h = torch.zeros(x.shape[0], whh.shape[1])
+    outs = []
+    for t in range(x.shape[1]):
+        h = torch.tanh(x[:, t] @ wih.T + bih + h @ whh.T + bhh)
+        outs.append(h)
+    return torch.stack(outs, 1)
+
+
 def manual_lstm(x, wih, whh, bih, bhh):
     B, T, _ = x.shape
     H = whh.shape[1]
@@ -574,12 +583,7 @@ def case_rnn(name):
         return rnn(x)[0]
 
     def manual(x):
-        h = torch.zeros(x.shape[0], 4)
-        outs = []
-        for t in range(x.shape[1]):
-            h = torch.tanh(x[:, t] @ rnn.weight_ih_l0.T + rnn.bias_ih_l0 + h @ rnn.weight_hh_l0.T + rnn.bias_hh_l0)
-            outs.append(h)
-        return torch.stack(outs, 1)
+        return manual_rnn(x, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
 
     return dict(model="model M: f32[B, 5, 3] -> f32[B, 5, 4] = RNN(3 => 4)",
                 loss="mse", loss_fn=l_mse, x=x, target=y, params=params, fwd=fwd, manual=manual)
@@ -639,13 +643,8 @@ def case_recur_cells(name):
         return rnn(x)[0] + lstm(x)[0] + gru(x)[0]
 
     def manual(x):
-        h = torch.zeros(x.shape[0], 4)
-        outs = []
-        for t in range(x.shape[1]):
-            h = torch.tanh(x[:, t] @ rnn.weight_ih_l0.T + rnn.bias_ih_l0 + h @ rnn.weight_hh_l0.T + rnn.bias_hh_l0)
-            outs.append(h)
         w = lambda m: (m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)
-        return torch.stack(outs, 1) + manual_lstm(x, *w(lstm)) + manual_gru(x, *w(gru))
+        return manual_rnn(x, *w(rnn)) + manual_lstm(x, *w(lstm)) + manual_gru(x, *w(gru))
 
     return dict(model=("fn add3(a: f32, b: f32, c: f32) -> f32 { a + b + c }\n"
                        "model M: f32[B, 5, 3] -> f32[B, 5, 4] = Parallel(add3, Recur(RNNCell(3 => 4)), "

@@ -332,6 +332,16 @@ impl fmt::Display for IrError {
     }
 }
 
+/// Whether a permutation swaps the last two axes and keeps the others (a matrix transpose).
+pub fn swaps_last_two(perm: &[usize]) -> bool {
+    let r = perm.len();
+    r >= 2
+        && perm
+            .iter()
+            .enumerate()
+            .all(|(i, p)| if i + 2 < r { *p == i } else { *p == if i == r - 1 { r - 2 } else { r - 1 } })
+}
+
 fn err<T>(msg: impl Into<String>) -> Result<T, IrError> {
     Err(IrError(msg.into()))
 }

@@ -8,16 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::{BinaryOp, Graph, IrError, Node, Op, ValueId};
-
-fn swaps_last_two(perm: &[usize]) -> bool {
-    let r = perm.len();
-    r >= 2
-        && perm
-            .iter()
-            .enumerate()
-            .all(|(i, p)| if i + 2 < r { *p == i } else { *p == if i == r - 1 { r - 2 } else { r - 1 } })
-}
+use super::{BinaryOp, Graph, IrError, Node, Op, ValueId, swaps_last_two};
 
 struct Builder<'g> {
     old: &'g Graph,

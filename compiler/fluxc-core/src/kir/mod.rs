@@ -142,16 +142,7 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
     let is_output: Vec<bool> = (0..n).map(|i| g.outputs.iter().any(|(_, v)| v.index() == i)).collect();
     let node = |i: usize| g.nodes.get(i).ok_or_else(|| IrError(format!("no node %{i}")));
     // A transpose of the last two axes read only by matrix products is absorbed into them.
-    let swaps_last_two = |op: &Op| match op {
-        Op::Transpose { perm } => {
-            let r = perm.len();
-            r >= 2
-                && perm.iter().enumerate().all(|(i, p)| {
-                    if i + 2 < r { *p == i } else { *p == if i == r - 1 { r - 2 } else { r - 1 } }
-                })
-        }
-        _ => false,
-    };
+    let swaps_last_two = |op: &Op| matches!(op, Op::Transpose { perm } if crate::ir::swaps_last_two(perm));
     let absorbed: Vec<bool> = (0..n)
         .map(|i| {
             g.nodes.get(i).is_some_and(|nd| swaps_last_two(&nd.op))

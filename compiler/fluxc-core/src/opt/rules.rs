@@ -7,7 +7,7 @@
 use egg::{Applier, Id, Pattern, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 
 use super::lang::{EG, ENode, Typed};
-use crate::ir::{BinaryOp, DType, Op, ReduceOp, TensorTy, UnaryOp, infer};
+use crate::ir::{BinaryOp, DType, Op, ReduceOp, TensorTy, UnaryOp, infer, swaps_last_two};
 
 pub type Rule = Rewrite<ENode, Typed>;
 
@@ -132,15 +132,6 @@ fn broadcast_broadcast(egraph: &EG, id: Id) -> Vec<Build> {
         }
     }
     out
-}
-
-fn swaps_last_two(perm: &[usize]) -> bool {
-    let r = perm.len();
-    r >= 2
-        && perm
-            .iter()
-            .enumerate()
-            .all(|(i, p)| if i + 2 < r { *p == i } else { *p == if i == r - 1 { r - 2 } else { r - 1 } })
 }
 
 /// (a @ b)ᵀ = bᵀ @ aᵀ: the transposes move onto the operands, where the matrix-product kernels
