@@ -115,8 +115,12 @@ pub fn define_loop<M: Module>(
     body: &[Fused],
     dtype: DType,
     sum: Option<usize>,
+    also: &[(BufId, usize)],
     clif: Option<&mut String>,
 ) -> Result<FuncId, CpuError> {
+    if sum.is_some() && !also.is_empty() {
+        return Err(CpuError(format!("kernel {index}: a fused sum with further outputs")));
+    }
     let ptr = module.target_config().pointer_type();
     let isa_fma = module.isa().isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
     let mut sig = module.make_signature();
@@ -229,6 +233,12 @@ pub fn define_loop<M: Module>(
             };
             access.push(a);
         }
+        // Further outputs: their pointers follow the inputs' in the table.
+        let mut also_ptrs = Vec::with_capacity(also.len());
+        for (e, (_, j)) in also.iter().enumerate() {
+            let off = i32::try_from(1 + inputs.len() + e).unwrap_or(i32::MAX).saturating_mul(word);
+            also_ptrs.push((bcx.ins().load(ptr, flags, ptrs, off), *j));
+        }
         let i = bcx.append_block_param(header, types::I64);
         // A fused sum: the running f64 total, the count into the current run, the output index;
         // `inner` is the length of a run (the summed trailing axes).
@@ -285,6 +295,12 @@ pub fn define_loop<M: Module>(
                 }
             }
         }
+        // A value stored as a further output is used there too (so never folded into an FMA).
+        for (_, j) in also {
+            if let Some(u) = uses.get_mut(*j) {
+                *u += 1;
+            }
+        }
         let fusable_mul: Vec<bool> = body
             .iter()
             .enumerate()
@@ -321,7 +337,7 @@ pub fn define_loop<M: Module>(
                     bcx.switch_to_block(body8);
                     let i4 = bcx.ins().iadd_imm_s(i8, 4);
                     for at in [i8, i4] {
-                        let v = emit_vector(
+                        let lanes = emit_vector(
                             &mut bcx,
                             body,
                             &invariant,
@@ -331,9 +347,7 @@ pub fn define_loop<M: Module>(
                             dtype,
                             &fusable_mul,
                         )?;
-                        let off = bcx.ins().ishl_imm_s(at, 2);
-                        let a = bcx.ins().iadd(out_ptr, off);
-                        bcx.ins().store(flags, v, a, 0);
+                        store_lanes(&mut bcx, &lanes, out_ptr, &also_ptrs, at)?;
                     }
                     bcx.ins().jump(header8, &[BlockArg::Value(end8)]);
                     bcx.switch_to_block(vheader);
@@ -341,11 +355,9 @@ pub fn define_loop<M: Module>(
                     let room = bcx.ins().icmp(IntCC::SignedLessThanOrEqual, end, n);
                     bcx.ins().brif(room, vbody, &[], header, &[BlockArg::Value(iv)]);
                     bcx.switch_to_block(vbody);
-                    let v =
+                    let lanes =
                         emit_vector(&mut bcx, body, &invariant, &vals, &in_ptrs, iv, dtype, &fusable_mul)?;
-                    let off = bcx.ins().ishl_imm_s(iv, 2);
-                    let a = bcx.ins().iadd(out_ptr, off);
-                    bcx.ins().store(flags, v, a, 0);
+                    store_lanes(&mut bcx, &lanes, out_ptr, &also_ptrs, iv)?;
                     bcx.ins().jump(vheader, &[BlockArg::Value(end)]);
                 } else {
                     bcx.ins().jump(header, &[BlockArg::Value(zero)]);
@@ -527,6 +539,12 @@ pub fn define_loop<M: Module>(
                 let off = bcx.ins().ishl_imm_s(i, 2);
                 let a = bcx.ins().iadd(out_ptr, off);
                 bcx.ins().store(flags, result, a, 0);
+                for (p, j) in &also_ptrs {
+                    let v =
+                        vals.get(*j).copied().flatten().ok_or_else(|| CpuError("a missing output".into()))?;
+                    let a = bcx.ins().iadd(*p, off);
+                    bcx.ins().store(flags, v, a, 0);
+                }
                 bcx.ins().jump(header, &[BlockArg::Value(next)]);
             }
             Some((inner, acc, r, o)) => {
@@ -693,7 +711,30 @@ fn vector_tanh(bcx: &mut FunctionBuilder<'_>, x: Value) -> Value {
     bcx.ins().bitselect(is_small, small, big)
 }
 
-/// The loop body on four lanes at element `iv`; returns the vector to store.
+/// Stores one round of lanes at element `at`: the loop's value to `out`, and each further
+/// output's value to its buffer.
+fn store_lanes(
+    bcx: &mut FunctionBuilder<'_>,
+    lanes: &[Option<Value>],
+    out: Value,
+    also: &[(Value, usize)],
+    at: Value,
+) -> Result<(), CpuError> {
+    let flags = MemFlagsData::trusted();
+    let off = bcx.ins().ishl_imm_s(at, 2);
+    let last = lanes.last().copied().flatten().ok_or_else(|| CpuError("an empty loop body".into()))?;
+    let a = bcx.ins().iadd(out, off);
+    bcx.ins().store(flags, last, a, 0);
+    for (p, j) in also {
+        let v = lanes.get(*j).copied().flatten().ok_or_else(|| CpuError("a missing output".into()))?;
+        let a = bcx.ins().iadd(*p, off);
+        bcx.ins().store(flags, v, a, 0);
+    }
+    Ok(())
+}
+
+/// The loop body on four lanes at element `iv`; returns every body value's lanes (the last is
+/// the loop's own output).
 #[allow(clippy::too_many_arguments)]
 fn emit_vector(
     bcx: &mut FunctionBuilder<'_>,
@@ -704,7 +745,7 @@ fn emit_vector(
     iv: Value,
     dtype: DType,
     fusable_mul: &[bool],
-) -> Result<Value, CpuError> {
+) -> Result<Vec<Option<Value>>, CpuError> {
     let v4 = types::F32X4;
     let flags = MemFlagsData::trusted();
     let lanes = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
@@ -873,7 +914,11 @@ fn emit_vector(
         }
     }
     let result = vals.last().copied().flatten().ok_or_else(|| CpuError("an empty loop body".into()))?;
-    Ok(if dtype == DType::I32 { bcx.ins().trunc(result) } else { result })
+    let result = if dtype == DType::I32 { bcx.ins().trunc(result) } else { result };
+    if let Some(last) = vals.last_mut() {
+        *last = Some(result);
+    }
+    Ok(vals)
 }
 
 fn round(v: f64, d: DType) -> f32 {

@@ -50,7 +50,7 @@ pub fn compile(kir: &Kir) -> Result<Compiled, CpuError> {
     let mut module = JITModule::new(builder);
     let mut ids = Vec::new();
     for &k in &loop_kernels {
-        if let Some(Kernel::Loop { shape, inputs, body, dtype, sum, .. }) = kir.kernels.get(k) {
+        if let Some(Kernel::Loop { shape, inputs, body, dtype, sum, also, .. }) = kir.kernels.get(k) {
             let name = format!("kernel{k}");
             ids.push(codegen::define_loop(
                 &mut module,
@@ -62,6 +62,7 @@ pub fn compile(kir: &Kir) -> Result<Compiled, CpuError> {
                 body,
                 *dtype,
                 *sum,
+                also,
                 None,
             )?);
         }
@@ -93,7 +94,7 @@ pub fn clif_text(kir: &Kir) -> Result<String, CpuError> {
     let mut module = JITModule::new(builder);
     let mut text = String::new();
     for (k, kern) in kir.kernels.iter().enumerate() {
-        if let Kernel::Loop { shape, inputs, body, dtype, sum, .. } = kern {
+        if let Kernel::Loop { shape, inputs, body, dtype, sum, also, .. } = kern {
             let name = format!("kernel{k}");
             codegen::define_loop(
                 &mut module,
@@ -105,6 +106,7 @@ pub fn clif_text(kir: &Kir) -> Result<String, CpuError> {
                 body,
                 *dtype,
                 *sum,
+                also,
                 Some(&mut text),
             )?;
         }

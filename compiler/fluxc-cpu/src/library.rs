@@ -255,7 +255,7 @@ pub fn build(m: &ModelGraphs, source_name: &str, out_dir: &Path) -> Result<Built
         let (plan, loops) = encode(kir, bindings)?;
         let mut symbols = Vec::new();
         for &k in &loops {
-            let Some(Kernel::Loop { shape, inputs, body, dtype, sum, .. }) = kir.kernels.get(k) else {
+            let Some(Kernel::Loop { shape, inputs, body, dtype, sum, also, .. }) = kir.kernels.get(k) else {
                 return Err(err("a loop index that is not a loop"));
             };
             let symbol = format!("fluxc_{name}_{label}_k{k}");
@@ -269,6 +269,7 @@ pub fn build(m: &ModelGraphs, source_name: &str, out_dir: &Path) -> Result<Built
                 body,
                 *dtype,
                 *sum,
+                also,
                 None,
             )?;
             let _ = writeln!(c, "extern void {symbol}(float *const *, int64_t);");

@@ -109,9 +109,11 @@ pub fn encode(kir: &Kir, bindings: &Bindings) -> Result<(Vec<i64>, Vec<usize>), 
     for (k, kern) in kir.kernels.iter().enumerate() {
         let mut s: Vec<i64> = Vec::new();
         match kern {
-            Kernel::Loop { out, inputs, .. } => {
+            Kernel::Loop { out, inputs, also, .. } => {
                 s.extend([op::LOOP, id(out), loops.len() as i64, inputs.len() as i64]);
                 s.extend(inputs.iter().map(|(b, _)| id(b)));
+                s.push(also.len() as i64);
+                s.extend(also.iter().map(|(b, _)| id(b)));
                 loops.push(k);
             }
             Kernel::Gemm { a, b, out, ty } => {

@@ -403,13 +403,29 @@ impl<'p> Plan<'p> {
                 }
                 let mut ptrs = [std::ptr::null_mut::<f32>(); MAX_LOOP_INPUTS + 1];
                 ptrs[0] = out_ptr;
+                let mut read_slots = Vec::with_capacity(n);
                 for slot in ptrs.iter_mut().skip(1).take(n) {
                     let id = r.index()?;
-                    let (_, len, _) = self.buffer(env, offsets, id)?;
+                    let (_, len, s) = self.buffer(env, offsets, id)?;
                     *slot = operand(id, len)?.as_ptr().cast_mut();
+                    read_slots.extend(s);
+                }
+                // Further outputs: scratch, each in a slot of its own that nothing read shares.
+                let extra = r.index()?;
+                if n + extra > MAX_LOOP_INPUTS {
+                    return Err(bad("a loop with too many buffers"));
+                }
+                let mut written = vec![out_slot];
+                for slot in ptrs.iter_mut().skip(1 + n).take(extra) {
+                    let (p, _, s) = self.buffer(env, offsets, r.index()?)?;
+                    if s.is_none() || written.contains(&s) || s.is_some_and(|x| read_slots.contains(&x)) {
+                        return Err(bad("a loop's outputs share a slot"));
+                    }
+                    written.push(s);
+                    *slot = p;
                 }
                 // SAFETY: the loop was compiled for these buffers' shapes at any batch; it
-                // reads each input's elements and writes the output's.
+                // reads each input's elements and writes the outputs'.
                 unsafe { f(ptrs.as_ptr(), env.batch) };
             }
             op::GEMM => {

@@ -60,7 +60,7 @@ pub fn execute(
     };
     for kern in &kir.kernels {
         match kern {
-            Kernel::Loop { out, shape, dtype, inputs: ins, body, sum } => {
+            Kernel::Loop { out, shape, dtype, inputs: ins, body, sum, also } => {
                 let shape = concrete(shape, b).map_err(|e| ExecError(e.0))?;
                 let srcs: Vec<Array> = ins
                     .iter()
@@ -73,6 +73,7 @@ pub fn execute(
                 let mut result = Vec::with_capacity(n);
                 let mut idx = vec![0usize; shape.len()];
                 let mut vals = vec![0.0f64; body.len()];
+                let mut riders: Vec<Vec<f64>> = also.iter().map(|_| Vec::with_capacity(n)).collect();
                 for _ in 0..n {
                     for (j, f) in body.iter().enumerate() {
                         let v = match f {
@@ -125,6 +126,9 @@ pub fn execute(
                         }
                     }
                     result.push(round(vals.last().copied().unwrap_or(0.0), *dtype));
+                    for (rider, (_, j)) in riders.iter_mut().zip(also) {
+                        rider.push(vals.get(*j).copied().unwrap_or(0.0));
+                    }
                     for k in (0..shape.len()).rev() {
                         if let Some(x) = idx.get_mut(k) {
                             *x += 1;
@@ -147,6 +151,9 @@ pub fn execute(
                     }
                 };
                 store(&mut slots, kir, *out, &result)?;
+                for (rider, (buf, _)) in riders.iter().zip(also) {
+                    store(&mut slots, kir, *buf, rider)?;
+                }
             }
             Kernel::Gemm { a, b: bb, out, ty } => {
                 // The reference: materialise the transposes, then the product.

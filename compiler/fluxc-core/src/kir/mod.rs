@@ -55,7 +55,9 @@ pub enum Fused {
 pub enum Kernel {
     /// `out[i] = body` for every element `i` of `shape`; `inputs` are (buffer, its shape). With
     /// `sum`, the loop is a reduction fused with its operand: `out` has the shape's first `sum`
-    /// axes and holds the sum of the body over the remaining (trailing) ones.
+    /// axes and holds the sum of the body over the remaining (trailing) ones. `also` are further
+    /// outputs of the same shape, `(buffer, body value)`, stored at every element too (values
+    /// that only this loop reads, or that are graph outputs, computed where they are used).
     Loop {
         out: BufId,
         shape: Vec<Dim>,
@@ -63,6 +65,7 @@ pub enum Kernel {
         inputs: Vec<(BufId, Vec<Dim>)>,
         body: Vec<Fused>,
         sum: Option<usize>,
+        also: Vec<(BufId, usize)>,
     },
     /// Any other op on whole buffers (its operands' and result's types as in the graph).
     Call { op: Op, args: Vec<(BufId, TensorTy)>, out: BufId, ty: TensorTy },
@@ -261,6 +264,65 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
             *m = false;
         }
     }
+    // A materialised f32 value that only one plain loop of its own shape reads (element by
+    // element) rides along in that loop: computed there and stored as a second output, instead
+    // of by a loop of its own whose result the other reads back (an optimizer's new moments and
+    // the parameter they update are one pass over memory).
+    let mut rides: Vec<Option<usize>> = vec![None; n];
+    for i in (0..n).rev() {
+        let nd = node(i)?;
+        let candidate = materialised.get(i).copied().unwrap_or(false)
+            && matches!(nd.op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_))
+            && nd.ty.dtype == DType::F32;
+        let users: &[usize] = uses.get(i).map_or(&[], Vec::as_slice);
+        if !candidate || users.is_empty() {
+            continue;
+        }
+        let mut target: Option<usize> = None;
+        let mut ok = true;
+        for &c in users {
+            let cn = node(c)?;
+            let c_materialised = materialised.get(c).copied().unwrap_or(false);
+            let l = if c_materialised { c } else { root.get(c).copied().unwrap_or(c) };
+            // A user recomputed in several loops, or not computed by a loop, has no one loop.
+            if !fusible(&cn.op)
+                || matches!(cn.op, Op::Broadcast)
+                || (!c_materialised && l == c)
+                || !materialised.get(l).copied().unwrap_or(false)
+            {
+                ok = false;
+                break;
+            }
+            let l = rides.get(l).copied().flatten().unwrap_or(l);
+            match target {
+                None => target = Some(l),
+                Some(t) if t == l => {}
+                Some(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        let Some(t) = target.filter(|_| ok) else { continue };
+        let tn = node(t)?;
+        let plain_loop = matches!(tn.op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_))
+            && tn.ty.dtype == DType::F32
+            && tn.ty.shape == nd.ty.shape;
+        if plain_loop && let Some(r) = rides.get_mut(i) {
+            *r = Some(t);
+        }
+    }
+    // A rider that is no graph output needs no buffer: its loop is its only reader.
+    for i in 0..n {
+        if rides.get(i).copied().flatten().is_some() && !is_output.get(i).copied().unwrap_or(false) {
+            if let Some(r) = rides.get_mut(i) {
+                *r = None;
+            }
+            if let Some(m) = materialised.get_mut(i) {
+                *m = false;
+            }
+        }
+    }
     let mut kir = Kir::default();
     let mut buf_of: HashMap<usize, BufId> = HashMap::new();
     let new_buffer = |kir: &mut Kir, ty: &TensorTy, storage: Storage| -> Result<BufId, IrError> {
@@ -291,19 +353,23 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
                     .ok_or_else(|| IrError("reshape of nothing".into()))?;
                 buf_of.insert(i, src);
             }
+            // A rider: its buffer now, its values from the loop it rides.
+            _ if rides.get(i).copied().flatten().is_some() => {
+                let out = new_buffer(&mut kir, &nd.ty, Storage::Slot(usize::MAX))?;
+                buf_of.insert(i, out);
+            }
             op if fusible(op) => {
                 let out = new_buffer(&mut kir, &nd.ty, Storage::Slot(usize::MAX))?;
-                let mut body = Vec::new();
-                let mut inputs: Vec<(BufId, Vec<Dim>)> = Vec::new();
-                let mut memo: HashMap<usize, usize> = HashMap::new();
-                fuse(g, &materialised, &buf_of, ValueId(i as u32), true, &mut body, &mut inputs, &mut memo)?;
+                let mut f = Fuser::new(g, &materialised, &buf_of, &rides, i);
+                f.fuse(ValueId(i as u32), true)?;
                 kir.kernels.push(Kernel::Loop {
                     out,
                     shape: nd.ty.shape.clone(),
                     dtype: nd.ty.dtype,
-                    inputs,
-                    body,
+                    inputs: f.inputs,
+                    body: f.body,
                     sum: None,
+                    also: f.also,
                 });
                 buf_of.insert(i, out);
             }
@@ -311,18 +377,17 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
                 let a = nd.args.first().copied().ok_or_else(|| IrError("reduce operand".into()))?;
                 let shape = g.ty(a).map(|t| t.shape.clone()).ok_or_else(|| IrError("no type".into()))?;
                 let out = new_buffer(&mut kir, &nd.ty, Storage::Slot(usize::MAX))?;
-                let mut body = Vec::new();
-                let mut inputs: Vec<(BufId, Vec<Dim>)> = Vec::new();
-                let mut memo: HashMap<usize, usize> = HashMap::new();
-                fuse(g, &materialised, &buf_of, a, true, &mut body, &mut inputs, &mut memo)?;
+                let mut f = Fuser::new(g, &materialised, &buf_of, &rides, i);
+                f.fuse(a, true)?;
                 let kept = nd.ty.rank();
                 kir.kernels.push(Kernel::Loop {
                     out,
                     shape,
                     dtype: nd.ty.dtype,
-                    inputs,
-                    body,
+                    inputs: f.inputs,
+                    body: f.body,
                     sum: Some(kept),
+                    also: f.also,
                 });
                 buf_of.insert(i, out);
             }
@@ -376,22 +441,56 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
     Ok(kir)
 }
 
+/// Builds one loop's body: what the loop rooted at `this` computes, its inputs, and the values
+/// that ride along in it.
+struct Fuser<'a> {
+    g: &'a Graph,
+    materialised: &'a [bool],
+    buf_of: &'a HashMap<usize, BufId>,
+    rides: &'a [Option<usize>],
+    this: usize,
+    body: Vec<Fused>,
+    inputs: Vec<(BufId, Vec<Dim>)>,
+    memo: HashMap<usize, usize>,
+    also: Vec<(BufId, usize)>,
+}
+
+impl<'a> Fuser<'a> {
+    fn new(
+        g: &'a Graph,
+        materialised: &'a [bool],
+        buf_of: &'a HashMap<usize, BufId>,
+        rides: &'a [Option<usize>],
+        this: usize,
+    ) -> Fuser<'a> {
+        Fuser {
+            g,
+            materialised,
+            buf_of,
+            rides,
+            this,
+            body: Vec::new(),
+            inputs: Vec::new(),
+            memo: HashMap::new(),
+            also: Vec::new(),
+        }
+    }
+
+    /// Adds value `v` to the body (once); returns its index there.
+    fn fuse(&mut self, v: ValueId, root: bool) -> Result<usize, IrError> {
+        let k = fuse(self, v, root)?;
+        Ok(k)
+    }
+}
+
 /// Builds the loop body for value `v`; returns its index in `body`.
-#[allow(clippy::too_many_arguments)]
-fn fuse(
-    g: &Graph,
-    materialised: &[bool],
-    buf_of: &HashMap<usize, BufId>,
-    v: ValueId,
-    root: bool,
-    body: &mut Vec<Fused>,
-    inputs: &mut Vec<(BufId, Vec<Dim>)>,
-    memo: &mut HashMap<usize, usize>,
-) -> Result<usize, IrError> {
+fn fuse(f: &mut Fuser<'_>, v: ValueId, root: bool) -> Result<usize, IrError> {
+    let (g, materialised, buf_of) = (f.g, f.materialised, f.buf_of);
     let i = v.index();
-    if let Some(k) = memo.get(&i) {
+    if let Some(k) = f.memo.get(&i) {
         return Ok(*k);
     }
+    let rider = f.rides.get(i).copied().flatten() == Some(f.this);
     let nd = g.nodes.get(i).ok_or_else(|| IrError(format!("no node %{i}")))?;
     let load = |b: BufId, shape: Vec<Dim>, body: &mut Vec<Fused>, inputs: &mut Vec<(BufId, Vec<Dim>)>| {
         let k = match inputs.iter().position(|x| x.0 == b && x.1 == shape) {
@@ -404,69 +503,73 @@ fn fuse(
         body.push(Fused::Load(k));
         body.len() - 1
     };
-    if !root && materialised.get(i).copied().unwrap_or(false) {
+    if !root && !rider && materialised.get(i).copied().unwrap_or(false) {
         let b = buf_of.get(&i).copied().ok_or_else(|| IrError(format!("%{i} has no buffer yet")))?;
-        let k = load(b, nd.ty.shape.clone(), body, inputs);
-        memo.insert(i, k);
+        let k = load(b, nd.ty.shape.clone(), &mut f.body, &mut f.inputs);
+        f.memo.insert(i, k);
         return Ok(k);
     }
     let arg = |k: usize| nd.args.get(k).copied().ok_or_else(|| IrError(format!("%{i}: missing operand")));
     let k = match &nd.op {
         Op::Const(c) => {
-            body.push(Fused::Const(*c, nd.ty.dtype));
-            body.len() - 1
+            f.body.push(Fused::Const(*c, nd.ty.dtype));
+            f.body.len() - 1
         }
         Op::Size(d) => {
-            body.push(Fused::Size(d.clone(), nd.ty.dtype));
-            body.len() - 1
+            f.body.push(Fused::Size(d.clone(), nd.ty.dtype));
+            f.body.len() - 1
         }
         Op::Broadcast => {
             let a = arg(0)?;
             let an = g.nodes.get(a.index()).ok_or_else(|| IrError("no operand".into()))?;
             match &an.op {
                 Op::Const(c) => {
-                    body.push(Fused::Const(*c, an.ty.dtype));
-                    body.len() - 1
+                    f.body.push(Fused::Const(*c, an.ty.dtype));
+                    f.body.len() - 1
                 }
                 Op::Size(d) => {
-                    body.push(Fused::Size(d.clone(), an.ty.dtype));
-                    body.len() - 1
+                    f.body.push(Fused::Size(d.clone(), an.ty.dtype));
+                    f.body.len() - 1
                 }
                 _ => {
                     let b = buf_of
                         .get(&a.index())
                         .copied()
                         .ok_or_else(|| IrError(format!("broadcast of %{} without a buffer", a.index())))?;
-                    load(b, an.ty.shape.clone(), body, inputs)
+                    load(b, an.ty.shape.clone(), &mut f.body, &mut f.inputs)
                 }
             }
         }
         Op::Unary(u) => {
-            let x = fuse(g, materialised, buf_of, arg(0)?, false, body, inputs, memo)?;
-            body.push(Fused::Unary(*u, x));
-            body.len() - 1
+            let x = fuse(f, arg(0)?, false)?;
+            f.body.push(Fused::Unary(*u, x));
+            f.body.len() - 1
         }
         Op::Binary(b) => {
-            let x = fuse(g, materialised, buf_of, arg(0)?, false, body, inputs, memo)?;
-            let y = fuse(g, materialised, buf_of, arg(1)?, false, body, inputs, memo)?;
-            body.push(Fused::Binary(*b, x, y));
-            body.len() - 1
+            let x = fuse(f, arg(0)?, false)?;
+            let y = fuse(f, arg(1)?, false)?;
+            f.body.push(Fused::Binary(*b, x, y));
+            f.body.len() - 1
         }
         Op::Select => {
-            let c = fuse(g, materialised, buf_of, arg(0)?, false, body, inputs, memo)?;
-            let x = fuse(g, materialised, buf_of, arg(1)?, false, body, inputs, memo)?;
-            let y = fuse(g, materialised, buf_of, arg(2)?, false, body, inputs, memo)?;
-            body.push(Fused::Select(c, x, y));
-            body.len() - 1
+            let c = fuse(f, arg(0)?, false)?;
+            let x = fuse(f, arg(1)?, false)?;
+            let y = fuse(f, arg(2)?, false)?;
+            f.body.push(Fused::Select(c, x, y));
+            f.body.len() - 1
         }
         Op::Cast(d) => {
-            let x = fuse(g, materialised, buf_of, arg(0)?, false, body, inputs, memo)?;
-            body.push(Fused::Cast(*d, x));
-            body.len() - 1
+            let x = fuse(f, arg(0)?, false)?;
+            f.body.push(Fused::Cast(*d, x));
+            f.body.len() - 1
         }
         other => return Err(IrError(format!("{} cannot be fused", other.name()))),
     };
-    memo.insert(i, k);
+    f.memo.insert(i, k);
+    if rider {
+        let b = buf_of.get(&i).copied().ok_or_else(|| IrError(format!("rider %{i} has no buffer")))?;
+        f.also.push((b, k));
+    }
     Ok(k)
 }
 
@@ -488,27 +591,32 @@ fn plan(kir: &mut Kir) -> Result<(), IrError> {
     let mut slot_of: HashMap<BufId, usize> = HashMap::new();
     let kernels = kir.kernels.clone();
     for (k, kern) in kernels.iter().enumerate() {
-        let out = match kern {
-            Kernel::Loop { out, .. } | Kernel::Call { out, .. } | Kernel::Gemm { out, .. } => *out,
+        let outs: Vec<BufId> = match kern {
+            Kernel::Loop { out, also, .. } => std::iter::once(*out).chain(also.iter().map(|a| a.0)).collect(),
+            Kernel::Call { out, .. } | Kernel::Gemm { out, .. } => vec![*out],
         };
-        let size = linear_in_b(
-            &kir.buffers.get(out.0 as usize).ok_or_else(|| IrError("no buffer".into()))?.elements,
-        )?;
-        // Reuse a dead slot (never one an operand of this kernel still occupies).
-        let slot = match free.pop() {
-            Some(s) => s,
-            None => {
-                kir.slots.push((0, 0));
-                kir.slots.len() - 1
+        let mut own_slots = Vec::new();
+        for out in &outs {
+            let size = linear_in_b(
+                &kir.buffers.get(out.0 as usize).ok_or_else(|| IrError("no buffer".into()))?.elements,
+            )?;
+            // Reuse a dead slot (never one an operand of this kernel still occupies).
+            let slot = match free.pop() {
+                Some(s) => s,
+                None => {
+                    kir.slots.push((0, 0));
+                    kir.slots.len() - 1
+                }
+            };
+            if let Some(sz) = kir.slots.get_mut(slot) {
+                sz.0 = sz.0.max(size.0);
+                sz.1 = sz.1.max(size.1);
             }
-        };
-        if let Some(sz) = kir.slots.get_mut(slot) {
-            sz.0 = sz.0.max(size.0);
-            sz.1 = sz.1.max(size.1);
-        }
-        slot_of.insert(out, slot);
-        if let Some(b) = kir.buffers.get_mut(out.0 as usize) {
-            b.storage = Storage::Slot(slot);
+            slot_of.insert(*out, slot);
+            if let Some(b) = kir.buffers.get_mut(out.0 as usize) {
+                b.storage = Storage::Slot(slot);
+            }
+            own_slots.push(slot);
         }
         // Buffers whose last reader is this kernel are dead now (outputs never die).
         let dead: Vec<BufId> = last_use
@@ -517,7 +625,7 @@ fn plan(kir: &mut Kir) -> Result<(), IrError> {
             .map(|(b, _)| *b)
             .collect();
         let mut dead_slots: Vec<usize> =
-            dead.iter().filter_map(|b| slot_of.get(b).copied()).filter(|s| *s != slot).collect();
+            dead.iter().filter_map(|b| slot_of.get(b).copied()).filter(|s| !own_slots.contains(s)).collect();
         dead_slots.sort_unstable();
         dead_slots.dedup();
         for s in dead_slots {
@@ -529,9 +637,11 @@ fn plan(kir: &mut Kir) -> Result<(), IrError> {
                 free.push(s);
             }
         }
-        // An output written but never read still holds its slot: nothing to free.
-        if !last_use.contains_key(&out) && !outputs.contains(&out) {
-            free.push(slot);
+        // A value written but never read frees its slot at once.
+        for (out, slot) in outs.iter().zip(&own_slots) {
+            if !last_use.contains_key(out) && !outputs.contains(out) {
+                free.push(*slot);
+            }
         }
     }
     Ok(())
@@ -553,7 +663,7 @@ pub fn print_kir(k: &Kir) -> String {
     }
     for kern in &k.kernels {
         match kern {
-            Kernel::Loop { out: o, shape, dtype, inputs, body, sum } => {
+            Kernel::Loop { out: o, shape, dtype, inputs, body, sum, also } => {
                 let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
                 if let Some(kept) = sum {
                     let _ = writeln!(out, "sum over the axes from {kept} of:");
@@ -584,6 +694,9 @@ pub fn print_kir(k: &Kir) -> String {
                         Fused::Cast(d, x) => format!("cast {} t{x}", d.as_str()),
                     };
                     let _ = writeln!(out, "  t{j} = {t}");
+                }
+                for (b, j) in also {
+                    let _ = writeln!(out, "  also b{} = t{j}", b.0);
                 }
             }
             Kernel::Call { op, args, out: o, ty } => {
