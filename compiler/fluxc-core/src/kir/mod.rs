@@ -483,6 +483,36 @@ impl<'a> Fuser<'a> {
     }
 }
 
+/// Whether a loop should compute materialised value `i` again rather than load it: a cheap
+/// elementwise op of at most one buffer (the rest constants and broadcasts), like the `g * g`
+/// that a gradient norm keeps in a buffer while the optimizer's loop reads `g` anyway: one
+/// load either way, and no second pass over memory for the buffer's sake.
+fn rereads_cheaply(g: &Graph, materialised: &[bool], i: usize) -> bool {
+    let Some(nd) = g.nodes.get(i) else { return false };
+    let cheap = match &nd.op {
+        Op::Unary(u) => {
+            matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Sign | UnaryOp::Not)
+        }
+        Op::Binary(b) => !matches!(b, BinaryOp::Div | BinaryOp::Pow),
+        Op::Select | Op::Cast(_) => true,
+        _ => false,
+    };
+    let mut buffers: Vec<usize> = Vec::new();
+    for a in &nd.args {
+        let Some(an) = g.nodes.get(a.index()) else { return false };
+        if matches!(an.op, Op::Const(_) | Op::Size(_) | Op::Broadcast) {
+            continue;
+        }
+        if !materialised.get(a.index()).copied().unwrap_or(false) {
+            return false;
+        }
+        if !buffers.contains(&a.index()) {
+            buffers.push(a.index());
+        }
+    }
+    cheap && buffers.len() <= 1
+}
+
 /// Builds the loop body for value `v`; returns its index in `body`.
 fn fuse(f: &mut Fuser<'_>, v: ValueId, root: bool) -> Result<usize, IrError> {
     let (g, materialised, buf_of) = (f.g, f.materialised, f.buf_of);
@@ -503,7 +533,11 @@ fn fuse(f: &mut Fuser<'_>, v: ValueId, root: bool) -> Result<usize, IrError> {
         body.push(Fused::Load(k));
         body.len() - 1
     };
-    if !root && !rider && materialised.get(i).copied().unwrap_or(false) {
+    if !root
+        && !rider
+        && materialised.get(i).copied().unwrap_or(false)
+        && !rereads_cheaply(g, materialised, i)
+    {
         let b = buf_of.get(&i).copied().ok_or_else(|| IrError(format!("%{i} has no buffer yet")))?;
         let k = load(b, nd.ty.shape.clone(), &mut f.body, &mut f.inputs);
         f.memo.insert(i, k);
