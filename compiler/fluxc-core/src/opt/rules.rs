@@ -203,6 +203,72 @@ fn div_broadcast(egraph: &EG, id: Id) -> Vec<Build> {
     out
 }
 
+/// The parts of a concatenation along `axis`: (class, start, end) in the result.
+fn concat_parts(egraph: &EG, n: &ENode, axis: usize) -> Option<Vec<(Id, i64, i64)>> {
+    let mut at = 0;
+    let mut parts = Vec::new();
+    for a in &n.args {
+        let len = ty(egraph, *a)?.shape.get(axis)?.as_constant()?;
+        parts.push((*a, at, at + len));
+        at += len;
+    }
+    Some(parts)
+}
+
+/// The piece `[lo, hi)` (along `axis`, in the concatenation's coordinates) of the part that
+/// covers it: the part itself, or a constant of the piece's shape when the part is constant.
+fn piece(egraph: &EG, parts: &[(Id, i64, i64)], axis: usize, lo: i64, hi: i64) -> Option<Build> {
+    let &(id, start, end) = parts.iter().find(|(_, s, e)| *s <= lo && hi <= *e)?;
+    if (start, end) == (lo, hi) {
+        return Some(Build::Class(id));
+    }
+    let t = ty(egraph, id)?;
+    if let Some(v) = egraph[id].data.konst {
+        let mut shape = t.shape.clone();
+        *shape.get_mut(axis)? = crate::dims::Dim::constant(hi - lo);
+        let c = node(Op::Const(v), Some(TensorTy::new(t.dtype, Vec::new())), Vec::new());
+        return Some(node(Op::Broadcast, Some(TensorTy::new(t.dtype, shape)), vec![c]));
+    }
+    // Cutting a computed part would add a copy for each cut: not worth it.
+    None
+}
+
+/// concat(a₁ … aₙ) + concat(b₁ … bₘ) = concat of the pieces' sums, cut where either side has a
+/// boundary: the gradient of several slices of one tensor (each a concatenation with zeros)
+/// becomes one concatenation of the slices' gradients once the zeros fold away.
+fn add_concat(egraph: &EG, id: Id) -> Vec<Build> {
+    let mut out = Vec::new();
+    for n in nodes_where(egraph, id, |op| matches!(op, Op::Binary(BinaryOp::Add))) {
+        let (Some(&x), Some(&y)) = (n.args.first(), n.args.get(1)) else { continue };
+        for cx in nodes_where(egraph, x, |op| matches!(op, Op::Concat { .. })) {
+            let Op::Concat { axis } = cx.key.op else { continue };
+            for cy in nodes_where(egraph, y, |op| matches!(op, Op::Concat { axis: a } if *a == axis)) {
+                let (Some(px), Some(py)) = (concat_parts(egraph, cx, axis), concat_parts(egraph, cy, axis))
+                else {
+                    continue;
+                };
+                let mut cuts: Vec<i64> = px.iter().chain(&py).flat_map(|(_, s, e)| [*s, *e]).collect();
+                cuts.sort_unstable();
+                cuts.dedup();
+                let mut sums = Vec::new();
+                for w in cuts.windows(2) {
+                    let &[lo, hi] = w else { break };
+                    let (Some(a), Some(b)) =
+                        (piece(egraph, &px, axis, lo, hi), piece(egraph, &py, axis, lo, hi))
+                    else {
+                        break;
+                    };
+                    sums.push(node(Op::Binary(BinaryOp::Add), None, vec![a, b]));
+                }
+                if sums.len() + 1 == cuts.len() {
+                    out.push(node(Op::Concat { axis }, None, sums));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The structural rules: (name, finder).
 fn structural_rules() -> Vec<(&'static str, Finder)> {
     vec![
@@ -213,6 +279,7 @@ fn structural_rules() -> Vec<(&'static str, Finder)> {
         ("sum-neg", reduce_neg),
         ("unary-broadcast", unary_broadcast),
         ("div-broadcast", div_broadcast),
+        ("add-concat", add_concat),
     ]
 }
 

@@ -364,6 +364,21 @@ fn div_broadcast() {
 }
 
 #[test]
+fn add_concat() {
+    rewrites(
+        "add-concat",
+        |g, x, y| {
+            let zero = k(g, 0.0)?;
+            let zeros = g.broadcast_to(zero, &bx())?;
+            let a = g.push(Op::Concat { axis: 1 }, &[x, zeros], None)?;
+            let b = g.push(Op::Concat { axis: 1 }, &[zeros, y], None)?;
+            g.binary(B::Add, a, b)
+        },
+        "(concat axis=1 x y)",
+    );
+}
+
+#[test]
 fn constants_fold() {
     let (got, _, _) = run(|g, x, _| {
         let (a, b) = (k(g, 2.0)?, k(g, 3.0)?);
