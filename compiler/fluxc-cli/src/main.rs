@@ -785,7 +785,11 @@ fn located(e: &fluxc_core::lower::LowerError, sources: &SourceMap) -> String {
             let line = f.text.lines().nth(at.line.saturating_sub(1)).unwrap_or("").trim();
             format!("{}:{}:{}: {}\n  {} | {line}", f.name, at.line, at.column, e.message, at.line)
         }
-        None => e.message.clone(),
+        // No place in the source: the file the command was given (the first one loaded).
+        None => match sources.files().next() {
+            Some((_, f)) => format!("{}: {}", f.name, e.message),
+            None => e.message.clone(),
+        },
     }
 }
 

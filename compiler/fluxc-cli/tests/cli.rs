@@ -154,6 +154,10 @@ fn build_emit_opt_ir_prints_the_report_and_the_optimized_graphs() {
     assert!(out.contains("# rules fired: ") && out.contains("mul-one"), "{out}");
     assert!(out.contains("output loss = %"), "{out}");
     assert_eq!(a.stdout, b.stdout, "the same text on every run");
+    let o = fluxc(&["build", &repo("examples/digits/digits.flx"), "--emit", "opt-ir", "--model", "Nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(err.contains("digits.flx: there is no model `Nope` in this file"), "{err}");
 }
 
 #[test]

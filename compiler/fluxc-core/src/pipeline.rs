@@ -552,7 +552,11 @@ fn emit_each(
             out.push_str(&format!("{title}\n{}\n", render(&g)?));
         }
         if out.is_empty() {
-            return Err(crate::lower::LowerError { span: None, message: "no model to schedule".into() });
+            let message = match &model {
+                Some(name) => format!("there is no model `{name}` in this file"),
+                None => "this file defines no model".into(),
+            };
+            return Err(crate::lower::LowerError { span: None, message });
         }
         Ok(out)
     })
