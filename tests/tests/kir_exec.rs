@@ -91,3 +91,34 @@ fn vector_math_is_accurate() {
         }
     }
 }
+
+/// A value computed from more buffers than one loop may read (a sum of a hundred per-step
+/// gradients, as an LSTM over 100 steps has) is split over loops, and still computes the sum.
+#[test]
+fn a_sum_of_a_hundred_buffers_is_split_over_loops() {
+    use fluxc_core::dims::Dim;
+    use fluxc_core::ir::{BinaryOp, TensorTy};
+    let mut g = Graph::default();
+    let ty = TensorTy::new(fluxc_core::ir::DType::F32, vec![Dim::var("B"), Dim::constant(5)]);
+    let xs: Vec<_> = (0..100).map(|k| g.input(&format!("x{k}"), ty.clone()).unwrap()).collect();
+    let mut acc = xs[0];
+    for x in &xs[1..] {
+        acc = g.binary(BinaryOp::Add, acc, *x).unwrap();
+    }
+    g.outputs.push(("sum".into(), acc));
+    let kir = fluxc_core::kir::schedule(&g).unwrap();
+    for k in &kir.kernels {
+        if let fluxc_core::kir::Kernel::Loop { inputs, also, .. } = k {
+            assert!(inputs.len() + also.len() < 64, "a loop over {} buffers", inputs.len());
+        }
+    }
+    let compiled = fluxc_cpu::compile(&kir).unwrap();
+    let run = Run { batch: 3, seed: 0, step: 0 };
+    let inputs: Vec<Array> = (0..g.inputs.len()).map(|k| random_input(&g, k, 3, 9)).collect();
+    let want = eval(&g, &inputs, &[], &run).unwrap();
+    let got = fluxc_cpu::execute(&compiled, &kir, &inputs, &[], &run).unwrap();
+    let exact = &want[acc.index()];
+    for (a, b) in got[0].1.data.iter().zip(&exact.data) {
+        assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{a} vs {b}");
+    }
+}

@@ -90,6 +90,11 @@ impl Kir {
     }
 }
 
+/// The most buffers one loop may read and write (the plan interpreter's pointer table).
+const MAX_LOOP_BUFFERS: usize = 63;
+/// The most buffers a value computed inside a loop may read (see `schedule_exact`).
+const MAX_INLINE_READS: usize = 20;
+
 /// The longest run a sum fused into its operand's loop may add up (see `schedule_exact`).
 const MAX_FUSED_SUM_RUN: i64 = 4096;
 
@@ -264,6 +269,64 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
             *m = false;
         }
     }
+    // A loop reads at most `MAX_LOOP_BUFFERS` buffers (the kernels' pointer table). A value a
+    // loop would compute in place from more than `MAX_INLINE_READS` buffers is stored instead,
+    // by a loop of its own: with at most three operands, no loop then reads more than 60 (a sum
+    // of a hundred per-step gradients would otherwise be one loop over a hundred buffers).
+    let mut loads: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut capped = vec![false; n];
+    for i in 0..n {
+        let nd = node(i)?;
+        let mut set: Vec<usize> = Vec::new();
+        match &nd.op {
+            Op::Const(_) | Op::Size(_) => {}
+            Op::Broadcast => {
+                let scalar = nd
+                    .args
+                    .first()
+                    .and_then(|a| g.nodes.get(a.index()))
+                    .is_some_and(|an| matches!(an.op, Op::Const(_) | Op::Size(_)));
+                if !scalar {
+                    set.extend(nd.args.first().map(|a| a.index()));
+                }
+            }
+            op if fusible(op) => {
+                for a in &nd.args {
+                    for b in loads.get(a.index()).map(Vec::as_slice).unwrap_or_default() {
+                        if !set.contains(b) {
+                            set.push(*b);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        let stored = materialised.get(i).copied().unwrap_or(false);
+        if !stored && set.len() > MAX_INLINE_READS && fusible(&nd.op) {
+            if let Some(m) = materialised.get_mut(i) {
+                *m = true;
+            }
+            if let Some(c) = capped.get_mut(i) {
+                *c = true;
+            }
+        }
+        if let Some(l) = loads.get_mut(i) {
+            *l = if materialised.get(i).copied().unwrap_or(false) { vec![i] } else { set };
+        }
+    }
+    // The buffers the loop computing materialised value `i` reads.
+    let reads_of = |i: usize| -> Vec<usize> {
+        let mut set: Vec<usize> = Vec::new();
+        for a in g.nodes.get(i).map(|nd| nd.args.as_slice()).unwrap_or_default() {
+            for b in loads.get(a.index()).map(Vec::as_slice).unwrap_or_default() {
+                if !set.contains(b) {
+                    set.push(*b);
+                }
+            }
+        }
+        set
+    };
+    let mut loop_reads: HashMap<usize, Vec<usize>> = HashMap::new();
     // A materialised f32 value that only one plain loop of its own shape reads (element by
     // element) rides along in that loop: computed there and stored as a second output, instead
     // of by a loop of its own whose result the other reads back (an optimizer's new moments and
@@ -308,8 +371,23 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
         let plain_loop = matches!(tn.op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_))
             && tn.ty.dtype == DType::F32
             && tn.ty.shape == nd.ty.shape;
-        if plain_loop && let Some(r) = rides.get_mut(i) {
+        // The loop's pointer table holds its reads and its outputs.
+        let reads = loop_reads.entry(t).or_insert_with(|| reads_of(t));
+        let mut joined = reads.clone();
+        for b in reads_of(i) {
+            if !joined.contains(&b) && b != i {
+                joined.push(b);
+            }
+        }
+        let riders = rides.iter().filter(|r| **r == Some(t)).count();
+        let fits = joined.len() + riders + 2 <= MAX_LOOP_BUFFERS;
+        if plain_loop
+            && fits
+            && !capped.get(i).copied().unwrap_or(false)
+            && let Some(r) = rides.get_mut(i)
+        {
             *r = Some(t);
+            *reads = joined;
         }
     }
     // A rider that is no graph output needs no buffer: its loop is its only reader.
