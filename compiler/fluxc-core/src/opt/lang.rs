@@ -171,32 +171,22 @@ pub struct Typed {
 
 pub type EG = EGraph<ENode, Typed>;
 
-/// Constant folding works in f64, as the interpreter does, with only the IEEE operations that
-/// round correctly (so the folded value is the same on every machine); transcendental
+/// Constant folding is the interpreter's own arithmetic (f64), restricted to the IEEE operations
+/// that round correctly (so the folded value is the same on every machine); transcendental
 /// functions are left to run time.
 fn fold_unary(u: UnaryOp, x: f64) -> Option<f64> {
-    let v = match u {
-        UnaryOp::Neg => -x,
-        UnaryOp::Abs => x.abs(),
-        UnaryOp::Sqrt => x.sqrt(),
-        UnaryOp::Relu => x.max(0.0),
-        UnaryOp::Floor => x.floor(),
-        _ => return None,
-    };
-    v.is_finite().then_some(v)
+    let exact = matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sqrt | UnaryOp::Relu | UnaryOp::Floor);
+    let v = crate::interp::unary(u, x);
+    (exact && v.is_finite()).then_some(v)
 }
 
 fn fold_binary(b: BinaryOp, x: f64, y: f64) -> Option<f64> {
-    let v = match b {
-        BinaryOp::Add => x + y,
-        BinaryOp::Sub => x - y,
-        BinaryOp::Mul => x * y,
-        BinaryOp::Div => x / y,
-        BinaryOp::Max => x.max(y),
-        BinaryOp::Min => x.min(y),
-        _ => return None,
-    };
-    v.is_finite().then_some(v)
+    let exact = matches!(
+        b,
+        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Max | BinaryOp::Min
+    );
+    let v = crate::interp::binary(b, x, y);
+    (exact && v.is_finite()).then_some(v)
 }
 
 impl Analysis<ENode> for Typed {
