@@ -603,17 +603,11 @@ fn infer_cmd(
 ) -> Result<ExitCode, UserError> {
     cpu_only(device)?;
     set_threads(threads)?;
-    let (mut sources, id) = match load(path, Format::Text)? {
-        Ok(loaded) => loaded,
+    let m = match model_graphs_of(path, model)? {
+        Ok(m) => m,
         Err(code) => return Ok(code),
     };
-    let mut loader = DiskLoader::new(Path::new(""), path, None);
-    let graphs = match fluxc_core::pipeline::model_graphs(&mut sources, id, &mut loader, Some(model)) {
-        Outcome::Done(g) => g,
-        other => return Ok(finish(other, &sources, |_| {})),
-    };
-    let Some(m) = graphs.first() else { return Err(UserError(format!("there is no model `{model}`"))) };
-    let result = fluxc_cli::train::infer(m, weights_path, input).map_err(UserError)?;
+    let result = fluxc_cli::train::infer(&m, weights_path, input).map_err(UserError)?;
     match output {
         Some(o) => {
             fluxc_runtime::npy::write(o, &result).map_err(|e| UserError(format!("{}: {e}", o.display())))?
@@ -662,23 +656,37 @@ fn eval_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The graphs of model `model` of the file at `path`, or the exit code once the reason they
+/// cannot be had is reported.
+fn model_graphs_of(
+    path: &Path,
+    model: &str,
+) -> Result<Result<fluxc_core::pipeline::ModelGraphs, ExitCode>, UserError> {
+    let (mut sources, id) = match load(path, Format::Text)? {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(Err(code)),
+    };
+    let mut loader = DiskLoader::new(Path::new(""), path, None);
+    match fluxc_core::pipeline::model_graphs(&mut sources, id, &mut loader, Some(model)) {
+        Outcome::Done(g) => match g.into_iter().next() {
+            Some(m) => Ok(Ok(m)),
+            None => Err(UserError(format!("there is no model `{model}`"))),
+        },
+        other => Ok(Err(finish(other, &sources, |_| {}))),
+    }
+}
+
 /// `fluxc convert --from pytorch IN.safetensors FILE.flx --model NAME --out OUT.safetensors`
 /// (§12.9).
 fn convert(input: &Path, path: &Path, from: &str, model: &str, out: &Path) -> Result<ExitCode, UserError> {
     if from != "pytorch" {
         return Err(UserError(format!("`--from {from}`: only `--from pytorch` is known")));
     }
-    let (mut sources, id) = match load(path, Format::Text)? {
-        Ok(loaded) => loaded,
+    let m = match model_graphs_of(path, model)? {
+        Ok(m) => m,
         Err(code) => return Ok(code),
     };
-    let mut loader = DiskLoader::new(Path::new(""), path, None);
-    let graphs = match fluxc_core::pipeline::model_graphs(&mut sources, id, &mut loader, Some(model)) {
-        Outcome::Done(g) => g,
-        other => return Ok(finish(other, &sources, |_| {})),
-    };
-    let Some(m) = graphs.first() else { return Err(UserError(format!("there is no model `{model}`"))) };
-    let said = fluxc_cli::train::convert_pytorch(m, input, out).map_err(UserError)?;
+    let said = fluxc_cli::train::convert_pytorch(&m, input, out).map_err(UserError)?;
     print!("{said}");
     Ok(ExitCode::SUCCESS)
 }

@@ -552,11 +552,7 @@ fn emit_each(
             out.push_str(&format!("{title}\n{}\n", render(&g)?));
         }
         if out.is_empty() {
-            let message = match &model {
-                Some(name) => format!("there is no model `{name}` in this file"),
-                None => "this file defines no model".into(),
-            };
-            return Err(crate::lower::LowerError { span: None, message });
+            return Err(no_model(model.as_deref()));
         }
         Ok(out)
     })
@@ -602,11 +598,7 @@ pub fn emit_ir(
             ));
         }
         if !found {
-            let message = match &model {
-                Some(name) => format!("there is no model `{name}` in this file"),
-                None => "this file defines no model".into(),
-            };
-            return Err(crate::lower::LowerError { span: None, message });
+            return Err(no_model(model.as_deref()));
         }
         Ok(out)
     })

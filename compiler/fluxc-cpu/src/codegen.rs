@@ -9,7 +9,7 @@ use cranelift_jit::JITBuilder;
 use cranelift_module::{FuncId, Linkage, Module};
 use fluxc_core::dims::Dim;
 use fluxc_core::ir::{BinaryOp, DType, UnaryOp};
-use fluxc_core::kir::{BufId, Fused};
+use fluxc_core::kir::{Fused, Kernel};
 
 use super::CpuError;
 
@@ -110,14 +110,14 @@ pub fn define_loop<M: Module>(
     index: usize,
     symbol: &str,
     linkage: Linkage,
-    shape: &[Dim],
-    inputs: &[(BufId, Vec<Dim>)],
-    body: &[Fused],
-    dtype: DType,
-    sum: Option<usize>,
-    also: &[(BufId, usize)],
+    kernel: &Kernel,
     clif: Option<&mut String>,
 ) -> Result<FuncId, CpuError> {
+    let Kernel::Loop { shape, inputs, body, dtype, sum, also, .. } = kernel else {
+        return Err(CpuError(format!("kernel {index} is not a loop")));
+    };
+    let (shape, inputs, body, also, dtype, sum) =
+        (shape.as_slice(), inputs.as_slice(), body.as_slice(), also.as_slice(), *dtype, *sum);
     if sum.is_some() && !also.is_empty() {
         return Err(CpuError(format!("kernel {index}: a fused sum with further outputs")));
     }
@@ -536,15 +536,10 @@ pub fn define_loop<M: Module>(
         let next = bcx.ins().iadd_imm_s(i, 1);
         match reduction {
             None => {
-                let off = bcx.ins().ishl_imm_s(i, 2);
-                let a = bcx.ins().iadd(out_ptr, off);
-                bcx.ins().store(flags, result, a, 0);
-                for (p, j) in &also_ptrs {
-                    let v =
-                        vals.get(*j).copied().flatten().ok_or_else(|| CpuError("a missing output".into()))?;
-                    let a = bcx.ins().iadd(*p, off);
-                    bcx.ins().store(flags, v, a, 0);
+                if let Some(last) = vals.last_mut() {
+                    *last = Some(result);
                 }
+                store_lanes(&mut bcx, &vals, out_ptr, &also_ptrs, i)?;
                 bcx.ins().jump(header, &[BlockArg::Value(next)]);
             }
             Some((inner, acc, r, o)) => {
@@ -711,8 +706,8 @@ fn vector_tanh(bcx: &mut FunctionBuilder<'_>, x: Value) -> Value {
     bcx.ins().bitselect(is_small, small, big)
 }
 
-/// Stores one round of lanes at element `at`: the loop's value to `out`, and each further
-/// output's value to its buffer.
+/// Stores the body's values at element `at` (four lanes or one element): the loop's value (the
+/// last) to `out`, and each further output's value to its buffer.
 fn store_lanes(
     bcx: &mut FunctionBuilder<'_>,
     lanes: &[Option<Value>],

@@ -50,19 +50,13 @@ pub fn compile(kir: &Kir) -> Result<Compiled, CpuError> {
     let mut module = JITModule::new(builder);
     let mut ids = Vec::new();
     for &k in &loop_kernels {
-        if let Some(Kernel::Loop { shape, inputs, body, dtype, sum, also, .. }) = kir.kernels.get(k) {
-            let name = format!("kernel{k}");
+        if let Some(kern) = kir.kernels.get(k) {
             ids.push(codegen::define_loop(
                 &mut module,
                 k,
-                &name,
+                &format!("kernel{k}"),
                 Linkage::Local,
-                shape,
-                inputs,
-                body,
-                *dtype,
-                *sum,
-                also,
+                kern,
                 None,
             )?);
         }
@@ -94,19 +88,13 @@ pub fn clif_text(kir: &Kir) -> Result<String, CpuError> {
     let mut module = JITModule::new(builder);
     let mut text = String::new();
     for (k, kern) in kir.kernels.iter().enumerate() {
-        if let Kernel::Loop { shape, inputs, body, dtype, sum, also, .. } = kern {
-            let name = format!("kernel{k}");
+        if matches!(kern, Kernel::Loop { .. }) {
             codegen::define_loop(
                 &mut module,
                 k,
-                &name,
+                &format!("kernel{k}"),
                 Linkage::Local,
-                shape,
-                inputs,
-                body,
-                *dtype,
-                *sum,
-                also,
+                kern,
                 Some(&mut text),
             )?;
         }

@@ -16,7 +16,7 @@ use cranelift_module::Linkage;
 use cranelift_object::{ObjectBuilder, ObjectModule};
 use fluxc_core::dims::Dim;
 use fluxc_core::ir::{DType, Graph, TensorTy};
-use fluxc_core::kir::{Kernel, Kir, linear_in_b};
+use fluxc_core::kir::{Kir, linear_in_b};
 use fluxc_kernels::abi::OPT_HEADER_BYTES;
 use fluxc_kernels::plan::{dest, source};
 
@@ -255,23 +255,11 @@ pub fn build(m: &ModelGraphs, source_name: &str, out_dir: &Path) -> Result<Built
         let (plan, loops) = encode(kir, bindings)?;
         let mut symbols = Vec::new();
         for &k in &loops {
-            let Some(Kernel::Loop { shape, inputs, body, dtype, sum, also, .. }) = kir.kernels.get(k) else {
+            let Some(kern) = kir.kernels.get(k) else {
                 return Err(err("a loop index that is not a loop"));
             };
             let symbol = format!("fluxc_{name}_{label}_k{k}");
-            codegen::define_loop(
-                &mut module,
-                k,
-                &symbol,
-                Linkage::Export,
-                shape,
-                inputs,
-                body,
-                *dtype,
-                *sum,
-                also,
-                None,
-            )?;
+            codegen::define_loop(&mut module, k, &symbol, Linkage::Export, kern, None)?;
             let _ = writeln!(c, "extern void {symbol}(float *const *, int64_t);");
             symbols.push(symbol);
         }

@@ -241,13 +241,7 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
     // otherwise cost a buffer each.)
     for i in 0..n {
         let nd = node(i)?;
-        let cheap = match &nd.op {
-            Op::Unary(u) => {
-                matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Sign | UnaryOp::Not)
-            }
-            Op::Binary(_) | Op::Select | Op::Cast(_) => true,
-            _ => false,
-        };
+        let cheap = cheap_to_recompute(&nd.op);
         let loops_only = uses.get(i).is_some_and(|u| {
             u.iter().all(|&c| {
                 g.nodes.get(c).is_some_and(|cn| fusible(&cn.op) && !matches!(cn.op, Op::Broadcast))
@@ -439,7 +433,7 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
             op if fusible(op) => {
                 let out = new_buffer(&mut kir, &nd.ty, Storage::Slot(usize::MAX))?;
                 let mut f = Fuser::new(g, &materialised, &buf_of, &rides, i);
-                f.fuse(ValueId(i as u32), true)?;
+                fuse(&mut f, ValueId(i as u32), true)?;
                 kir.kernels.push(Kernel::Loop {
                     out,
                     shape: nd.ty.shape.clone(),
@@ -456,7 +450,7 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
                 let shape = g.ty(a).map(|t| t.shape.clone()).ok_or_else(|| IrError("no type".into()))?;
                 let out = new_buffer(&mut kir, &nd.ty, Storage::Slot(usize::MAX))?;
                 let mut f = Fuser::new(g, &materialised, &buf_of, &rides, i);
-                f.fuse(a, true)?;
+                fuse(&mut f, a, true)?;
                 let kept = nd.ty.rank();
                 kir.kernels.push(Kernel::Loop {
                     out,
@@ -553,11 +547,18 @@ impl<'a> Fuser<'a> {
             also: Vec::new(),
         }
     }
+}
 
-    /// Adds value `v` to the body (once); returns its index there.
-    fn fuse(&mut self, v: ValueId, root: bool) -> Result<usize, IrError> {
-        let k = fuse(self, v, root)?;
-        Ok(k)
+/// Elementwise ops a loop may compute again rather than read from memory: a lane operation or
+/// two (no transcendental function, division or power).
+fn cheap_to_recompute(op: &Op) -> bool {
+    match op {
+        Op::Unary(u) => {
+            matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Sign | UnaryOp::Not)
+        }
+        Op::Binary(b) => !matches!(b, BinaryOp::Div | BinaryOp::Pow),
+        Op::Select | Op::Cast(_) => true,
+        _ => false,
     }
 }
 
@@ -567,14 +568,7 @@ impl<'a> Fuser<'a> {
 /// load either way, and no second pass over memory for the buffer's sake.
 fn rereads_cheaply(g: &Graph, materialised: &[bool], i: usize) -> bool {
     let Some(nd) = g.nodes.get(i) else { return false };
-    let cheap = match &nd.op {
-        Op::Unary(u) => {
-            matches!(u, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Sign | UnaryOp::Not)
-        }
-        Op::Binary(b) => !matches!(b, BinaryOp::Div | BinaryOp::Pow),
-        Op::Select | Op::Cast(_) => true,
-        _ => false,
-    };
+    let cheap = cheap_to_recompute(&nd.op);
     let mut buffers: Vec<usize> = Vec::new();
     for a in &nd.args {
         let Some(an) = g.nodes.get(a.index()) else { return false };
@@ -591,7 +585,7 @@ fn rereads_cheaply(g: &Graph, materialised: &[bool], i: usize) -> bool {
     cheap && buffers.len() <= 1
 }
 
-/// Builds the loop body for value `v`; returns its index in `body`.
+/// Adds value `v` to the loop body (once); returns its index in `body`.
 fn fuse(f: &mut Fuser<'_>, v: ValueId, root: bool) -> Result<usize, IrError> {
     let (g, materialised, buf_of) = (f.g, f.materialised, f.buf_of);
     let i = v.index();

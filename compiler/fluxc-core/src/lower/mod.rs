@@ -1099,6 +1099,19 @@ pub(crate) fn overflow(span: Span) -> LowerError {
 /// as slots named by their paths (§3.2). In the training variant, state updates are outputs
 /// `state:NAME`.
 pub fn lower_model(idx: &Index<'_>, model: usize, training: bool) -> LResult<Graph> {
+    let (mut lw, _) = apply_model(idx, model, training)?;
+    let updates: Vec<(usize, ValueId)> = lw.state_updates.iter().map(|(k, v)| (*k, *v)).collect();
+    for (k, v) in updates {
+        let name = lw.params.get(k).map(|p| p.name.clone()).unwrap_or_default();
+        lw.g.outputs.push((format!("state:{name}"), v));
+    }
+    crate::ir::verify(&lw.g)?;
+    Ok(lw.g)
+}
+
+/// The lowerer after placing model `model` and applying it to its input (`x`, or `x0`, `x1`, …
+/// for a tuple), with the output `y`; and the model's input type.
+fn apply_model<'a>(idx: &'a Index<'a>, model: usize, training: bool) -> LResult<(Lowerer<'a>, Ty)> {
     let mut lw = Lowerer::new(idx, training, ParamMode::Slots);
     let Some(info) = idx.items.get(model) else {
         return Err(LowerError { span: None, message: "no such model".into() });
@@ -1132,37 +1145,19 @@ pub fn lower_model(idx: &Index<'_>, model: usize, training: bool) -> LResult<Gra
     let y = lw.apply_layer(&l, x, m.value.span)?;
     let y = lw.tensor(&y, m.value.span)?;
     lw.g.outputs.push(("y".into(), y));
-    let updates: Vec<(usize, ValueId)> = lw.state_updates.iter().map(|(k, v)| (*k, *v)).collect();
-    for (k, v) in updates {
-        let name = lw.params.get(k).map(|p| p.name.clone()).unwrap_or_default();
-        lw.g.outputs.push((format!("state:{name}"), v));
-    }
-    crate::ir::verify(&lw.g)?;
-    Ok(lw.g)
+    Ok((lw, in_ty))
 }
 
 /// `fluxc summary` (§12.15): each layer's path, kind, output type and parameter count (its own,
 /// not its children's), the totals, and the static scratch memory of the inference forward.
 pub fn summary(idx: &Index<'_>, model: usize) -> LResult<String> {
-    let mut lw = Lowerer::new(idx, false, ParamMode::Slots);
-    let Some(info) = idx.items.get(model) else {
-        return Err(LowerError { span: None, message: "no such model".into() });
-    };
-    let ast::Item::Model(m) = info.item else {
+    let (lw, in_ty) = apply_model(idx, model, false)?;
+    let Some(ast::Item::Model(m)) = idx.items.get(model).map(|i| i.item) else {
         return Err(LowerError { span: None, message: "not a model".into() });
     };
-    let mut env = LEnv::new(info.file);
-    env.bind("B", Val::Dim(Dim::var("B")));
-    let in_ty = lw.resolve_type(&mut env, &m.input)?;
-    let l = lw.model_layer(model, m.value.span)?;
-    lw.place(&l, "", m.value.span)?;
-    let x = match Lowerer::tensor_ty_of(&in_ty) {
-        Some(tt) => Val::T(lw.g.input("x", tt)?),
-        None => return fail(m.input.span, "tuple inputs are not summarised yet"),
-    };
-    let y = lw.apply_layer(&l, x, m.value.span)?;
-    let y = lw.tensor(&y, m.value.span)?;
-    lw.g.outputs.push(("y".into(), y));
+    if matches!(in_ty, Ty::Tuple(_)) {
+        return fail(m.input.span, "tuple inputs are not summarised yet");
+    }
     let count = |t: &TensorTy| t.shape.iter().map(|d| d.as_constant().unwrap_or(0)).product::<i64>();
     let own = |path: &str| -> i64 {
         lw.params
