@@ -10,8 +10,6 @@ use std::time::Instant;
 
 use fluxc_core::interp::{Array, Run, eval};
 use fluxc_core::ir::Graph;
-use fluxc_core::pipeline::{Outcome, after_check};
-use fluxc_syntax::SourceMap;
 
 const MLP: &str = "
 model Mlp: f32[B, 784] -> f32[B, 10] = Chain(Dense(784 => 256, relu), Dense(256 => 256, relu), Dense(256 => 10))
@@ -45,46 +43,15 @@ train Seq on d {
 
 /// (train step, init graph) of a source's first train block.
 fn train_graphs(src: &str) -> (Graph, Graph) {
-    let mut sources = SourceMap::new();
-    let id = sources.add("bench.flx", src);
-    match after_check(&mut sources, id, &mut fluxc_core::NoFiles, move |idx, _| {
-        let model = (0..idx.items.len())
-            .find(|&i| {
-                matches!(idx.items[i].item, fluxc_syntax::ast::Item::Model(_)) && idx.items[i].file == id
-            })
-            .unwrap();
-        let train = (0..idx.items.len())
-            .find(|&i| {
-                matches!(idx.items[i].item, fluxc_syntax::ast::Item::Train(_)) && idx.items[i].file == id
-            })
-            .unwrap();
-        Ok((fluxc_core::lower::train_step(idx, train)?, fluxc_core::lower::init_graph(idx, model)?))
-    }) {
-        Outcome::Done(g) => g,
-        _ => panic!("a benchmark model does not compile"),
-    }
+    fluxc_tests::source_train_step(src)
 }
 
 /// (forward graph, train step, init graph) of `MLP`.
 fn graphs() -> (Graph, Graph, Graph) {
-    let mut sources = SourceMap::new();
-    let id = sources.add("bench.flx", MLP);
-    match after_check(&mut sources, id, &mut fluxc_core::NoFiles, move |idx, _| {
-        let model = idx.item(id, "Mlp").unwrap();
-        let train = (0..idx.items.len())
-            .find(|&i| {
-                matches!(idx.items[i].item, fluxc_syntax::ast::Item::Train(_)) && idx.items[i].file == id
-            })
-            .unwrap();
-        Ok((
-            fluxc_core::lower::lower_model(idx, model, false)?,
-            fluxc_core::lower::train_step(idx, train)?,
-            fluxc_core::lower::init_graph(idx, model)?,
-        ))
-    }) {
-        Outcome::Done(g) => g,
-        _ => panic!("the benchmark model does not compile"),
-    }
+    let all = fluxc_tests::source_graphs(MLP);
+    let find = |name: &str| all.iter().find(|g| g.0 == name).unwrap();
+    let (forward, (_, step, init)) = (find("Mlp training=false").1.clone(), find("train Mlp").clone());
+    (forward, step, init)
 }
 
 fn median_us(mut f: impl FnMut(), runs: usize) -> f64 {

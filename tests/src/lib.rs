@@ -62,12 +62,50 @@ pub fn show_diagnostics(diagnostics: &[Diagnostic], sources: &SourceMap) -> Stri
 }
 
 /// (name, graph, init graph) for every model forward and train step of a file.
-#[allow(clippy::unwrap_used, clippy::panic)] // a test helper: a broken fixture fails its test
+#[allow(clippy::unwrap_used)] // a test helper: a broken fixture fails its test
 pub fn graphs(relative: &str) -> Vec<(String, fluxc_core::ir::Graph, fluxc_core::ir::Graph)> {
     let (mut sources, id) = load(relative).unwrap();
     let root = repo_dir();
     let mut loader = fluxc_cli::loader::DiskLoader::new(&root, std::path::Path::new(relative), None);
-    let out = fluxc_core::pipeline::after_check(&mut sources, id, &mut loader, move |idx, _| {
+    graphs_in(&mut sources, id, &mut loader, relative)
+}
+
+/// [`graphs`] of a source held in memory (no `use` of other files).
+pub fn source_graphs(text: &str) -> Vec<(String, fluxc_core::ir::Graph, fluxc_core::ir::Graph)> {
+    let mut sources = SourceMap::new();
+    let id = sources.add("t.flx", text);
+    graphs_in(&mut sources, id, &mut fluxc_core::NoFiles, text)
+}
+
+/// The first train step of an in-memory source, and its model's init graph.
+#[allow(clippy::panic)] // a test helper
+pub fn source_train_step(text: &str) -> (fluxc_core::ir::Graph, fluxc_core::ir::Graph) {
+    source_graphs(text)
+        .into_iter()
+        .find(|(name, _, _)| name.starts_with("train "))
+        .map(|(_, step, init)| (step, init))
+        .unwrap_or_else(|| panic!("no train block in {text}"))
+}
+
+/// The first model's forward graph of an in-memory source, in the training or inference variant.
+#[allow(clippy::panic)] // a test helper
+pub fn source_model(text: &str, training: bool) -> fluxc_core::ir::Graph {
+    let variant = format!(" training={training}");
+    source_graphs(text)
+        .into_iter()
+        .find(|(name, _, _)| name.ends_with(&variant))
+        .map(|(_, g, _)| g)
+        .unwrap_or_else(|| panic!("no model in {text}"))
+}
+
+#[allow(clippy::unwrap_used, clippy::panic)] // a test helper: a broken source fails its test
+fn graphs_in(
+    sources: &mut SourceMap,
+    id: FileId,
+    loader: &mut dyn fluxc_core::SourceLoader,
+    label: &str,
+) -> Vec<(String, fluxc_core::ir::Graph, fluxc_core::ir::Graph)> {
+    let out = fluxc_core::pipeline::after_check(sources, id, loader, move |idx, _| {
         let mut out = Vec::new();
         for (k, info) in idx.items.iter().enumerate() {
             if info.file != id {
@@ -97,9 +135,9 @@ pub fn graphs(relative: &str) -> Vec<(String, fluxc_core::ir::Graph, fluxc_core:
     match out {
         fluxc_core::pipeline::Outcome::Done(v) => v,
         fluxc_core::pipeline::Outcome::Rejected(d) => {
-            panic!("{relative}: {:?}", d.iter().map(|d| d.message.clone()).collect::<Vec<_>>())
+            panic!("{label}: {:?}", d.iter().map(|d| d.message.clone()).collect::<Vec<_>>())
         }
-        fluxc_core::pipeline::Outcome::Failed(e) => panic!("{relative}: {}", e.message),
+        fluxc_core::pipeline::Outcome::Failed(e) => panic!("{label}: {}", e.message),
     }
 }
 

@@ -7,8 +7,6 @@
 
 use fluxc_core::interp::{Array, Run, eval};
 use fluxc_core::ir::{Op, ReduceOp};
-use fluxc_core::pipeline::{Outcome, after_check};
-use fluxc_syntax::SourceMap;
 
 #[test]
 fn activations_match_pytorch_with_their_derivatives() {
@@ -20,19 +18,7 @@ fn activations_match_pytorch_with_their_derivatives() {
         let xs: Vec<f64> = case["x"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         let n = xs.len();
         let src = format!("model M: f32[B, {n}] -> f32[B, {n}] = Chain({name})\n");
-        let mut sources = SourceMap::new();
-        let id = sources.add("act.flx", &src);
-        let out = after_check(&mut sources, id, &mut fluxc_core::NoFiles, move |idx, _| {
-            let k = (0..idx.items.len()).find(|&i| idx.items[i].file == id).unwrap();
-            fluxc_core::lower::lower_model(idx, k, false)
-        });
-        let mut g = match out {
-            Outcome::Done(g) => g,
-            Outcome::Rejected(d) => {
-                panic!("{name}: {:?}", d.iter().map(|d| d.message.clone()).collect::<Vec<_>>())
-            }
-            Outcome::Failed(e) => panic!("{name}: {}", e.message),
-        };
+        let mut g = fluxc_tests::source_model(&src, false);
         let x = g
             .nodes
             .iter()

@@ -11,8 +11,6 @@
 use std::collections::HashMap;
 
 use fluxc_core::interp::{Array, Run, eval};
-use fluxc_core::pipeline::{Outcome, after_check};
-use fluxc_syntax::SourceMap;
 
 fn floats(v: &serde_json::Value) -> Vec<f64> {
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
@@ -26,23 +24,7 @@ fn train_step(lines: &str) -> fluxc_core::ir::Graph {
          data d = npy(x = \"x.npy\", y = \"y.npy\")\n\
          train Lin on d {{\n    loss = mse\n    {lines}\n}}\n"
     );
-    let mut sources = SourceMap::new();
-    let id = sources.add("optim.flx", &src);
-    let out = after_check(&mut sources, id, &mut fluxc_core::NoFiles, move |idx, _| {
-        let k = (0..idx.items.len())
-            .find(|&i| {
-                matches!(idx.items[i].item, fluxc_syntax::ast::Item::Train(_)) && idx.items[i].file == id
-            })
-            .unwrap();
-        fluxc_core::lower::train_step(idx, k)
-    });
-    match out {
-        Outcome::Done(g) => g,
-        Outcome::Rejected(d) => {
-            panic!("{lines}: {:?}", d.iter().map(|d| d.message.clone()).collect::<Vec<_>>())
-        }
-        Outcome::Failed(e) => panic!("{lines}: {}", e.message),
-    }
+    fluxc_tests::source_train_step(&src).0
 }
 
 fn cases(folder: &str) -> Vec<serde_json::Value> {

@@ -8,31 +8,13 @@
 
 use fluxc_core::interp::{Array, Run, eval};
 use fluxc_core::ir::Graph;
-use fluxc_core::pipeline::{Outcome, after_check};
-use fluxc_syntax::SourceMap;
 use serde_json::Value;
 
 fn train_step(model: &str, loss: &str) -> Graph {
     let text = format!(
         "{model}\ndata d = npy(x = \"x.npy\", y = \"y.npy\")\ntrain M on d {{\n    loss = {loss}\n    optimizer = Descent(lr = 1.0)\n}}\n"
     );
-    let mut sources = SourceMap::new();
-    let id = sources.add("t.flx", text);
-    let out = after_check(&mut sources, id, &mut fluxc_core::NoFiles, move |idx, _| {
-        let train = (0..idx.items.len())
-            .find(|&i| {
-                matches!(idx.items[i].item, fluxc_syntax::ast::Item::Train(_)) && idx.items[i].file == id
-            })
-            .unwrap();
-        fluxc_core::lower::train_step(idx, train)
-    });
-    match out {
-        Outcome::Done(g) => g,
-        Outcome::Rejected(d) => {
-            panic!("{model}: {:?}", d.iter().map(|d| d.message.clone()).collect::<Vec<_>>())
-        }
-        Outcome::Failed(e) => panic!("{model}: {}", e.message),
-    }
+    fluxc_tests::source_train_step(&text).0
 }
 
 fn array(v: &Value) -> Array {

@@ -6,33 +6,7 @@
 
 use fluxc_core::interp::{Array, Run, eval};
 use fluxc_core::ir::Graph;
-use fluxc_core::pipeline::{Outcome, after_check};
 use fluxc_core::rng::Stream;
-use fluxc_syntax::SourceMap;
-
-/// The init graph and the train-step graph of the file's first model and train block.
-fn graphs(text: &str) -> (Graph, Graph) {
-    let mut sources = SourceMap::new();
-    let id = sources.add("t.flx", text);
-    let out = after_check(&mut sources, id, &mut fluxc_core::NoFiles, move |idx, _| {
-        let model = (0..idx.items.len())
-            .find(|&i| {
-                matches!(idx.items[i].item, fluxc_syntax::ast::Item::Model(_)) && idx.items[i].file == id
-            })
-            .unwrap();
-        let train = (0..idx.items.len())
-            .find(|&i| {
-                matches!(idx.items[i].item, fluxc_syntax::ast::Item::Train(_)) && idx.items[i].file == id
-            })
-            .unwrap();
-        Ok((fluxc_core::lower::init_graph(idx, model)?, fluxc_core::lower::train_step(idx, train)?))
-    });
-    match out {
-        Outcome::Done(g) => g,
-        Outcome::Rejected(d) => panic!("{:?}", d.iter().map(|d| d.message.clone()).collect::<Vec<_>>()),
-        Outcome::Failed(e) => panic!("{}", e.message),
-    }
-}
 
 fn random(shape: &[usize], seed: u64) -> Array {
     let s = Stream::new(seed, 3, 0);
@@ -64,7 +38,7 @@ fn check_gradients(model: &str, loss: &str, x_shape: &[usize], y_shape: &[usize]
     let text = format!(
         "{model}\ndata d = npy(x = \"x.npy\", y = \"y.npy\")\ntrain M on d {{\n    loss = {loss}\n    optimizer = Descent(lr = 1.0)\n}}\n"
     );
-    let (init, step) = graphs(&text);
+    let (step, init) = fluxc_tests::source_train_step(&text);
     let run = Run { batch: x_shape[0] as i64, seed: 0, step: 0 };
     let init_vals = eval(&init, &[], &[], &run).unwrap();
     let params: Vec<Array> = init.outputs.iter().map(|(_, v)| init_vals[v.index()].clone()).collect();
@@ -213,7 +187,7 @@ fn adam_with_clipping_and_a_schedule_lowers_the_loss() {
     let text = format!(
         "{NET}train Net on d {{\n    loss = mse\n    optimizer = Adam(lr = 0.05)\n    clip = ClipNorm(5.0)\n    schedule = warmup(5, cosine(200))\n}}\n"
     );
-    let (init, step) = graphs(&text);
+    let (step, init) = fluxc_tests::source_train_step(&text);
     let run = Run { batch: 8, seed: 0, step: 0 };
     let init_vals = eval(&init, &[], &[], &run).unwrap();
     let mut params: Vec<Array> = init.outputs.iter().map(|(_, v)| init_vals[v.index()].clone()).collect();

@@ -7,21 +7,9 @@
 
 use fluxc_core::interp::{Array, Run, eval};
 use fluxc_core::ir::Graph;
-use fluxc_core::pipeline::{Outcome, after_check};
-use fluxc_syntax::SourceMap;
 
 fn model(src: &str, training: bool) -> Graph {
-    let mut sources = SourceMap::new();
-    let id = sources.add("m.flx", src);
-    let out = after_check(&mut sources, id, &mut fluxc_core::NoFiles, move |idx, _| {
-        let k = (0..idx.items.len()).find(|&i| idx.items[i].file == id).unwrap();
-        fluxc_core::lower::lower_model(idx, k, training)
-    });
-    match out {
-        Outcome::Done(g) => g,
-        Outcome::Rejected(d) => panic!("{:?}", d.iter().map(|d| d.message.clone()).collect::<Vec<_>>()),
-        Outcome::Failed(e) => panic!("{}", e.message),
-    }
+    fluxc_tests::source_model(src, training)
 }
 
 #[test]

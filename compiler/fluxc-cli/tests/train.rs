@@ -161,12 +161,21 @@ fn digits_trains_to_95_percent_with_checkpoints() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// Trains an example (with `extra` arguments) in a fresh folder; its epoch events.
+fn epochs_of(example: &str, tag: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let (out, path) = (temp(tag), repo(example));
+    let mut args = vec!["train", path.as_str(), "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = fluxc(&args);
+    assert!(o.status.success(), "{example}: {}{}", text(&o.stdout), text(&o.stderr));
+    let epochs = events(&out).into_iter().filter(|e| e["event"] == "epoch").collect();
+    let _ = std::fs::remove_dir_all(&out);
+    epochs
+}
+
 #[test]
 fn the_digits_cnn_learns() {
-    let out = temp("cnn");
-    train("examples/digits/cnn.flx", &out);
-    let ev = events(&out);
-    let epochs: Vec<&serde_json::Value> = ev.iter().filter(|e| e["event"] == "epoch").collect();
+    let epochs = epochs_of("examples/digits/cnn.flx", "cnn", &[]);
     let (first, last) = (epochs.first().unwrap(), epochs.last().unwrap());
     assert!(
         last["loss"].as_f64().unwrap() < 0.5 * first["loss"].as_f64().unwrap(),
@@ -174,23 +183,11 @@ fn the_digits_cnn_learns() {
     );
     let acc = last["val_accuracy"].as_f64().unwrap();
     assert!(acc >= 0.9, "digits CNN validation accuracy {acc}");
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]
 fn the_sonnets_char_lstm_learns_a_label_per_position() {
-    let out = temp("sonnets");
-    let o = fluxc(&[
-        "train",
-        &repo("examples/sonnets/sonnets.flx"),
-        "--epochs",
-        "4",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let ev = events(&out);
-    let epochs: Vec<&serde_json::Value> = ev.iter().filter(|e| e["event"] == "epoch").collect();
+    let epochs = epochs_of("examples/sonnets/sonnets.flx", "sonnets", &["--epochs", "4"]);
     assert_eq!(epochs.len(), 4);
     let (first, last) = (epochs.first().unwrap(), epochs.last().unwrap());
     assert!(
@@ -200,17 +197,11 @@ fn the_sonnets_char_lstm_learns_a_label_per_position() {
     // Accuracy counts every position of every row: a frequency-only guess (the space) gets ~0.2.
     let acc = last["val_accuracy"].as_f64().unwrap();
     assert!(acc > 0.4, "next-character validation accuracy {acc}");
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]
 fn the_transformer_learns_to_sort() {
-    let out = temp("sort");
-    let o =
-        fluxc(&["train", &repo("examples/sort/sort.flx"), "--epochs", "3", "--out", out.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let ev = events(&out);
-    let epochs: Vec<&serde_json::Value> = ev.iter().filter(|e| e["event"] == "epoch").collect();
+    let epochs = epochs_of("examples/sort/sort.flx", "sort", &["--epochs", "3"]);
     let (first, last) = (epochs.first().unwrap(), epochs.last().unwrap());
     assert!(
         last["val_loss"].as_f64().unwrap() < 0.2 * first["val_loss"].as_f64().unwrap(),
@@ -219,7 +210,6 @@ fn the_transformer_learns_to_sort() {
     // Every position of every held-out row: chance is 0.1.
     let acc = last["val_accuracy"].as_f64().unwrap();
     assert!(acc > 0.95, "sorting accuracy {acc}");
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 fn project(tag: &str, flx: &str, csv: &str) -> PathBuf {
