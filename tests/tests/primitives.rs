@@ -161,6 +161,42 @@ fn binary_ops_with_broadcasting() {
     }
 }
 
+/// Broadcasts along trailing axes (a bias per channel, a row per batch element, both at once)
+/// run row by row on lanes in the compiled loops; every pattern agrees with the interpreter,
+/// through a vectorisable body (add, relu) and one that is not (pow).
+#[test]
+fn broadcasts_along_rows() {
+    let c = Dim::constant;
+    let out = [b(), c(3), c(5), c(7)];
+    let shapes: [(&str, Vec<Dim>, Vec<Dim>); 6] = [
+        ("channel bias", vec![c(3), c(1), c(1)], vec![c(7)]),
+        ("plane", vec![c(5), c(7)], vec![c(3), c(5), c(1)]),
+        ("per batch", vec![b(), c(1), c(5), c(7)], vec![b(), c(3), c(1), c(1)]),
+        ("last axis", vec![c(1), c(3), c(1), c(7)], vec![c(3), c(5), c(7)]),
+        ("mixed", vec![c(3), c(1), c(7)], vec![c(5), c(1)]),
+        ("scalar and same", vec![], vec![b(), c(3), c(5), c(7)]),
+    ];
+    for (label, ys, zs) in shapes {
+        for pow in [false, true] {
+            let g = single(|g| {
+                let x = g.input("x", ty(&out)).unwrap();
+                let y = g.input("y", ty(&ys)).unwrap();
+                let z = g.input("z", ty(&zs)).unwrap();
+                let y = g.broadcast_to(y, &out).unwrap();
+                let z = g.broadcast_to(z, &out).unwrap();
+                let s = g.binary(BinaryOp::Add, x, y).unwrap();
+                let s = if pow {
+                    g.binary(BinaryOp::Pow, s, z).unwrap()
+                } else {
+                    g.binary(BinaryOp::Mul, s, z).unwrap()
+                };
+                g.push(Op::Unary(UnaryOp::Relu), &[s], None).unwrap()
+            });
+            agree(&format!("{label} pow={pow}"), &g, "positive");
+        }
+    }
+}
+
 #[test]
 fn select_and_casts() {
     let g = single(|g| {

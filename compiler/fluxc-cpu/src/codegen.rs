@@ -9,7 +9,7 @@ use cranelift_jit::JITBuilder;
 use cranelift_module::{FuncId, Linkage, Module};
 use fluxc_core::dims::Dim;
 use fluxc_core::ir::{BinaryOp, DType, UnaryOp};
-use fluxc_core::kir::{Fused, Kernel};
+use fluxc_core::kir::{BufId, Fused, Kernel};
 
 use super::CpuError;
 
@@ -102,6 +102,67 @@ struct Term {
     os: Option<Value>,
     od: Option<Value>,
     is: Value,
+}
+
+/// The element of a strided read for output element `i`.
+fn strided_index(bcx: &mut FunctionBuilder<'_>, terms: &[Term], i: Value) -> Value {
+    let mut at = bcx.ins().iconst(types::I64, 0);
+    for t in terms {
+        let q = match t.os {
+            Some(os) => bcx.ins().udiv(i, os),
+            None => i,
+        };
+        let r = match t.od {
+            Some(od) => bcx.ins().urem(q, od),
+            None => q,
+        };
+        let x = bcx.ins().imul(r, t.is);
+        at = bcx.ins().iadd(at, x);
+    }
+    at
+}
+
+/// How a strided read behaves along a row of the trailing axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RowRead {
+    /// Contiguous: the input has the output's trailing axes.
+    Run,
+    /// Constant: the input is broadcast along all of them.
+    Splat,
+}
+
+/// The first axis `t` (the longest rows) from which every strided read of the loop is
+/// contiguous or constant along the trailing axes, and how each read behaves (`None` when no
+/// read is strided or no such axis exists).
+fn row_split(
+    shape: &[Dim],
+    inputs: &[(BufId, Vec<Dim>)],
+    access: &[Access],
+) -> Option<(usize, Vec<RowRead>)> {
+    if !access.iter().any(|a| matches!(a, Access::Strided(_))) {
+        return None;
+    }
+    let rank = shape.len();
+    (1..rank).find_map(|t| {
+        let mut reads = Vec::with_capacity(inputs.len());
+        for ((_, s), a) in inputs.iter().zip(access) {
+            if !matches!(a, Access::Strided(_)) {
+                reads.push(RowRead::Run); // not consulted
+                continue;
+            }
+            let off = rank.checked_sub(s.len())?;
+            let dim = |axis: usize| if axis >= off { s.get(axis - off) } else { None };
+            let one = Dim::constant(1);
+            let run = (t..rank).all(|a| dim(a) == shape.get(a));
+            let splat = (t..rank).all(|a| dim(a).is_none_or(|d| *d == one));
+            reads.push(match (run, splat) {
+                (true, _) => RowRead::Run,
+                (false, true) => RowRead::Splat,
+                (false, false) => return None,
+            });
+        }
+        Some((t, reads))
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -239,6 +300,62 @@ pub fn define_loop<M: Module>(
             let off = i32::try_from(1 + inputs.len() + e).unwrap_or(i32::MAX).saturating_mul(word);
             also_ptrs.push((bcx.ins().load(ptr, flags, ptrs, off), *j));
         }
+        // Row mode: a broadcast read that is contiguous (or constant) along the trailing axes
+        // from `t` is read through a pointer (or a value) set once per row of those axes, so
+        // the row runs on lanes without a division per element.
+        let (start, end, done, row) = match row_split(shape, inputs, &access).filter(|_| sum.is_none()) {
+            None => (bcx.ins().iconst(types::I64, 0), n, exit, None),
+            Some((t, reads)) => {
+                let mut rows = bcx.ins().iconst(types::I64, 1);
+                for d in out_dims.iter().take(t) {
+                    rows = bcx.ins().imul(rows, *d);
+                }
+                let mut inner = bcx.ins().iconst(types::I64, 1);
+                for d in out_dims.iter().skip(t) {
+                    inner = bcx.ins().imul(inner, *d);
+                }
+                let row_header = bcx.create_block();
+                let row_body = bcx.create_block();
+                let row_next = bcx.create_block();
+                let r = bcx.append_block_param(row_header, types::I64);
+                let zero = bcx.ins().iconst(types::I64, 0);
+                bcx.ins().jump(row_header, &[BlockArg::Value(zero)]);
+                bcx.switch_to_block(row_header);
+                let more = bcx.ins().icmp(IntCC::SignedLessThan, r, rows);
+                bcx.ins().brif(more, row_body, &[], exit, &[]);
+                bcx.switch_to_block(row_body);
+                let first = bcx.ins().imul(r, inner);
+                for (k, read) in reads.iter().enumerate() {
+                    let (Some(Access::Strided(terms)), Some(p)) = (access.get(k), in_ptrs.get(k).copied())
+                    else {
+                        continue;
+                    };
+                    // The element this row starts from.
+                    let base = strided_index(&mut bcx, terms, first);
+                    let a = match read {
+                        RowRead::Run => {
+                            // A pointer that element `first + j` of the row reads at `+ 4i`.
+                            let shift = bcx.ins().isub(base, first);
+                            let off = bcx.ins().ishl_imm_s(shift, 2);
+                            if let Some(q) = in_ptrs.get_mut(k) {
+                                *q = bcx.ins().iadd(p, off);
+                            }
+                            Access::Same
+                        }
+                        RowRead::Splat => {
+                            let off = bcx.ins().ishl_imm_s(base, 2);
+                            let at = bcx.ins().iadd(p, off);
+                            Access::Scalar(bcx.ins().load(types::F32, flags, at, 0))
+                        }
+                    };
+                    if let Some(slot) = access.get_mut(k) {
+                        *slot = a;
+                    }
+                }
+                let last = bcx.ins().iadd(first, inner);
+                (first, last, row_next, Some((row_header, row_next, r)))
+            }
+        };
         let i = bcx.append_block_param(header, types::I64);
         // A fused sum: the running f64 total, the count into the current run, the output index;
         // `inner` is the length of a run (the summed trailing axes).
@@ -313,9 +430,10 @@ pub fn define_loop<M: Module>(
             .collect();
         for hoisted in [true, false] {
             if !hoisted {
-                // Leave the entry block. When the body allows it, a loop over f32x4 lanes runs
-                // first; the scalar loop header(i): i < n ? body : exit finishes the tail.
-                let zero = bcx.ins().iconst(types::I64, 0);
+                // Leave the entry block (or the row's). When the body allows it, a loop over f32x4
+                // lanes runs first; the scalar loop header(i): i < end ? body : done finishes the
+                // tail.
+                let zero = start;
                 if reduction.is_some() {
                     let zf = bcx.ins().f64const(0.0);
                     let args = [zero, zf, zero, zero].map(BlockArg::Value);
@@ -332,7 +450,7 @@ pub fn define_loop<M: Module>(
                     bcx.ins().jump(header8, &[BlockArg::Value(zero)]);
                     bcx.switch_to_block(header8);
                     let end8 = bcx.ins().iadd_imm_s(i8, 8);
-                    let room8 = bcx.ins().icmp(IntCC::SignedLessThanOrEqual, end8, n);
+                    let room8 = bcx.ins().icmp(IntCC::SignedLessThanOrEqual, end8, end);
                     bcx.ins().brif(room8, body8, &[], vheader, &[BlockArg::Value(i8)]);
                     bcx.switch_to_block(body8);
                     let i4 = bcx.ins().iadd_imm_s(i8, 4);
@@ -351,20 +469,20 @@ pub fn define_loop<M: Module>(
                     }
                     bcx.ins().jump(header8, &[BlockArg::Value(end8)]);
                     bcx.switch_to_block(vheader);
-                    let end = bcx.ins().iadd_imm_s(iv, 4);
-                    let room = bcx.ins().icmp(IntCC::SignedLessThanOrEqual, end, n);
+                    let end4 = bcx.ins().iadd_imm_s(iv, 4);
+                    let room = bcx.ins().icmp(IntCC::SignedLessThanOrEqual, end4, end);
                     bcx.ins().brif(room, vbody, &[], header, &[BlockArg::Value(iv)]);
                     bcx.switch_to_block(vbody);
                     let lanes =
                         emit_vector(&mut bcx, body, &invariant, &vals, &in_ptrs, iv, dtype, &fusable_mul)?;
                     store_lanes(&mut bcx, &lanes, out_ptr, &also_ptrs, iv)?;
-                    bcx.ins().jump(vheader, &[BlockArg::Value(end)]);
+                    bcx.ins().jump(vheader, &[BlockArg::Value(end4)]);
                 } else {
                     bcx.ins().jump(header, &[BlockArg::Value(zero)]);
                 }
                 bcx.switch_to_block(header);
-                let more = bcx.ins().icmp(IntCC::SignedLessThan, i, n);
-                bcx.ins().brif(more, body_block, &[], exit, &[]);
+                let more = bcx.ins().icmp(IntCC::SignedLessThan, i, end);
+                bcx.ins().brif(more, body_block, &[], done, &[]);
                 bcx.switch_to_block(body_block);
             }
             for (j, f) in body.iter().enumerate() {
@@ -388,19 +506,7 @@ pub fn define_loop<M: Module>(
                                 bcx.ins().load(types::F32, flags, a, 0)
                             }
                             Some(Access::Strided(terms)) => {
-                                let mut at = bcx.ins().iconst(types::I64, 0);
-                                for t in terms {
-                                    let q = match t.os {
-                                        Some(os) => bcx.ins().udiv(i, os),
-                                        None => i,
-                                    };
-                                    let r = match t.od {
-                                        Some(od) => bcx.ins().urem(q, od),
-                                        None => q,
-                                    };
-                                    let x = bcx.ins().imul(r, t.is);
-                                    at = bcx.ins().iadd(at, x);
-                                }
+                                let at = strided_index(&mut bcx, terms, i);
                                 let off = bcx.ins().ishl_imm_s(at, 2);
                                 let a = bcx.ins().iadd(p, off);
                                 bcx.ins().load(types::F32, flags, a, 0)
@@ -564,6 +670,11 @@ pub fn define_loop<M: Module>(
             }
         }
 
+        if let Some((row_header, row_next, r)) = row {
+            bcx.switch_to_block(row_next);
+            let r1 = bcx.ins().iadd_imm_s(r, 1);
+            bcx.ins().jump(row_header, &[BlockArg::Value(r1)]);
+        }
         bcx.switch_to_block(exit);
         bcx.ins().return_(&[]);
         bcx.seal_all_blocks();

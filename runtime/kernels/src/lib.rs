@@ -5,6 +5,7 @@
 //! of [`abi`]. It depends on nothing in `compiler/`.
 
 pub mod abi;
+pub mod gemm;
 pub mod math;
 pub mod ops;
 pub mod plan;

@@ -6,6 +6,7 @@
 // Indexing with `[]` below stays within shapes the caller checked against the buffers.
 #![allow(clippy::indexing_slicing)]
 
+use crate::gemm::{self, Rows};
 use crate::threads;
 
 /// Defines `$name` as a dispatch between `$any` compiled for the baseline and for AVX2 + FMA
@@ -270,109 +271,326 @@ fn with_scratch<R>(n0: usize, n1: usize, f: impl FnOnce(&mut [f32], &mut [f32]) 
     })
 }
 
-/// `out [B, Cout, OH*OW]`: one GEMM `weight [Cout, Cin*KH*KW] @ cols [Cin*KH*KW, B*OH*OW]` over
-/// the whole batch's im2col columns, then the batch moved back in front.
-pub fn conv(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
-    let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
-    let wide = g.b * plane;
-    with_scratch(kk * wide, g.cout * wide, |cols, prod| {
-        g.im2col(x, cols);
-        if g.cout <= 16 {
-            // Few output channels: direct products per batch element, written where they
-            // belong (no reordering copy); the columns of element n are a block of `cols`.
-            let per = g.cout * plane;
-            let cols = &*cols;
-            let run = |n0: usize, chunk: &mut [f32]| {
-                for (i, dst) in chunk.chunks_mut(per).enumerate() {
-                    let block = &cols[(n0 + i) * plane..];
-                    small_gemm(g.cout, kk, plane, k, false, g.cout, block, wide, false, dst);
-                }
-            };
-            // Batch elements split over the threads when there is enough work.
-            let parts = threads::get().min(g.b).min(g.cout * kk * wide / (1 << 21)).max(1);
-            let rows = g.b.div_ceil(parts);
-            std::thread::scope(|scope| {
-                let mut chunks = out[..g.b * per].chunks_mut(rows * per).enumerate().peekable();
-                while let Some((t, chunk)) = chunks.next() {
-                    if chunks.peek().is_none() {
-                        run(t * rows, chunk);
-                    } else {
-                        scope.spawn(move || run(t * rows, chunk));
-                    }
-                }
-            });
-            return;
-        }
-        if g.b == 1 {
-            gemm(g.cout, kk, wide, k, cols, &mut out[..g.cout * wide]);
-            return;
-        }
-        gemm(g.cout, kk, wide, k, cols, prod);
-        for co in 0..g.cout {
-            for n in 0..g.b {
-                out[(n * g.cout + co) * plane..(n * g.cout + co + 1) * plane]
-                    .copy_from_slice(&prod[co * wide + n * plane..co * wide + (n + 1) * plane]);
-            }
+/// Runs `f` on every item, spread over the pool's threads ([`threads::run`]).
+fn on_threads<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync) {
+    let slots: Vec<std::sync::Mutex<Option<T>>> =
+        items.into_iter().map(|t| std::sync::Mutex::new(Some(t))).collect();
+    threads::run(slots.len(), &|part| {
+        let item =
+            slots.get(part).and_then(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+        if let Some(item) = item {
+            f(item);
         }
     });
 }
 
-/// `dW [Cout, Cin*KH*KW] = grad [Cout, B*OH*OW] @ cols [Cin*KH*KW, B*OH*OW]ᵀ`: one GEMM over the
-/// whole batch.
-pub fn conv_weight_grad(x: &[f32], gr: &[f32], g: &Geom, out: &mut [f32]) {
-    let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
-    let wide = g.b * plane;
-    with_scratch(kk * wide, g.cout * wide, |cols, gt| {
-        g.im2col(x, cols);
-        for n in 0..g.b {
-            for co in 0..g.cout {
-                gt[co * wide + n * plane..co * wide + (n + 1) * plane]
-                    .copy_from_slice(&gr[(n * g.cout + co) * plane..(n * g.cout + co + 1) * plane]);
-            }
-        }
-        gemm_t(g.cout, wide, kk, gt, false, cols, true, &mut out[..g.cout * kk]);
-    });
+/// How many images each thread of a convolution takes: the batch split over the threads when
+/// there is enough work (`macs` multiply-adds in all; below about 2 M a thread costs more than
+/// it saves).
+fn images_per_part(g: &Geom, macs: usize) -> usize {
+    let parts = threads::get().min(g.b).min(macs / (1 << 21)).max(1);
+    g.b.div_ceil(parts).max(1)
 }
 
-/// The transpose of `conv` (its gradient with respect to the input): `x [B, Cout, OH, OW]`,
-/// `k [Cout, Cin, KH, KW]` (the forward conv's weight), `out [B, Cin, H, W]`:
-/// `cols = kᵀ @ x[n]`, scattered back through the conv's taps (col2im).
-pub fn conv_transpose(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
-    let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
-    let wide = g.b * plane;
-    out[..g.b * g.cin * g.h * g.w].fill(0.0);
-    with_scratch(kk * wide, g.cout * wide, |cols, xt| {
-        // xt [Cout, B*OH*OW]; cols [Cin*KH*KW, B*OH*OW] = k [Cout, Cin*KH*KW]ᵀ @ xt: one GEMM.
-        for n in 0..g.b {
-            for co in 0..g.cout {
-                xt[co * wide + n * plane..co * wide + (n + 1) * plane]
-                    .copy_from_slice(&x[(n * g.cout + co) * plane..(n * g.cout + co + 1) * plane]);
-            }
-        }
-        gemm_t(kk, g.cout, wide, k, true, xt, false, cols);
-        let xs: Vec<Vec<Option<usize>>> = (0..g.kw)
-            .map(|tx| (0..g.ow).map(|ox| Geom::src(ox, tx, g.s.1, g.p.1, g.d.1, g.w)).collect())
+impl Geom {
+    /// This geometry for one image.
+    fn one(&self) -> Geom {
+        Geom { b: 1, ..*self }
+    }
+
+    /// Elements of one input image and of one output image.
+    fn image_lens(&self) -> (usize, usize) {
+        (self.cin * self.h * self.w, self.cout * self.oh * self.ow)
+    }
+
+    /// Adds one image's columns `cols [Cin*KH*KW, OH*OW]` back into the input positions they
+    /// were read from, `out [Cin, H, W]` (col2im; padding taps are dropped).
+    fn col2im(&self, cols: &[f32], out: &mut [f32]) {
+        let plane = self.oh * self.ow;
+        let xs: Vec<Vec<Option<usize>>> = (0..self.kw)
+            .map(|tx| {
+                (0..self.ow).map(|ox| Geom::src(ox, tx, self.s.1, self.p.1, self.d.1, self.w)).collect()
+            })
             .collect();
-        for n in 0..g.b {
-            for ci in 0..g.cin {
-                for ty in 0..g.kh {
-                    for (tx, cols_x) in xs.iter().enumerate() {
-                        let row = ((ci * g.kh + ty) * g.kw + tx) * wide + n * plane;
-                        for oy in 0..g.oh {
-                            let Some(iy) = Geom::src(oy, ty, g.s.0, g.p.0, g.d.0, g.h) else { continue };
-                            let dst = &mut out[((n * g.cin + ci) * g.h + iy) * g.w
-                                ..((n * g.cin + ci) * g.h + iy + 1) * g.w];
-                            let src = &cols[row + oy * g.ow..row + (oy + 1) * g.ow];
-                            for (v, ix) in src.iter().zip(cols_x) {
-                                if let Some(ix) = ix {
-                                    dst[*ix] += v;
-                                }
+        for ci in 0..self.cin {
+            for ty in 0..self.kh {
+                for (tx, cols_x) in xs.iter().enumerate() {
+                    let row = ((ci * self.kh + ty) * self.kw + tx) * plane;
+                    for oy in 0..self.oh {
+                        let Some(iy) = Geom::src(oy, ty, self.s.0, self.p.0, self.d.0, self.h) else {
+                            continue;
+                        };
+                        let dst = &mut out[(ci * self.h + iy) * self.w..(ci * self.h + iy + 1) * self.w];
+                        let src = &cols[row + oy * self.ow..row + (oy + 1) * self.ow];
+                        for (v, ix) in src.iter().zip(cols_x) {
+                            if let Some(ix) = ix {
+                                dst[*ix] += v;
                             }
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// A stride-1 convolution computed on "wide" rows: the output at every column of the padded
+/// input's width, so that tap `(ci, ty, tx)` reads the padded image shifted by one offset
+/// instead of an im2col copy of it; the extra `dw·(kw−1)` columns of each row are dropped.
+struct Wide {
+    /// Padding of the image (vertical, horizontal) and its padded size.
+    pad: (usize, usize),
+    hp: usize,
+    wp: usize,
+    /// Output columns computed per channel: `(oh − 1)·wp + ow`.
+    n: usize,
+    /// The offset in the padded image of each tap `(ci, ty, tx)`.
+    taps: Vec<usize>,
+}
+
+impl Wide {
+    /// Elements of one padded image (none when there is no padding).
+    fn padded_len(&self, cin: usize) -> usize {
+        if self.pad == (0, 0) { 0 } else { cin * self.hp * self.wp }
+    }
+
+    /// `x [Cin, H, W]` with its zero border, in `into` (or `x` itself without padding).
+    fn padded<'a>(&self, g: &Geom, x: &'a [f32], into: &'a mut [f32]) -> &'a [f32] {
+        if self.pad == (0, 0) {
+            return x;
+        }
+        into.fill(0.0);
+        for ci in 0..g.cin {
+            for y in 0..g.h {
+                let at = (ci * self.hp + y + self.pad.0) * self.wp + self.pad.1;
+                into[at..at + g.w].copy_from_slice(&x[(ci * g.h + y) * g.w..(ci * g.h + y + 1) * g.w]);
+            }
+        }
+        into
+    }
+}
+
+impl Geom {
+    /// The wide form of this convolution: stride 1 and output sizes that match the padded
+    /// input exactly (anything else goes through im2col).
+    fn wide(&self) -> Option<Wide> {
+        let unsigned = |v: i64| usize::try_from(v).ok();
+        let (ph, pw, dh, dw) =
+            (unsigned(self.p.0)?, unsigned(self.p.1)?, unsigned(self.d.0)?, unsigned(self.d.1)?);
+        let hp = self.h.checked_add(ph.checked_mul(2)?)?;
+        let wp = self.w.checked_add(pw.checked_mul(2)?)?;
+        let reach_h = dh.checked_mul(self.kh.checked_sub(1)?)?;
+        let reach_w = dw.checked_mul(self.kw.checked_sub(1)?)?;
+        let fits = self.s == (1, 1)
+            && self.oh >= 1
+            && self.ow >= 1
+            && self.oh.checked_add(reach_h)? == hp
+            && self.ow.checked_add(reach_w)? == wp;
+        if !fits {
+            return None;
+        }
+        let image = hp.checked_mul(wp)?;
+        let mut taps = Vec::with_capacity(self.cin * self.kh * self.kw);
+        for ci in 0..self.cin {
+            for ty in 0..self.kh {
+                for tx in 0..self.kw {
+                    taps.push(ci * image + ty * dh * wp + tx * dw);
+                }
+            }
+        }
+        Some(Wide { pad: (ph, pw), hp, wp, n: (self.oh - 1) * wp + self.ow, taps })
+    }
+
+    /// The gradient of this convolution with respect to its input as a stride-1 convolution
+    /// of the output gradient (padded by each kernel's reach less the padding) with the kernel
+    /// flipped and its channel axes swapped: that geometry and its wide form.
+    fn transposed_wide(&self) -> Option<(Geom, Wide)> {
+        let reach = |d: i64, k: usize| d.checked_mul(i64::try_from(k).ok()? - 1);
+        let p = (reach(self.d.0, self.kh)? - self.p.0, reach(self.d.1, self.kw)? - self.p.1);
+        if self.s != (1, 1) || p.0 < 0 || p.1 < 0 {
+            return None;
+        }
+        let t = Geom {
+            cin: self.cout,
+            cout: self.cin,
+            h: self.oh,
+            w: self.ow,
+            oh: self.h,
+            ow: self.w,
+            p,
+            ..*self
+        };
+        Some((t, t.wide()?))
+    }
+
+    /// `k [Cout, Cin, KH, KW]` as the kernel of [`Geom::transposed_wide`]: `[Cin, Cout, KH, KW]`,
+    /// each window flipped.
+    fn flipped(&self, k: &[f32]) -> Vec<f32> {
+        let area = self.kh * self.kw;
+        let mut out = vec![0.0; self.cin * self.cout * area];
+        for co in 0..self.cout {
+            for ci in 0..self.cin {
+                for t in 0..area {
+                    out[(ci * self.cout + co) * area + t] = k[(co * self.cin + ci) * area + area - 1 - t];
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `out [B, Cout, OH*OW]`, image by image (the images split over the threads): a product of the
+/// weight `[Cout, Cin*KH*KW]` with the image's taps, read in place (stride 1, [`Wide`]) or from
+/// its im2col columns `[Cin*KH*KW, OH*OW]`, both small enough to stay in cache.
+pub fn conv(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
+    match g.wide() {
+        Some(wide) => conv_wide(x, k, g, &wide, out),
+        None => conv_im2col(x, k, g, out),
+    }
+}
+
+fn conv_wide(x: &[f32], k: &[f32], g: &Geom, wide: &Wide, out: &mut [f32]) {
+    let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
+    let (x_len, y_len) = g.image_lens();
+    let pad_len = wide.padded_len(g.cin);
+    let per_part = pad_len + g.cout * wide.n;
+    let rows = images_per_part(g, g.b * g.cout * kk * plane);
+    let weight_rows = gemm::row_starts(g.cout, kk);
+    let weight = Rows { data: k, starts: &weight_rows, step: 1 };
+    with_scratch(g.b.div_ceil(rows) * per_part, 0, |scratch, _| {
+        let parts = out[..g.b * y_len].chunks_mut(rows * y_len).zip(scratch.chunks_mut(per_part));
+        on_threads(parts.enumerate().collect(), |(t, (outs, scratch))| {
+            let (pad, wide_out) = scratch.split_at_mut(pad_len);
+            for (i, y) in outs.chunks_mut(y_len).enumerate() {
+                let n = t * rows + i;
+                let src = wide.padded(g, &x[n * x_len..(n + 1) * x_len], pad);
+                gemm::direct(g.cout, kk, wide.n, weight, src, &wide.taps, wide_out, wide.n, false);
+                for co in 0..g.cout {
+                    for oy in 0..g.oh {
+                        let from = co * wide.n + oy * wide.wp;
+                        y[co * plane + oy * g.ow..co * plane + (oy + 1) * g.ow]
+                            .copy_from_slice(&wide_out[from..from + g.ow]);
+                    }
+                }
+            }
+        });
+    });
+}
+
+fn conv_im2col(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
+    let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
+    let ((x_len, y_len), one) = (g.image_lens(), g.one());
+    let rows = images_per_part(g, g.b * g.cout * kk * plane);
+    let (starts, weight_rows) = (gemm::row_starts(kk, plane), gemm::row_starts(g.cout, kk));
+    let weight = Rows { data: k, starts: &weight_rows, step: 1 };
+    with_scratch(g.b.div_ceil(rows) * kk * plane, 0, |cols, _| {
+        let parts = out[..g.b * y_len].chunks_mut(rows * y_len).zip(cols.chunks_mut(kk * plane));
+        on_threads(parts.enumerate().collect(), |(t, (outs, cols))| {
+            for (i, y) in outs.chunks_mut(y_len).enumerate() {
+                let n = t * rows + i;
+                one.im2col(&x[n * x_len..(n + 1) * x_len], cols);
+                gemm::direct(g.cout, kk, plane, weight, cols, &starts, y, plane, false);
+            }
+        });
+    });
+}
+
+/// `dW [Cout, Cin*KH*KW] = Σ_n grad_n [Cout, OH*OW] · taps_n`, summed image by image; each
+/// thread sums its images into a partial of its own, and the partials are added at the end.
+/// With stride 1 ([`Wide`]) the taps are the shifted padded image and the gradient is laid out
+/// wide (zeros in the extra columns); otherwise the taps are the im2col columns.
+pub fn conv_weight_grad(x: &[f32], gr: &[f32], g: &Geom, out: &mut [f32]) {
+    let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
+    let ((x_len, y_len), one) = (g.image_lens(), g.one());
+    let wide = g.wide();
+    // Many output channels: the partial is `dWᵀ [Cin*KH*KW, Cout]`, a product whose rows are the
+    // taps (a full 16-lane tile across the channels); few: dot products along the positions.
+    let transposed = wide.is_some() && g.cout > 8;
+    // Per thread: the padded image and the wide gradient, or the im2col columns.
+    let (first, second) = match &wide {
+        Some(w) => (w.padded_len(g.cin), w.n * g.cout),
+        None => (kk * plane, 0),
+    };
+    let starts = match &wide {
+        Some(w) if transposed => gemm::row_starts(w.n, g.cout),
+        Some(_) => Vec::new(),
+        None => gemm::row_starts(kk, plane),
+    };
+    let rows = images_per_part(g, g.b * g.cout * kk * plane);
+    let parts = g.b.div_ceil(rows);
+    let dw = g.cout * kk;
+    with_scratch(parts * (first + second), parts * dw, |scratch, partials| {
+        let work = scratch.chunks_mut(first + second).zip(partials.chunks_mut(dw));
+        on_threads(work.enumerate().collect(), |(t, (scratch, acc))| {
+            let (first, second) = scratch.split_at_mut(first);
+            second.fill(0.0);
+            for n in t * rows..((t + 1) * rows).min(g.b) {
+                let (x_n, grad) = (&x[n * x_len..(n + 1) * x_len], &gr[n * y_len..(n + 1) * y_len]);
+                let add = n > t * rows;
+                let Some(w) = &wide else {
+                    one.im2col(x_n, first);
+                    gemm::dot(g.cout, plane, kk, grad, plane, first, &starts, acc, kk, add);
+                    continue;
+                };
+                let src = w.padded(g, x_n, first);
+                for co in 0..g.cout {
+                    for oy in 0..g.oh {
+                        let row = &grad[co * plane + oy * g.ow..co * plane + (oy + 1) * g.ow];
+                        if transposed {
+                            for (ox, v) in row.iter().enumerate() {
+                                second[(oy * w.wp + ox) * g.cout + co] = *v;
+                            }
+                        } else {
+                            second[co * w.n + oy * w.wp..co * w.n + oy * w.wp + g.ow].copy_from_slice(row);
+                        }
+                    }
+                }
+                if transposed {
+                    let taps = Rows { data: src, starts: &w.taps, step: 1 };
+                    gemm::direct(kk, w.n, g.cout, taps, second, &starts, acc, g.cout, add);
+                } else {
+                    gemm::dot(g.cout, w.n, kk, second, w.n, src, &w.taps, acc, kk, add);
+                }
+            }
+        });
+        let out = &mut out[..dw];
+        out.fill(0.0);
+        for partial in partials.chunks(dw) {
+            for (r, o) in out.iter_mut().enumerate() {
+                // A transposed partial holds element (co, tap) at tap * Cout + co.
+                let at = if transposed { (r % kk) * g.cout + r / kk } else { r };
+                *o += partial[at];
+            }
+        }
+    });
+}
+
+/// The transpose of `conv` (its gradient with respect to the input): `x [B, Cout, OH, OW]`,
+/// `k [Cout, Cin, KH, KW]` (the forward conv's weight), `out [B, Cin, H, W]`. With stride 1 it
+/// is itself a convolution ([`Geom::transposed_wide`]); otherwise, per image, `cols = kᵀ @ x[n]`
+/// scattered back through the conv's taps (col2im).
+pub fn conv_transpose(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
+    if let Some((t, wide)) = g.transposed_wide() {
+        conv_wide(x, &g.flipped(k), &t, &wide, out);
+        return;
+    }
+    let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
+    let ((in_len, y_len), one) = (g.image_lens(), g.one());
+    let rows = images_per_part(g, g.b * g.cout * kk * plane);
+    let (starts, weight_rows) = (gemm::row_starts(g.cout, plane), gemm::row_starts(kk, 1));
+    // kᵀ: row `r` of the transposed weight starts at element r, its elements kk apart.
+    let weight = Rows { data: k, starts: &weight_rows, step: kk };
+    with_scratch(g.b.div_ceil(rows) * kk * plane, 0, |cols, _| {
+        let parts = out[..g.b * in_len].chunks_mut(rows * in_len).zip(cols.chunks_mut(kk * plane));
+        on_threads(parts.enumerate().collect(), |(t, (outs, cols))| {
+            for (i, dst) in outs.chunks_mut(in_len).enumerate() {
+                let n = t * rows + i;
+                let grad = &x[n * y_len..(n + 1) * y_len];
+                gemm::direct(kk, g.cout, plane, weight, grad, &starts, cols, plane, false);
+                dst.fill(0.0);
+                one.col2im(cols, dst);
+            }
+        });
     });
 }
 
@@ -384,58 +602,66 @@ pub fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
 /// `c = op(a) @ op(b)`: `a` is stored `[m, k]` (or `[k, m]` when `ta`), `b` `[k, n]` (or `[n, k]`
 /// when `tb`); the transposes are strides, not copies.
 ///
-/// Large products are split by rows of `c` over the threads [`threads::get`] allows.
+/// Products of a few hundred thousand multiply-adds or more are split by rows (or columns) of
+/// `c` over the threads [`threads::get`] allows.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32]) {
-    // Direct loops where packing costs more than it saves: a few rows (a forward pass on a
-    // small batch, a convolution's few output channels) or a thin inner dimension (a weight
-    // gradient on a small batch).
-    let direct = m <= 4 || k <= 4 || (m <= 16 && !tb);
-    let run = |mt: usize, at: &[f32], chunk: &mut [f32]| {
-        if direct {
-            small_gemm(mt, k, n, at, ta, m, b, n, tb, chunk);
-        } else {
-            packed_gemm_strided(mt, k, n, at, ta, m, b, tb, chunk);
-        }
-    };
-    // Below about 4 MFLOP a thread costs more than it saves.
-    let min_rows = if direct { 1 } else { 8 };
-    let parts = threads::get().min(m / min_rows).min(m * k * n / (1 << 21)).max(1);
-    if parts == 1 {
-        run(m, a, c);
-        return;
-    }
-    if !direct && n > m {
+    let packed = packs(m, k, tb);
+    // Below about 256 K multiply-adds (a few µs) a second thread costs more than it saves.
+    let min_rows = if packed { 8 } else { 6 };
+    let parts = threads::get().min(m / min_rows).min(m * k * n / (1 << 18)).max(1);
+    if packed && parts > 1 && n > m {
         // Wider than tall: split the columns of `c`, so each thread packs all of `a` (the
         // smaller operand) but only its part of `b`.
         columns_split(m, k, n, a, ta, b, tb, c, parts);
         return;
     }
+    // `dot` reads rows of `a` along k: a transposed `a` is copied once into that layout.
+    let copy = tb && ta && !packed;
+    let a_rows: std::borrow::Cow<'_, [f32]> =
+        if copy { (0..m * k).map(|q| a[(q % k) * m + q / k]).collect::<Vec<f32>>().into() } else { a.into() };
+    let (a, ta) = (&*a_rows, ta && !copy);
+    let starts = if ta { gemm::row_starts(m, 1) } else { gemm::row_starts(m, k) };
+    let b_starts = if tb { gemm::row_starts(n, k) } else { gemm::row_starts(k, n) };
     let rows = m.div_ceil(parts);
-    let chunks = m.div_ceil(rows);
-    std::thread::scope(|scope| {
-        for (t, chunk) in c[..m * n].chunks_mut(rows * n).enumerate() {
-            let r0 = t * rows;
-            let mt = chunk.len() / n;
+    let chunks: Vec<(usize, &mut [f32])> =
+        c[..m * n].chunks_mut(rows * n).enumerate().map(|(t, chunk)| (t * rows, chunk)).collect();
+    on_threads(chunks, |(r0, chunk)| {
+        let mt = chunk.len() / n;
+        match (packed, tb) {
             // Rows r0.. of op(a): a row offset when `a` is stored [m, k], a column offset when
             // stored [k, m] (the stride `m` still walks it).
-            let at = if ta { &a[r0..] } else { &a[r0 * k..] };
-            if t + 1 == chunks {
-                run(mt, at, chunk);
-            } else {
-                scope.spawn(move || run(mt, at, chunk));
+            (true, _) => {
+                packed_gemm_strided(mt, k, n, if ta { &a[r0..] } else { &a[r0 * k..] }, ta, m, b, tb, chunk)
             }
+            (false, false) => {
+                let rows_a = Rows { data: a, starts: &starts[r0..r0 + mt], step: if ta { m } else { 1 } };
+                gemm::direct(mt, k, n, rows_a, b, &b_starts, chunk, n, false);
+            }
+            (false, true) => gemm::dot(mt, k, n, &a[r0 * k..], k, b, &b_starts, chunk, n, false),
         }
     });
+}
+
+/// Whether a product goes through `matrixmultiply`'s packed kernel rather than the direct
+/// tiles of [`gemm`]. Measured on the benchmark's shapes: packing pays from about 16 rows up
+/// (and splits over the threads), the direct tiles win below that (a forward pass on a few
+/// rows: 9 µs against 143 for one row of a 784 → 256 layer) and for a thin inner dimension;
+/// dot products (`b` transposed) keep up to 16 rows unless the rows are short.
+fn packs(m: usize, k: usize, tb: bool) -> bool {
+    if tb { m > 16 || k < 16 } else { m > 8 && k > 4 }
 }
 
 /// Raw operand pointers handed to the threads of [`columns_split`].
 #[derive(Clone, Copy)]
 struct Ptrs(*const f32, *const f32, *mut f32);
 // SAFETY: the threads only read through the first two and write disjoint columns through the
-// third, within one scope that outlives none of the borrows they come from.
+// third, within one `threads::run` that outlives none of the borrows they come from.
 #[allow(unsafe_code)]
 unsafe impl Send for Ptrs {}
+// SAFETY: as above; the closure that holds them is shared by the threads.
+#[allow(unsafe_code)]
+unsafe impl Sync for Ptrs {}
 
 /// `c = op(a) @ op(b)` with the columns of `c` split over `parts` threads.
 #[allow(unsafe_code, clippy::too_many_arguments)]
@@ -481,16 +707,7 @@ fn columns_split(
             );
         }
     };
-    std::thread::scope(|scope| {
-        let starts: Vec<usize> = (0..n).step_by(cols).collect();
-        for (t, &j0) in starts.iter().enumerate() {
-            if t + 1 == starts.len() {
-                run(j0);
-            } else {
-                scope.spawn(move || run(j0));
-            }
-        }
-    });
+    on_threads((0..n).step_by(cols).collect(), run);
 }
 
 /// `c [m, n] = op(a) @ op(b)` by `matrixmultiply` (single-threaded); a transposed `a` is stored
@@ -533,13 +750,6 @@ fn packed_gemm_strided(
     }
 }
 
-avx2_dispatch!(
-    /// `c [m, n] = op(a) @ op(b)` by direct loops: axpy over contiguous rows of `b` in blocks of
-    /// columns that stay in cache (or dot products with eight partial sums when `b` is
-    /// transposed), both of which the compiler vectorises. A transposed `a` has row stride `lda_t`;
-    /// an untransposed `b` row stride `ldb` (its column count, or more for a block of columns).
-    fn small_gemm / small_gemm_avx2 / small_gemm_any (m: usize, k: usize, n: usize, a: &[f32], ta: bool, lda_t: usize, b: &[f32], ldb: usize, tb: bool, c: &mut [f32]));
-
 /// Whether this CPU has AVX2 and FMA (the kernels' own loops are compiled for the baseline
 /// x86-64 and also, behind this check, for AVX2).
 #[cfg(target_arch = "x86_64")]
@@ -548,63 +758,6 @@ pub fn avx2_fma() -> bool {
     *HAS.get_or_init(|| {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
     })
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn small_gemm_any(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    ta: bool,
-    lda_t: usize,
-    b: &[f32],
-    ldb: usize,
-    tb: bool,
-    c: &mut [f32],
-) {
-    let at = |i: usize, p: usize| if ta { a[p * lda_t + i] } else { a[i * k + p] };
-    if tb {
-        for i in 0..m {
-            let row = &mut c[i * n..(i + 1) * n];
-            // b stored [n, k]: c[i, j] = a_i . b_j
-            let ai: Vec<f32> = (0..k).map(|p| at(i, p)).collect();
-            for (j, out) in row.iter_mut().enumerate() {
-                let bj = &b[j * k..(j + 1) * k];
-                let mut lanes = [0.0f32; 8];
-                let chunks = k / 8;
-                for q in 0..chunks {
-                    let (x, y) = (&ai[q * 8..q * 8 + 8], &bj[q * 8..q * 8 + 8]);
-                    for l in 0..8 {
-                        lanes[l] += x[l] * y[l];
-                    }
-                }
-                let mut sum: f32 = lanes.iter().sum();
-                for p in chunks * 8..k {
-                    sum += ai[p] * bj[p];
-                }
-                *out = sum;
-            }
-        }
-        return;
-    }
-    const BLOCK: usize = 512;
-    let mut j0 = 0;
-    while j0 < n {
-        let j1 = (j0 + BLOCK).min(n);
-        for i in 0..m {
-            let row = &mut c[i * n + j0..i * n + j1];
-            row.fill(0.0);
-            for p in 0..k {
-                let x = at(i, p);
-                for (out, bv) in row.iter_mut().zip(&b[p * ldb + j0..p * ldb + j1]) {
-                    *out += x * bv;
-                }
-            }
-        }
-        j0 = j1;
-    }
 }
 
 /// `out = a` with its axes permuted (`out` axis `i` is `a`'s axis `perm[i]`).
@@ -827,6 +980,84 @@ mod tests {
         }
     }
 
+    /// The three convolution kernels, wide and im2col paths alike, against plain loops over
+    /// every geometry kind: padding, asymmetric strides, dilation, rectangular images, 1-D,
+    /// one and several threads (the last case is big enough to split its batch).
+    #[test]
+    #[allow(clippy::type_complexity)]
+    fn convolutions_match_plain_loops() {
+        #[rustfmt::skip]
+        let cases: [(usize, usize, usize, usize, usize, usize, usize, (i64, i64), (i64, i64), (i64, i64)); 9] = [
+            // b, cin, cout, h, w, kh, kw, stride, pad, dilation
+            (2, 1, 6, 8, 8, 5, 5, (1, 1), (2, 2), (1, 1)),
+            (3, 6, 16, 7, 9, 3, 3, (1, 1), (0, 0), (1, 1)),
+            (2, 3, 4, 8, 8, 3, 3, (2, 2), (1, 1), (1, 1)),
+            (2, 3, 4, 8, 8, 3, 3, (1, 1), (0, 0), (2, 2)),
+            (2, 3, 4, 8, 8, 3, 3, (1, 3), (1, 1), (1, 1)),
+            (2, 2, 9, 6, 5, 2, 3, (1, 1), (1, 2), (2, 1)),
+            (2, 3, 5, 1, 20, 1, 4, (2, 2), (0, 1), (1, 1)),
+            (1, 4, 3, 5, 5, 5, 5, (1, 1), (4, 4), (1, 1)),
+            (12, 8, 16, 20, 20, 3, 3, (1, 1), (1, 1), (1, 1)),
+        ];
+        for (b, cin, cout, h, w, kh, kw, s, p, d) in cases {
+            let out_size = |n: usize, k: usize, s: i64, p: i64, d: i64| {
+                ((n as i64 + 2 * p - d * (k as i64 - 1) - 1) / s + 1) as usize
+            };
+            let (oh, ow) = (out_size(h, kh, s.0, p.0, d.0), out_size(w, kw, s.1, p.1, d.1));
+            let g = Geom { b, cin, cout, h, w, kh, kw, oh, ow, s, p, d };
+            let wave =
+                |n: usize, f: f32| (0..n).map(|i| ((i * 29 % 53) as f32 - 26.0) * f).collect::<Vec<f32>>();
+            let (x, k, gr) = (
+                wave(b * cin * h * w, 0.05),
+                wave(cout * cin * kh * kw, 0.03),
+                wave(b * cout * oh * ow, 0.02),
+            );
+            // Every (input index, kernel index, output index) that one multiply-add joins.
+            let mut triples = Vec::new();
+            for n in 0..b {
+                for co in 0..cout {
+                    for ci in 0..cin {
+                        for (oy, ox, ty, tx) in (0..oh * ow * kh * kw)
+                            .map(|i| (i / (ow * kh * kw), i / (kh * kw) % ow, i / kw % kh, i % kw))
+                        {
+                            let (Some(iy), Some(ix)) =
+                                (Geom::src(oy, ty, s.0, p.0, d.0, h), Geom::src(ox, tx, s.1, p.1, d.1, w))
+                            else {
+                                continue;
+                            };
+                            triples.push((
+                                ((n * cin + ci) * h + iy) * w + ix,
+                                ((co * cin + ci) * kh + ty) * kw + tx,
+                                ((n * cout + co) * oh + oy) * ow + ox,
+                            ));
+                        }
+                    }
+                }
+            }
+            let (mut y, mut dw, mut dx) =
+                (vec![0.0f64; gr.len()], vec![0.0f64; k.len()], vec![0.0f64; x.len()]);
+            for &(xi, ki, yi) in &triples {
+                y[yi] += f64::from(x[xi]) * f64::from(k[ki]);
+                dw[ki] += f64::from(gr[yi]) * f64::from(x[xi]);
+                dx[xi] += f64::from(gr[yi]) * f64::from(k[ki]);
+            }
+            for threads in [1, 2] {
+                crate::threads::set(threads);
+                let what = format!("{g:?} threads {threads}");
+                let mut got = vec![f32::NAN; y.len()];
+                conv(&x, &k, &g, &mut got);
+                close(&got, &y, &format!("conv {what}"));
+                let mut got = vec![f32::NAN; dw.len()];
+                conv_weight_grad(&x, &gr, &g, &mut got);
+                close(&got, &dw, &format!("weight grad {what}"));
+                let mut got = vec![f32::NAN; dx.len()];
+                conv_transpose(&gr, &k, &g, &mut got);
+                close(&got, &dx, &format!("transpose {what}"));
+            }
+            crate::threads::set(0);
+        }
+    }
+
     /// Every GEMM path — direct, packed, split by rows, split by columns — with and without
     /// transposes, on shapes with ragged edges.
     #[test]
@@ -852,9 +1083,6 @@ mod tests {
                 let mut c = vec![0.0f32; m * n];
                 columns_split(m, k, n, &a, ta, &b, tb, &mut c, 3);
                 close(&c, &want, &format!("columns {what}"));
-                let mut c = vec![0.0f32; m * n];
-                small_gemm(m, k, n, &a, ta, m, &b, n, tb, &mut c);
-                close(&c, &want, &format!("direct {what}"));
                 let mut c = vec![0.0f32; m * n];
                 packed_gemm_strided(m, k, n, &a, ta, m, &b, tb, &mut c);
                 close(&c, &want, &format!("packed {what}"));

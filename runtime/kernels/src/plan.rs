@@ -569,7 +569,7 @@ impl<'p> Plan<'p> {
                     product(&[cout, cin, kh, kw])?,
                     product(&[b, cout, oh, ow])?,
                 );
-                // The im2col columns of the whole batch are materialised too.
+                // One image's im2col columns per thread are materialised too.
                 product(&[cin, kh, kw, b, oh, ow])?;
                 match opcode {
                     op::CONV => ops::conv(operand(x, xs)?, operand(w, ks)?, &g, output(ys)?),

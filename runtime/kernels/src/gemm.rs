@@ -1,0 +1,491 @@
+//! Unpacked, register-blocked matrix products for the shapes where packing costs more than it
+//! saves: a convolution's few output channels per image, a forward pass on a few rows, a
+//! weight gradient summed image by image. On AVX2 + FMA a tile of up to 6 rows × 16 columns of
+//! the product lives in twelve registers for the whole inner dimension (one broadcast and two
+//! loads feed twelve fused multiply-adds); elsewhere plain loops compute the same sums.
+
+// Indexing with `[]` below stays within the lengths each entry point asserts.
+#![allow(clippy::indexing_slicing)]
+
+/// The left operand of [`direct`]: element `(i, p)` is `data[starts[i] + p * step]` (rows at a
+/// stride, a transposed matrix, or shifted views of one image).
+#[derive(Clone, Copy, Debug)]
+pub struct Rows<'a> {
+    pub data: &'a [f32],
+    pub starts: &'a [usize],
+    pub step: usize,
+}
+
+impl Rows<'_> {
+    /// Whether `m` rows of `k` elements lie inside `data`.
+    fn holds(&self, m: usize, k: usize) -> bool {
+        let last = match k.checked_sub(1) {
+            None => return self.starts.len() >= m,
+            Some(l) => l.checked_mul(self.step),
+        };
+        self.starts.len() >= m
+            && self.starts[..m]
+                .iter()
+                .all(|s| last.and_then(|l| s.checked_add(l)).is_some_and(|e| e < self.data.len()))
+    }
+}
+
+/// The starts of `count` rows `ld` apart.
+pub fn row_starts(count: usize, ld: usize) -> Vec<usize> {
+    (0..count).map(|r| r * ld).collect()
+}
+
+/// `c [m, n] (row stride ldc) = a [m, k] @ b [k, n]` (or `+=` when `add`); row `p` of `b` is the
+/// `n` elements from `b[b_rows[p]]` (rows at a stride, or shifted views of one image). Panics if
+/// an operand is shorter than its shape needs.
+#[allow(clippy::too_many_arguments)]
+pub fn direct(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Rows<'_>,
+    b: &[f32],
+    b_rows: &[usize],
+    c: &mut [f32],
+    ldc: usize,
+    add: bool,
+) {
+    let b_ok = b_rows.len() >= k
+        && (n == 0 || b_rows[..k].iter().all(|r| r.checked_add(n).is_some_and(|e| e <= b.len())));
+    let c_ok = m == 0 || n == 0 || (m - 1) * ldc + n <= c.len();
+    assert!(a.holds(m, k) && b_ok && c_ok && n <= ldc, "gemm operands");
+    if m == 0 || n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::ops::avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA; the bounds were asserted above.
+        #[allow(unsafe_code)]
+        unsafe {
+            avx2::direct(m, k, n, a, b, b_rows, c, ldc, add);
+        }
+        return;
+    }
+    for i in 0..m {
+        let row = &mut c[i * ldc..i * ldc + n];
+        if !add {
+            row.fill(0.0);
+        }
+        for p in 0..k {
+            let x = a.data[a.starts[i] + p * a.step];
+            for (out, y) in row.iter_mut().zip(&b[b_rows[p]..b_rows[p] + n]) {
+                *out += x * y;
+            }
+        }
+    }
+}
+
+/// `c [m, n] (row stride ldc) = a [m, k] @ b [n, k]ᵀ` (or `+=` when `add`): dot products of
+/// rows of `a` (row stride `lda`) with rows of `b` (row `j` the `k` elements from
+/// `b[b_rows[j]]`), both contiguous along `k`.
+#[allow(clippy::too_many_arguments)]
+pub fn dot(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    b_rows: &[usize],
+    c: &mut [f32],
+    ldc: usize,
+    add: bool,
+) {
+    let a_ok = m == 0 || k == 0 || (m - 1) * lda + k <= a.len();
+    let b_ok =
+        b_rows.len() >= n && b_rows[..n].iter().all(|r| r.checked_add(k).is_some_and(|e| e <= b.len()));
+    let c_ok = m == 0 || n == 0 || (m - 1) * ldc + n <= c.len();
+    assert!(a_ok && b_ok && c_ok && n <= ldc, "gemm operands");
+    if m == 0 || n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::ops::avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA; the bounds were asserted above.
+        #[allow(unsafe_code)]
+        unsafe {
+            avx2::dot(m, k, n, a, lda, b, b_rows, c, ldc, add);
+        }
+        return;
+    }
+    for i in 0..m {
+        for j in 0..n {
+            let (x, y) = (&a[i * lda..i * lda + k], &b[b_rows[j]..b_rows[j] + k]);
+            let s: f32 = x.iter().zip(y).map(|(x, y)| x * y).sum();
+            let out = &mut c[i * ldc + j];
+            *out = if add { *out + s } else { s };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code, clippy::too_many_arguments)]
+mod avx2 {
+    use super::Rows;
+    use std::arch::x86_64::*;
+
+    /// The lanes `0..rem` of a vector (rem in 1..=8).
+    #[target_feature(enable = "avx2,fma")]
+    fn tail_mask(rem: usize) -> __m256i {
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(rem as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+
+    /// # Safety
+    /// AVX2 + FMA, and the operands hold their shapes (asserted by [`super::direct`]).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn direct(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: Rows<'_>,
+        b: &[f32],
+        b_rows: &[usize],
+        c: &mut [f32],
+        ldc: usize,
+        add: bool,
+    ) {
+        let (ap, bp, cp) = (a.data.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        // Column strips outside, row blocks inside: a strip of `b` (k × 16) stays in cache
+        // while every row block of `a` passes over it.
+        let mut j = 0;
+        while j < n {
+            let cols = (n - j).min(16);
+            let mut i = 0;
+            while i < m {
+                let rows = (m - i).min(6);
+                // SAFETY: rows i..i+rows and columns j..j+cols lie inside the asserted shapes.
+                unsafe {
+                    let mut rows_a = [ap; 6];
+                    for (r, at) in rows_a.iter_mut().enumerate().take(rows) {
+                        *at = ap.add(a.starts[i + r]);
+                    }
+                    let t = Tile {
+                        k,
+                        a: rows_a,
+                        step: a.step,
+                        b: bp.add(j),
+                        b_rows: b_rows.as_ptr(),
+                        c: cp.add(i * ldc + j),
+                        ldc,
+                        cols,
+                        add,
+                    };
+                    match (rows, cols > 8, cols.is_multiple_of(8)) {
+                        (6, true, true) => t.run::<6, 2, false>(),
+                        (6, true, false) => t.run::<6, 2, true>(),
+                        (6, false, true) => t.run::<6, 1, false>(),
+                        (6, false, false) => t.run::<6, 1, true>(),
+                        (5, true, _) => t.run::<5, 2, true>(),
+                        (5, false, _) => t.run::<5, 1, true>(),
+                        (4, true, _) => t.run::<4, 2, true>(),
+                        (4, false, _) => t.run::<4, 1, true>(),
+                        (3, true, _) => t.run::<3, 2, true>(),
+                        (3, false, _) => t.run::<3, 1, true>(),
+                        (2, true, _) => t.run::<2, 2, true>(),
+                        (2, false, _) => t.run::<2, 1, true>(),
+                        (_, true, _) => t.run::<1, 2, true>(),
+                        (_, false, _) => t.run::<1, 1, true>(),
+                    }
+                }
+                i += rows;
+            }
+            j += cols;
+        }
+    }
+
+    /// One tile of [`direct`]: `R` rows by `V` vectors of eight columns, the last `cols - 8(V-1)`
+    /// wide (masked when `MASKED`).
+    struct Tile {
+        k: usize,
+        /// The first `R` are this tile's rows of `a`, `step` apart along `k`.
+        a: [*const f32; 6],
+        step: usize,
+        b: *const f32,
+        b_rows: *const usize,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    }
+
+    impl Tile {
+        /// # Safety
+        /// AVX2 + FMA; `a` holds R × k, `b` k × cols, `c` R × cols at their strides.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn run<const R: usize, const V: usize, const MASKED: bool>(&self) {
+            let last = tail_mask(self.cols - 8 * (V - 1));
+            let mut acc = [[_mm256_setzero_ps(); V]; R];
+            // SAFETY (every access below): inside the shapes the caller guarantees; the last
+            // vector's lanes past `cols` are masked off.
+            unsafe {
+                for p in 0..self.k {
+                    let row = self.b.add(*self.b_rows.add(p));
+                    let mut y = [_mm256_setzero_ps(); V];
+                    for (v, y) in y.iter_mut().enumerate() {
+                        *y = if MASKED && v + 1 == V {
+                            _mm256_maskload_ps(row.add(8 * v), last)
+                        } else {
+                            _mm256_loadu_ps(row.add(8 * v))
+                        };
+                    }
+                    let along = p * self.step;
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let x = _mm256_set1_ps(*self.a[r].add(along));
+                        for v in 0..V {
+                            acc[v] = _mm256_fmadd_ps(x, y[v], acc[v]);
+                        }
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    let out = self.c.add(r * self.ldc);
+                    for (v, acc) in acc.iter().enumerate() {
+                        let at = out.add(8 * v);
+                        if MASKED && v + 1 == V {
+                            let sum = if self.add {
+                                _mm256_add_ps(*acc, _mm256_maskload_ps(at, last))
+                            } else {
+                                *acc
+                            };
+                            _mm256_maskstore_ps(at, last, sum);
+                        } else {
+                            let sum = if self.add { _mm256_add_ps(*acc, _mm256_loadu_ps(at)) } else { *acc };
+                            _mm256_storeu_ps(at, sum);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Eight floats from `at`, only the lanes of `tail` when `MASKED`.
+    ///
+    /// # Safety
+    /// AVX2; the lanes read are valid.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn load<const MASKED: bool>(at: *const f32, tail: __m256i) -> __m256 {
+        // SAFETY: forwarded from the caller.
+        unsafe { if MASKED { _mm256_maskload_ps(at, tail) } else { _mm256_loadu_ps(at) } }
+    }
+
+    /// The sum of a vector's eight lanes.
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(v: __m256) -> f32 {
+        let q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let d = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        _mm_cvtss_f32(_mm_add_ss(d, _mm_shuffle_ps(d, d, 1)))
+    }
+
+    /// # Safety
+    /// AVX2 + FMA, and the operands hold their shapes (asserted by [`super::dot`]).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        b_rows: &[usize],
+        c: &mut [f32],
+        ldc: usize,
+        add: bool,
+    ) {
+        let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        let mut i = 0;
+        while i < m {
+            let rows = (m - i).min(3);
+            let mut j = 0;
+            while j < n {
+                let cols = (n - j).min(4);
+                // SAFETY: rows i..i+rows of a, j..j+cols of b and that block of c are inside
+                // the asserted shapes.
+                unsafe {
+                    let mut rows_b = [bp; 4];
+                    for (q, r) in rows_b.iter_mut().enumerate().take(cols) {
+                        *r = bp.add(b_rows[j + q]);
+                    }
+                    let t =
+                        DotTile { k, a: ap.add(i * lda), lda, b: rows_b, c: cp.add(i * ldc + j), ldc, add };
+                    match (rows, cols) {
+                        (3, 4) => t.run::<3, 4>(),
+                        (3, 3) => t.run::<3, 3>(),
+                        (3, 2) => t.run::<3, 2>(),
+                        (3, _) => t.run::<3, 1>(),
+                        (2, 4) => t.run::<2, 4>(),
+                        (2, 3) => t.run::<2, 3>(),
+                        (2, 2) => t.run::<2, 2>(),
+                        (2, _) => t.run::<2, 1>(),
+                        (_, 4) => t.run::<1, 4>(),
+                        (_, 3) => t.run::<1, 3>(),
+                        (_, 2) => t.run::<1, 2>(),
+                        (_, _) => t.run::<1, 1>(),
+                    }
+                }
+                j += cols;
+            }
+            i += rows;
+        }
+    }
+
+    /// One tile of [`dot`]: `R` rows of `a` against `C` rows of `b`.
+    struct DotTile {
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        /// The first `C` are this tile's rows of `b`.
+        b: [*const f32; 4],
+        c: *mut f32,
+        ldc: usize,
+        add: bool,
+    }
+
+    impl DotTile {
+        /// # Safety
+        /// AVX2 + FMA; `a` holds R rows and `b` C rows of `k` elements, `c` R × C at `ldc`.
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        unsafe fn step<const R: usize, const C: usize, const MASKED: bool>(
+            &self,
+            p: usize,
+            tail: __m256i,
+            acc: &mut [[__m256; C]; R],
+        ) {
+            // SAFETY: elements p..p+8 of every row (masked past `k`) are inside the rows.
+            unsafe {
+                let mut y = [_mm256_setzero_ps(); C];
+                for (q, y) in y.iter_mut().enumerate() {
+                    *y = load::<MASKED>(self.b[q].add(p), tail);
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = load::<MASKED>(self.a.add(r * self.lda + p), tail);
+                    for q in 0..C {
+                        acc[q] = _mm256_fmadd_ps(x, y[q], acc[q]);
+                    }
+                }
+            }
+        }
+
+        /// # Safety
+        /// AVX2 + FMA; `a` holds R rows and `b` C rows of `k` elements, `c` R × C at `ldc`.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn run<const R: usize, const C: usize>(&self) {
+            let mut acc = [[_mm256_setzero_ps(); C]; R];
+            let whole = self.k / 8 * 8;
+            // SAFETY (every access below): inside the rows the caller guarantees; the tail
+            // past `k` is masked off.
+            unsafe {
+                let mut p = 0;
+                while p < whole {
+                    self.step::<R, C, false>(p, tail_mask(8), &mut acc);
+                    p += 8;
+                }
+                if whole < self.k {
+                    self.step::<R, C, true>(whole, tail_mask(self.k - whole), &mut acc);
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    for (q, acc) in acc.iter().enumerate() {
+                        let out = self.c.add(r * self.ldc + q);
+                        let s = hsum(*acc);
+                        *out = if self.add { *out + s } else { s };
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 37 + seed * 11) % 101) as f32 / 50.0 - 1.0).collect()
+    }
+
+    /// Every tile shape and tail (rows 1..=13, columns 1..=35, k 0..=19, strided and transposed
+    /// `a`, `add`) against a plain f64 sum.
+    #[test]
+    fn direct_and_dot_match_a_plain_sum() {
+        for m in [1, 2, 3, 4, 5, 6, 7, 11, 13] {
+            for n in [1, 3, 7, 8, 9, 15, 16, 17, 24, 35] {
+                for k in [0, 1, 5, 8, 9, 19] {
+                    let a = fill(m * k + 3, 1);
+                    let b = fill(k * n + 5, 2);
+                    let c0 = fill(m * (n + 2), 3);
+                    for (ta, add) in [(false, false), (true, false), (false, true), (true, true)] {
+                        let (rs, cs) = if ta { (1, m) } else { (k, 1) };
+                        let starts = row_starts(m, rs);
+                        let want = |i: usize, j: usize| {
+                            let s: f64 =
+                                (0..k).map(|p| f64::from(a[i * rs + p * cs]) * f64::from(b[p * n + j])).sum();
+                            s + if add { f64::from(c0[i * (n + 2) + j]) } else { 0.0 }
+                        };
+                        let mut c = c0.clone();
+                        direct(
+                            m,
+                            k,
+                            n,
+                            Rows { data: &a, starts: &starts, step: cs },
+                            &b,
+                            &row_starts(k, n),
+                            &mut c,
+                            n + 2,
+                            add,
+                        );
+                        for i in 0..m {
+                            for j in 0..n {
+                                let (g, w) = (f64::from(c[i * (n + 2) + j]), want(i, j));
+                                assert!(
+                                    (g - w).abs() < 1e-4,
+                                    "direct {m}x{k}x{n} ta={ta} add={add} [{i},{j}]: {g} vs {w}"
+                                );
+                            }
+                            // Columns past n are never written.
+                            assert_eq!(
+                                &c[i * (n + 2) + n..i * (n + 2) + n + 2],
+                                &c0[i * (n + 2) + n..i * (n + 2) + n + 2]
+                            );
+                        }
+                        // dot: b stored [n, k].
+                        let bt: Vec<f32> = (0..n * k).map(|q| b[(q % k) * n + q / k]).collect();
+                        let at: Vec<f32> = (0..m * k).map(|q| a[(q / k) * rs + (q % k) * cs]).collect();
+                        let mut c = c0.clone();
+                        dot(m, k, n, &at, k, &bt, &row_starts(n, k), &mut c, n + 2, add);
+                        for i in 0..m {
+                            for j in 0..n {
+                                let (g, w) = (f64::from(c[i * (n + 2) + j]), want(i, j));
+                                assert!(
+                                    (g - w).abs() < 1e-4,
+                                    "dot {m}x{k}x{n} add={add} [{i},{j}]: {g} vs {w}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "gemm operands")]
+    fn short_operands_are_refused() {
+        let mut c = vec![0.0; 4];
+        direct(
+            2,
+            3,
+            2,
+            Rows { data: &[0.0; 5], starts: &[0, 3], step: 1 },
+            &[0.0; 6],
+            &row_starts(3, 2),
+            &mut c,
+            2,
+            false,
+        );
+    }
+}
