@@ -197,6 +197,71 @@ fn broadcasts_along_rows() {
     }
 }
 
+/// exp, sigmoid and tanh on lanes (a polynomial and exponent bits, not libm) at the edges of
+/// their ranges: within a few ulp of the f64 value, subnormal results, 0 and ∞ past the
+/// limits, infinities and NaN kept.
+#[test]
+fn lane_math_at_the_edges() {
+    let edges = [
+        -f64::INFINITY,
+        -200.0,
+        -103.9,
+        -100.0,
+        -88.0,
+        -87.3,
+        -50.0,
+        -10.0,
+        -1.0,
+        -0.62,
+        -1e-3,
+        0.0,
+        1e-3,
+        0.3,
+        0.625,
+        0.7,
+        1.0,
+        9.0,
+        20.0,
+        50.0,
+        88.0,
+        88.7,
+        88.8,
+        200.0,
+        f64::INFINITY,
+        f64::NAN,
+    ];
+    // A multiple of eight, so every value goes through the vector body.
+    let n = edges.len().div_ceil(8) * 8;
+    let data: Vec<f64> = (0..n).map(|i| edges[i % edges.len()]).collect();
+    for (u, exact) in [
+        (UnaryOp::Exp, f64::exp as fn(f64) -> f64),
+        (UnaryOp::Sigmoid, |x: f64| 1.0 / (1.0 + (-x).exp())),
+        (UnaryOp::Tanh, f64::tanh),
+    ] {
+        let g = single(|g| {
+            let x = g.input("x", ty(&[Dim::constant(n as i64)])).unwrap();
+            g.unary(u, x).unwrap()
+        });
+        let kir = fluxc_core::kir::schedule(&g).unwrap();
+        let compiled = fluxc_cpu::compile(&kir).unwrap();
+        let run = Run { batch: 1, seed: 0, step: 0 };
+        let input = Array::new(vec![n], data.iter().map(|v| f64::from(*v as f32)).collect());
+        let got = fluxc_cpu::execute(&compiled, &kir, &[input], &[], &run).unwrap();
+        for (x, y) in data.iter().zip(&got[0].1.data) {
+            let want = f64::from(exact(f64::from(*x as f32)) as f32);
+            let ok = if want.is_nan() {
+                y.is_nan()
+            } else if want.is_infinite() || want == 0.0 {
+                *y == want
+            } else {
+                // A few ulp of the f32 result (absolute for subnormals).
+                (y - want).abs() <= (want.abs() * 4.0 * f64::from(f32::EPSILON)).max(4.0 * 1.4e-45)
+            };
+            assert!(ok, "{u:?}({x}) = {y}, want {want}");
+        }
+    }
+}
+
 #[test]
 fn select_and_casts() {
     let g = single(|g| {

@@ -464,6 +464,7 @@ pub fn define_loop<M: Module>(
                             at,
                             dtype,
                             &fusable_mul,
+                            has_fma,
                         )?;
                         store_lanes(&mut bcx, &lanes, out_ptr, &also_ptrs, at)?;
                     }
@@ -473,8 +474,17 @@ pub fn define_loop<M: Module>(
                     let room = bcx.ins().icmp(IntCC::SignedLessThanOrEqual, end4, end);
                     bcx.ins().brif(room, vbody, &[], header, &[BlockArg::Value(iv)]);
                     bcx.switch_to_block(vbody);
-                    let lanes =
-                        emit_vector(&mut bcx, body, &invariant, &vals, &in_ptrs, iv, dtype, &fusable_mul)?;
+                    let lanes = emit_vector(
+                        &mut bcx,
+                        body,
+                        &invariant,
+                        &vals,
+                        &in_ptrs,
+                        iv,
+                        dtype,
+                        &fusable_mul,
+                        has_fma,
+                    )?;
                     store_lanes(&mut bcx, &lanes, out_ptr, &also_ptrs, iv)?;
                     bcx.ins().jump(vheader, &[BlockArg::Value(end4)]);
                 } else {
@@ -724,27 +734,47 @@ fn splat4(bcx: &mut FunctionBuilder<'_>, x: f32) -> Value {
     bcx.ins().splat(types::F32X4, s)
 }
 
-/// `c[0] + x * (c[1] + x * (…))` on four lanes (Horner, highest coefficient last).
-fn horner(bcx: &mut FunctionBuilder<'_>, x: Value, coefficients: &[f32]) -> Value {
+/// `c[0] + x * (c[1] + x * (…))` on four lanes (Horner, highest coefficient last), each step
+/// one fused multiply-add where the instruction set has it.
+fn horner(bcx: &mut FunctionBuilder<'_>, x: Value, coefficients: &[f32], fma: bool) -> Value {
     let mut acc = splat4(bcx, coefficients.last().copied().unwrap_or(0.0));
     for c in coefficients.iter().rev().skip(1) {
         let cv = splat4(bcx, *c);
-        let m = bcx.ins().fmul(acc, x);
-        acc = bcx.ins().fadd(m, cv);
+        acc = if fma {
+            bcx.ins().fma(acc, x, cv)
+        } else {
+            let m = bcx.ins().fmul(acc, x);
+            bcx.ins().fadd(m, cv)
+        };
     }
     acc
+}
+
+/// `x` clamped to `[lo, hi]` on four lanes by compare and select (NaN stays NaN); cheaper than
+/// `fmin`/`fmax`, whose NaN rules take several instructions each on x86.
+fn clamp4(bcx: &mut FunctionBuilder<'_>, x: Value, lo: f32, hi: f32) -> Value {
+    let lanes = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+    let mut x = x;
+    for (bound, cc) in [(hi, FloatCC::GreaterThan), (lo, FloatCC::LessThan)] {
+        let b = splat4(bcx, bound);
+        let out = bcx.ins().fcmp(cc, x, b);
+        let out = bcx.ins().bitcast(types::F32X4, lanes, out);
+        x = bcx.ins().bitselect(out, b, x);
+    }
+    x
 }
 
 /// e^x on four lanes (Cephes `expf`: x = n·ln 2 + r, a degree-6 polynomial in r, 2^n from the
 /// exponent bits; within a few ulp of libm, 0 below the subnormal range, ∞ above, NaN kept).
 #[allow(clippy::excessive_precision)] // Cephes' coefficients as published
-fn vector_exp(bcx: &mut FunctionBuilder<'_>, x: Value) -> Value {
+fn vector_exp(bcx: &mut FunctionBuilder<'_>, x: Value, fma: bool) -> Value {
     let lanes = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
-    // ln(f32::MAX) above; below, e^x is under the smallest subnormal.
-    let hi = splat4(bcx, 88.722_84);
-    let lo = splat4(bcx, -103.972_08);
-    let x = bcx.ins().fmin(x, hi);
-    let x = bcx.ins().fmax(x, lo);
+    // ln(f32::MAX) above; below, e^x is under half the smallest subnormal and comes out 0.
+    const LOWEST: f32 = -103.972_08;
+    let lowest = splat4(bcx, LOWEST);
+    let below = bcx.ins().fcmp(FloatCC::LessThan, x, lowest);
+    let below = bcx.ins().bitcast(types::F32X4, lanes, below);
+    let x = clamp4(bcx, x, LOWEST, 88.722_84);
     let log2e = splat4(bcx, std::f32::consts::LOG2_E);
     let half = splat4(bcx, 0.5);
     let t = bcx.ins().fmul(x, log2e);
@@ -760,6 +790,7 @@ fn vector_exp(bcx: &mut FunctionBuilder<'_>, x: Value) -> Value {
         bcx,
         r,
         &[5.000_000_1e-1, 1.666_666_5e-1, 4.166_579_6e-2, 8.333_452e-3, 1.398_2e-3, 1.987_569_1e-4],
+        fma,
     );
     let z = bcx.ins().fmul(r, r);
     let y = bcx.ins().fmul(p, z);
@@ -774,34 +805,43 @@ fn vector_exp(bcx: &mut FunctionBuilder<'_>, x: Value) -> Value {
     let n1 = bcx.ins().floor(n1);
     let n2 = bcx.ins().fsub(n, n1);
     let mut y = y;
+    // An integral k (|k| < 2^22) plus 1.5·2^23 is exact, and its bits are 0x4B40_0000 + k: the
+    // integer without a (saturating, several-instruction) conversion.
+    let magic = splat4(bcx, 12_582_912.0);
+    let bias = bcx.ins().iconst(types::I32, 0x4B40_0000 - 127);
+    let bias = bcx.ins().splat(types::I32X4, bias);
     for k in [n1, n2] {
-        let ki = bcx.ins().fcvt_to_sint_sat(types::I32X4, k);
-        let bias = bcx.ins().iconst(types::I32, 127);
-        let bias = bcx.ins().splat(types::I32X4, bias);
-        let e = bcx.ins().iadd(ki, bias);
+        let shifted = bcx.ins().fadd(k, magic);
+        let ki = bcx.ins().bitcast(types::I32X4, lanes, shifted);
+        let e = bcx.ins().isub(ki, bias);
         let e = bcx.ins().ishl_imm_s(e, 23);
         let pow = bcx.ins().bitcast(types::F32X4, lanes, e);
         y = bcx.ins().fmul(y, pow);
     }
-    y
+    let zero = splat4(bcx, 0.0);
+    bcx.ins().bitselect(below, zero, y)
 }
 
 /// tanh on four lanes (Cephes `tanhf`): an odd polynomial below |x| = 0.625, else
 /// sign(x)·(1 − 2 / (e^{2|x|} + 1)).
 #[allow(clippy::excessive_precision)] // Cephes' coefficients as published
-fn vector_tanh(bcx: &mut FunctionBuilder<'_>, x: Value) -> Value {
+fn vector_tanh(bcx: &mut FunctionBuilder<'_>, x: Value, fma: bool) -> Value {
     let lanes = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
     let ax = bcx.ins().fabs(x);
     let z = bcx.ins().fmul(x, x);
-    let p =
-        horner(bcx, z, &[-3.333_328_2e-1, 1.333_144_2e-1, -5.373_971_6e-2, 2.063_908_9e-2, -5.704_988_7e-3]);
+    let p = horner(
+        bcx,
+        z,
+        &[-3.333_328_2e-1, 1.333_144_2e-1, -5.373_971_6e-2, 2.063_908_9e-2, -5.704_988_7e-3],
+        fma,
+    );
     let p = bcx.ins().fmul(p, z);
     let p = bcx.ins().fmul(p, x);
     let small = bcx.ins().fadd(p, x);
     let two = splat4(bcx, 2.0);
     let one = splat4(bcx, 1.0);
     let t = bcx.ins().fmul(ax, two);
-    let e = vector_exp(bcx, t);
+    let e = vector_exp(bcx, t, fma);
     let d = bcx.ins().fadd(e, one);
     let q = bcx.ins().fdiv(two, d);
     let big = bcx.ins().fsub(one, q);
@@ -851,6 +891,7 @@ fn emit_vector(
     iv: Value,
     dtype: DType,
     fusable_mul: &[bool],
+    fma: bool,
 ) -> Result<Vec<Option<Value>>, CpuError> {
     let v4 = types::F32X4;
     let flags = MemFlagsData::trusted();
@@ -923,16 +964,22 @@ fn emit_vector(
                             let n = as_bool(bcx, neg);
                             bcx.ins().fsub(p, n)
                         }
-                        UnaryOp::Exp => vector_exp(bcx, x),
+                        UnaryOp::Exp => vector_exp(bcx, x, fma),
                         UnaryOp::Sigmoid => {
-                            // 1 / (1 + e^-x)
-                            let nx = bcx.ins().fneg(x);
-                            let e = vector_exp(bcx, nx);
+                            // With e = e^-|x|: 1 / (1 + e) for x ≥ 0, e / (1 + e) below (no
+                            // overflow of e^-x, and tiny results keep their digits).
+                            let ax = bcx.ins().fabs(x);
+                            let nx = bcx.ins().fneg(ax);
+                            let e = vector_exp(bcx, nx, fma);
                             let one = splat(bcx, 1.0);
                             let d = bcx.ins().fadd(one, e);
-                            bcx.ins().fdiv(one, d)
+                            let zero = splat(bcx, 0.0);
+                            let below = bcx.ins().fcmp(FloatCC::LessThan, x, zero);
+                            let below = bcx.ins().bitcast(v4, lanes, below);
+                            let numerator = bcx.ins().bitselect(below, e, one);
+                            bcx.ins().fdiv(numerator, d)
                         }
-                        UnaryOp::Tanh => vector_tanh(bcx, x),
+                        UnaryOp::Tanh => vector_tanh(bcx, x, fma),
                         _ => return Err(CpuError("not a lane operation".into())),
                     }
                 }

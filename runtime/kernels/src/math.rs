@@ -27,7 +27,9 @@ pub extern "C" fn fluxc_math_tanh(x: f32) -> f32 {
 }
 #[unsafe(no_mangle)]
 pub extern "C" fn fluxc_math_sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    // e^-|x| never overflows; below 0, e / (1 + e) keeps the digits of tiny results.
+    let e = (-x.abs()).exp();
+    if x < 0.0 { e / (1.0 + e) } else { 1.0 / (1.0 + e) }
 }
 #[unsafe(no_mangle)]
 pub extern "C" fn fluxc_math_erf(x: f32) -> f32 {
@@ -152,4 +154,25 @@ pub fn erfinv(y: f64) -> f64 {
         x -= e / d;
     }
     x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scalar sigmoid in both tails: 1 − tiny above, the tiny value itself (not 0) below.
+    #[test]
+    fn sigmoid_keeps_both_tails() {
+        for x in [-100.0f32, -90.0, -20.0, -1.0, 0.0, 1.0, 20.0, 100.0] {
+            let want = 1.0 / (1.0 + (-f64::from(x)).exp());
+            let got = f64::from(fluxc_math_sigmoid(x));
+            assert!(
+                (got - want).abs() <= want * 4.0 * f64::from(f32::EPSILON) + 4.0 * 1.4e-45,
+                "sigmoid({x}) = {got}, want {want}"
+            );
+        }
+        assert!(fluxc_math_sigmoid(f32::NAN).is_nan());
+        assert_eq!(fluxc_math_sigmoid(f32::NEG_INFINITY), 0.0);
+        assert_eq!(fluxc_math_sigmoid(f32::INFINITY), 1.0);
+    }
 }
