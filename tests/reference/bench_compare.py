@@ -6,7 +6,9 @@ prints each fluxc median with its ratio to the others (ratio < 1: fluxc is faste
     /tmp/torchenv/bin/python tests/reference/bench_compare.py               # from the repo root
 
 Workloads (as tests/benches/cpu.rs): GEMM n x n for n in 256/512/1024; an MLP 784-256-256-10
-forward at batch 1 and 256; its Adam train step (logitcrossentropy) at batch 1, 32 and 128.
+forward at batch 1 and 256; its Adam train step (logitcrossentropy) at batch 1, 32 and 128; a
+LeNet-5 Adam train step at batch 64; an LSTM(32 => 128) over 50 steps, forward and backward with
+an SGD update, at batch 32.
 Every framework runs on the CPU in float32 with 2 threads.
 """
 
@@ -147,6 +149,87 @@ def jax_figures():
         y = jnp.full((b, 10), 0.1, dtype=jnp.float32)
         figs[f"mlp_adam_train_step_b{b}"] = median_us(
             lambda: jax.block_until_ready(step(params, m, v, 1.0, x, y)), 500 if b == 1 else 100)
+
+    def adam(loss_fn):
+        @jax.jit
+        def astep(ps, m, v, t, x, y):
+            g = jax.grad(loss_fn)(ps, x, y)
+            tm = jax.tree_util.tree_map
+            m = tm(lambda mp, gp: 0.9 * mp + 0.1 * gp, m, g)
+            v = tm(lambda vp, gp: 0.999 * vp + 0.001 * gp * gp, v, g)
+            ps = tm(lambda p, mp, vp: p - 0.001 * (mp / (1 - 0.9 ** t)) / (jnp.sqrt(vp / (1 - 0.999 ** t)) + 1e-8),
+                    ps, m, v)
+            return ps, m, v
+        return astep
+
+    # LeNet-5 as in the torch version: NCHW convolutions, 2x2 max pooling.
+    ks = jax.random.split(key, 5)
+    lenet_params = [
+        (jax.random.normal(ks[0], (6, 1, 5, 5)) * 0.1, jnp.zeros(6)),
+        (jax.random.normal(ks[1], (16, 6, 5, 5)) * 0.1, jnp.zeros(16)),
+        (jax.random.normal(ks[2], (120, 400)) * 0.05, jnp.zeros(120)),
+        (jax.random.normal(ks[3], (84, 120)) * 0.05, jnp.zeros(84)),
+        (jax.random.normal(ks[4], (10, 84)) * 0.05, jnp.zeros(10)),
+    ]
+
+    def conv(x, w, b, pad):
+        y = jax.lax.conv_general_dilated(x, w, (1, 1), [(pad, pad), (pad, pad)],
+                                         dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        return y + b[None, :, None, None]
+
+    def pool(x):
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+
+    def lenet(ps, x):
+        (w1, b1), (w2, b2), (w3, b3), (w4, b4), (w5, b5) = ps
+        x = pool(jax.nn.relu(conv(x, w1, b1, 2)))
+        x = pool(jax.nn.relu(conv(x, w2, b2, 0)))
+        x = x.reshape(x.shape[0], -1)
+        x = jax.nn.relu(x @ w3.T + b3)
+        x = jax.nn.relu(x @ w4.T + b4)
+        return x @ w5.T + b5
+
+    def lenet_loss(ps, x, y):
+        return (-(y * jax.nn.log_softmax(lenet(ps, x), axis=-1)).sum(-1)).mean()
+
+    lstep = adam(lenet_loss)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, lenet_params)
+    x = jnp.full((64, 1, 28, 28), 0.5, dtype=jnp.float32)
+    y = jnp.full((64, 10), 0.1, dtype=jnp.float32)
+    figs["lenet5_adam_train_step_b64"] = median_us(
+        lambda: jax.block_until_ready(lstep(lenet_params, zeros, zeros, 1.0, x, y)), 20)
+
+    # LSTM(32 => 128) over 50 steps (lax.scan), gates in torch's order (i, f, g, o), SGD.
+    ks = jax.random.split(key, 3)
+    lstm_params = (jax.random.normal(ks[0], (512, 32)) * 0.1, jax.random.normal(ks[1], (512, 128)) * 0.1,
+                   jnp.zeros(512))
+
+    def lstm(ps, xs):
+        wx, wh, b = ps
+
+        def cell(carry, x):
+            h, c = carry
+            g = x @ wx.T + h @ wh.T + b
+            i, f, gg, o = jnp.split(g, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(gg)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), h
+
+        zero = jnp.zeros((xs.shape[0], 128), dtype=jnp.float32)
+        _, hs = jax.lax.scan(cell, (zero, zero), jnp.swapaxes(xs, 0, 1))
+        return jnp.swapaxes(hs, 0, 1)
+
+    def lstm_loss(ps, xs, ys):
+        return ((lstm(ps, xs) - ys) ** 2).mean()
+
+    @jax.jit
+    def sgd(ps, xs, ys):
+        g = jax.grad(lstm_loss)(ps, xs, ys)
+        return jax.tree_util.tree_map(lambda p, gp: p - 0.01 * gp, ps, g)
+
+    xs = jnp.full((32, 50, 32), 0.5, dtype=jnp.float32)
+    ys = jnp.full((32, 50, 128), 0.1, dtype=jnp.float32)
+    figs["lstm_train_step_b32"] = median_us(lambda: jax.block_until_ready(sgd(lstm_params, xs, ys)), 20)
     return figs
 
 

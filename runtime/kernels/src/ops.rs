@@ -80,7 +80,46 @@ fn im2col_any(g: &Geom, x: &[f32], cols: &mut [f32]) {
 #[inline(always)]
 fn pool_any(x: &[f32], p: &Pool, grad: Option<&[f32]>, out: &mut [f32]) {
     let Pool { kind, planes, h, w, oh, ow, kh, kw, stride, pad } = *p;
-    // Non-overlapping max windows inside the image (LeNet's 2×2, stride 2): no bounds checks.
+    // 2×2 max windows at stride 2 inside the image (LeNet's): row pairs as slices, the first
+    // maximum chosen without branches (ties and NaN as in the general case below).
+    if kind == PoolKind::Max
+        && (kh, kw) == (2, 2)
+        && stride == (2, 2)
+        && pad == (0, 0)
+        && oh * 2 <= h
+        && ow * 2 <= w
+    {
+        for plane in 0..planes {
+            for oy in 0..oh {
+                let top = (plane * h + 2 * oy) * w;
+                let (r0, r1) = (&x[top..top + 2 * ow], &x[top + w..top + w + 2 * ow]);
+                let o = (plane * oh + oy) * ow;
+                let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+                match grad {
+                    None => {
+                        for (d, (a, b)) in out[o..o + ow].iter_mut().zip(windows) {
+                            let mut m = a[0];
+                            for v in [a[1], b[0], b[1]] {
+                                m = if v > m { v } else { m };
+                            }
+                            *d = m;
+                        }
+                    }
+                    Some(gr) => {
+                        for (ox, (g, (a, b))) in gr[o..o + ow].iter().zip(windows).enumerate() {
+                            let (mut m, mut at) = (a[0], 0);
+                            for (v, k) in [(a[1], 1), (b[0], w), (b[1], w + 1)] {
+                                (m, at) = if v > m { (v, k) } else { (m, at) };
+                            }
+                            out[top + 2 * ox + at] += g;
+                        }
+                    }
+                }
+            }
+        }
+        return;
+    }
+    // Other non-overlapping max windows inside the image: no bounds checks.
     if kind == PoolKind::Max
         && pad == (0, 0)
         && stride == (kh as i64, kw as i64)
@@ -977,6 +1016,46 @@ mod tests {
     fn close(got: &[f32], want: &[f64], what: &str) {
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
             assert!((f64::from(*g) - w).abs() <= 1e-3 * w.abs().max(1.0), "{what}[{i}]: {g} vs {w}");
+        }
+    }
+
+    /// Max pooling (the 2×2 path, the other non-overlapping path and the general one) against
+    /// plain loops, with many ties (the first maximum takes the gradient) and a NaN, on
+    /// images whose last row and column no window covers.
+    #[test]
+    fn max_pooling_matches_plain_loops() {
+        for (kh, kw, s) in [(2, 2, 2i64), (3, 2, 0), (2, 2, 1)] {
+            let stride = if s == 0 { (kh as i64, kw as i64) } else { (s, s) };
+            let (planes, h, w) = (3, 7, 9);
+            let oh = (h - kh) / stride.0 as usize + 1;
+            let ow = (w - kw) / stride.1 as usize + 1;
+            let p = Pool { kind: PoolKind::Max, planes, h, w, oh, ow, kh, kw, stride, pad: (0, 0) };
+            let mut x: Vec<f32> = (0..planes * h * w).map(|i| ((i * 7 + i / 5) % 4) as f32).collect();
+            x[10] = f32::NAN;
+            let g: Vec<f32> = (0..planes * oh * ow).map(|i| 1.0 + i as f32).collect();
+            let (mut want_y, mut want_dx) = (vec![0.0f32; g.len()], vec![0.0f32; x.len()]);
+            for (o, (gv, yv)) in g.iter().zip(want_y.iter_mut()).enumerate() {
+                let (plane, oy, ox) = (o / (oh * ow), o / ow % oh, o % ow);
+                let mut best = (f32::NAN, usize::MAX);
+                for ty in 0..kh {
+                    for tx in 0..kw {
+                        let at = (plane * h + oy * stride.0 as usize + ty) * w + ox * stride.1 as usize + tx;
+                        if best.1 == usize::MAX || x[at] > best.0 {
+                            best = (x[at], at);
+                        }
+                    }
+                }
+                *yv = best.0;
+                want_dx[best.1] += gv;
+            }
+            let mut y = vec![0.0f32; g.len()];
+            pool(&x, &p, None, &mut y);
+            let same =
+                |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
+            assert!(same(&y, &want_y), "forward {kh}x{kw} stride {stride:?}: {y:?} vs {want_y:?}");
+            let mut dx = vec![0.0f32; x.len()];
+            pool(&x, &p, Some(&g), &mut dx);
+            assert!(same(&dx, &want_dx), "gradient {kh}x{kw} stride {stride:?}: {dx:?} vs {want_dx:?}");
         }
     }
 
