@@ -197,6 +197,60 @@ fn broadcasts_along_rows() {
     }
 }
 
+/// Loops long enough to be split over the threads (at batch 64) agree with the interpreter in
+/// every form: contiguous on lanes, row by row with broadcasts, per element (pow), with a sum
+/// over short rows fused in (which runs whole in one part), and with a further output.
+#[test]
+fn long_loops_split_over_threads() {
+    let c = Dim::constant;
+    let out = [b(), c(75), c(8), c(17)];
+    let graphs: [(&str, Graph); 4] = [
+        (
+            "lanes",
+            single(|g| {
+                let x = g.input("x", ty(&out)).unwrap();
+                let y = g.binary(BinaryOp::Mul, x, x).unwrap();
+                let y = g.binary(BinaryOp::Add, y, x).unwrap();
+                g.unary(UnaryOp::Tanh, y).unwrap()
+            }),
+        ),
+        (
+            "rows and pow",
+            single(|g| {
+                let x = g.input("x", ty(&out)).unwrap();
+                let y = g.input("y", ty(&[c(8), c(17)])).unwrap();
+                let z = g.input("z", ty(&[c(75), c(1), c(1)])).unwrap();
+                let y = g.broadcast_to(y, &out).unwrap();
+                let z = g.broadcast_to(z, &out).unwrap();
+                let s = g.binary(BinaryOp::Add, x, y).unwrap();
+                g.binary(BinaryOp::Pow, s, z).unwrap()
+            }),
+        ),
+        (
+            "fused sum",
+            single(|g| {
+                let x = g.input("x", ty(&out)).unwrap();
+                let e = g.unary(UnaryOp::Exp, x).unwrap();
+                g.reduce(ReduceOp::Sum, e, vec![3]).unwrap()
+            }),
+        ),
+        ("two outputs", {
+            let mut g = Graph::default();
+            let x = g.input("x", ty(&out)).unwrap();
+            let y = g.input("y", ty(&out)).unwrap();
+            let s = g.binary(BinaryOp::Add, x, y).unwrap();
+            let e = g.unary(UnaryOp::Exp, s).unwrap();
+            let p = g.binary(BinaryOp::Mul, e, y).unwrap();
+            g.outputs.push(("e".into(), e));
+            g.outputs.push(("p".into(), p));
+            g
+        }),
+    ];
+    for (label, g) in graphs {
+        agree(label, &g, "positive");
+    }
+}
+
 /// exp, sigmoid and tanh on lanes (a polynomial and exponent bits, not libm) at the edges of
 /// their ranges: within a few ulp of the f64 value, subnormal results, 0 and ∞ past the
 /// limits, infinities and NaN kept.

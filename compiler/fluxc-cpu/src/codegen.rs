@@ -70,7 +70,7 @@ pub fn register_math(b: &mut JITBuilder) {
 #[allow(unsafe_code)]
 pub fn loop_fn(entry: *const u8) -> fluxc_kernels::plan::LoopFn {
     // SAFETY: `entry` is a function Cranelift generated with exactly this signature
-    // (`define_loop`: a pointer and an i64, no result, the C calling convention).
+    // (`define_loop`: a pointer and three i64, no result, the C calling convention).
     unsafe { std::mem::transmute::<*const u8, fluxc_kernels::plan::LoopFn>(entry) }
 }
 
@@ -102,6 +102,36 @@ struct Term {
     os: Option<Value>,
     od: Option<Value>,
     is: Value,
+}
+
+/// Part `part` of `parts` of `0..n`: `[lo, hi)`, the parts `align`-element multiples (so that
+/// every part but the last runs whole vector rounds).
+fn part_range(
+    bcx: &mut FunctionBuilder<'_>,
+    n: Value,
+    part: Value,
+    parts: Value,
+    align: i64,
+) -> (Value, Value) {
+    let parts = {
+        let one = bcx.ins().iconst(types::I64, 1);
+        let small = bcx.ins().icmp(IntCC::SignedLessThan, parts, one);
+        bcx.ins().select(small, one, parts)
+    };
+    let less = bcx.ins().iadd_imm_s(parts, -1);
+    let up = bcx.ins().iadd(n, less);
+    let each = bcx.ins().udiv(up, parts);
+    let each = bcx.ins().iadd_imm_s(each, align - 1);
+    let each = bcx.ins().band_imm_s(each, -align);
+    let min = |bcx: &mut FunctionBuilder<'_>, a: Value, b: Value| {
+        let lt = bcx.ins().icmp(IntCC::SignedLessThan, a, b);
+        bcx.ins().select(lt, a, b)
+    };
+    let lo = bcx.ins().imul(part, each);
+    let lo = min(bcx, lo, n);
+    let hi = bcx.ins().iadd(lo, each);
+    let hi = min(bcx, hi, n);
+    (lo, hi)
 }
 
 /// The element of a strided read for output element `i`.
@@ -185,8 +215,11 @@ pub fn define_loop<M: Module>(
     let ptr = module.target_config().pointer_type();
     let isa_fma = module.isa().isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
     let mut sig = module.make_signature();
+    // (buffer pointers, batch, part, parts): the loop runs part `part` of `parts` of its range.
     sig.params.push(AbiParam::new(ptr));
-    sig.params.push(AbiParam::new(types::I64));
+    for _ in 0..3 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
     let id = module
         .declare_function(symbol, linkage, &sig)
         .map_err(|e| CpuError(format!("declaring kernel {index}: {e}")))?;
@@ -229,7 +262,7 @@ pub fn define_loop<M: Module>(
         bcx.append_block_params_for_function_params(entry);
         bcx.switch_to_block(entry);
         let params = bcx.block_params(entry).to_vec();
-        let (Some(&ptrs), Some(&batch)) = (params.first(), params.get(1)) else {
+        let [ptrs, batch, part, parts] = params[..] else {
             return Err(CpuError("the kernel has no parameters".into()));
         };
         let flags = MemFlagsData::trusted();
@@ -304,7 +337,17 @@ pub fn define_loop<M: Module>(
         // from `t` is read through a pointer (or a value) set once per row of those axes, so
         // the row runs on lanes without a division per element.
         let (start, end, done, row) = match row_split(shape, inputs, &access).filter(|_| sum.is_none()) {
-            None => (bcx.ins().iconst(types::I64, 0), n, exit, None),
+            // A fused sum runs whole in part 0 (its runs may cross any split).
+            None if sum.is_some() => {
+                let go = bcx.create_block();
+                bcx.ins().brif(part, exit, &[], go, &[]);
+                bcx.switch_to_block(go);
+                (bcx.ins().iconst(types::I64, 0), n, exit, None)
+            }
+            None => {
+                let (lo, hi) = part_range(&mut bcx, n, part, parts, 8);
+                (lo, hi, exit, None)
+            }
             Some((t, reads)) => {
                 let mut rows = bcx.ins().iconst(types::I64, 1);
                 for d in out_dims.iter().take(t) {
@@ -318,10 +361,10 @@ pub fn define_loop<M: Module>(
                 let row_body = bcx.create_block();
                 let row_next = bcx.create_block();
                 let r = bcx.append_block_param(row_header, types::I64);
-                let zero = bcx.ins().iconst(types::I64, 0);
-                bcx.ins().jump(row_header, &[BlockArg::Value(zero)]);
+                let (first_row, end_row) = part_range(&mut bcx, rows, part, parts, 1);
+                bcx.ins().jump(row_header, &[BlockArg::Value(first_row)]);
                 bcx.switch_to_block(row_header);
-                let more = bcx.ins().icmp(IntCC::SignedLessThan, r, rows);
+                let more = bcx.ins().icmp(IntCC::SignedLessThan, r, end_row);
                 bcx.ins().brif(more, row_body, &[], exit, &[]);
                 bcx.switch_to_block(row_body);
                 let first = bcx.ins().imul(r, inner);

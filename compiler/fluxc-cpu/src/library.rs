@@ -260,7 +260,7 @@ pub fn build(m: &ModelGraphs, source_name: &str, out_dir: &Path) -> Result<Built
             };
             let symbol = format!("fluxc_{name}_{label}_k{k}");
             codegen::define_loop(&mut module, k, &symbol, Linkage::Export, kern, None)?;
-            let _ = writeln!(c, "extern void {symbol}(float *const *, int64_t);");
+            let _ = writeln!(c, "extern void {symbol}(float *const *, int64_t, int64_t, int64_t);");
             symbols.push(symbol);
         }
         let _ = write!(c, "static const int64_t {label}_plan[] = {{");
@@ -377,7 +377,7 @@ pub fn build(m: &ModelGraphs, source_name: &str, out_dir: &Path) -> Result<Built
 const C_PRELUDE: &str = r#"#include <stddef.h>
 #include <stdint.h>
 
-typedef void (*fluxc_loop)(float *const *, int64_t);
+typedef void (*fluxc_loop)(float *const *, int64_t, int64_t, int64_t);
 struct fluxc_rt_entry { const int64_t *plan; size_t plan_len; const fluxc_loop *loops; size_t n_loops; };
 struct fluxc_rt_model { struct fluxc_rt_entry init, forward, train; int64_t param_elements; int64_t opt_bytes; };
 extern size_t fluxc_rt_param_bytes(const struct fluxc_rt_model *);

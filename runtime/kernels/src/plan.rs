@@ -21,10 +21,22 @@
 
 use crate::ops::{self, Geom, Pool, PoolKind, ReduceOp};
 use crate::rng::Stream;
+use crate::threads;
 
 pub const MAGIC: i64 = 0x464C_5850;
 pub const VERSION: i64 = 1;
 const HEADER: usize = 8;
+
+/// Loops of at least this many elements per thread are split over the threads (a part costs a
+/// few µs to hand out; this many elements take several times that).
+const PARALLEL_LOOP: usize = 1 << 15;
+
+/// A loop's pointer table, shared by the threads that run its parts.
+struct Table(*const *mut f32);
+// SAFETY: the parts only read the table (and write disjoint ranges through its pointers) while
+// the step that owns it waits for them.
+#[allow(unsafe_code)]
+unsafe impl Sync for Table {}
 
 /// Step opcodes.
 pub mod op {
@@ -94,7 +106,7 @@ pub mod dest {
 }
 
 /// A compiled loop kernel: `ptrs[0]` is its output, `ptrs[1..]` its inputs.
-pub type LoopFn = unsafe extern "C" fn(*const *mut f32, i64);
+pub type LoopFn = unsafe extern "C" fn(*const *mut f32, i64, i64, i64);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlanError(pub String);
@@ -424,9 +436,15 @@ impl<'p> Plan<'p> {
                     written.push(s);
                     *slot = p;
                 }
-                // SAFETY: the loop was compiled for these buffers' shapes at any batch; it
-                // reads each input's elements and writes the outputs'.
-                unsafe { f(ptrs.as_ptr(), env.batch) };
+                // Long loops are split over the threads: each part writes its own range of
+                // every output (a loop with a fused sum runs whole in its part 0).
+                let parts = threads::get().min(out_len / PARALLEL_LOOP).max(1);
+                let (table, batch) = (Table(ptrs.as_ptr()), env.batch);
+                let table = &table;
+                // SAFETY: the loop was compiled for these buffers' shapes at any batch; each
+                // part reads its inputs and writes a range of the outputs no other part writes.
+                let run = |part: usize| unsafe { f(table.0, batch, part as i64, parts as i64) };
+                threads::run(parts, &run);
             }
             op::GEMM => {
                 let (a, b) = (r.index()?, r.index()?);
