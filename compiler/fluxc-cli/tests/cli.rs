@@ -139,7 +139,10 @@ fn build_emit_clif_prints_the_loops_deterministically() {
     assert!(a.status.success(), "{}", text(&a.stderr));
     let clif = text(&a.stdout);
     assert!(clif.starts_with("# model Mlp: forward (inference)"), "{clif}");
-    assert!(clif.contains("function u0:") && clif.contains("block0(v0: i64, v1: i64, v2: i64, v3: i64):"), "{clif}");
+    assert!(
+        clif.contains("function u0:") && clif.contains("block0(v0: i64, v1: i64, v2: i64, v3: i64):"),
+        "{clif}"
+    );
     assert_eq!(a.stdout, b.stdout, "the same text on every run");
 }
 
