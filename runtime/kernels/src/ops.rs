@@ -332,6 +332,11 @@ fn images_per_part(g: &Geom, macs: usize) -> usize {
 }
 
 impl Geom {
+    /// Whether some size is 0: every sum is then empty (or there is nothing to write).
+    fn empty(&self) -> bool {
+        [self.b, self.cin, self.cout, self.h, self.w, self.kh, self.kw, self.oh, self.ow].contains(&0)
+    }
+
     /// This geometry for one image.
     fn one(&self) -> Geom {
         Geom { b: 1, ..*self }
@@ -482,6 +487,10 @@ impl Geom {
 /// weight `[Cout, Cin*KH*KW]` with the image's taps, read in place (stride 1, [`Wide`]) or from
 /// its im2col columns `[Cin*KH*KW, OH*OW]`, both small enough to stay in cache.
 pub fn conv(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
+    if g.empty() {
+        out[..g.b * g.image_lens().1].fill(0.0);
+        return;
+    }
     match g.wide() {
         Some(wide) => conv_wide(x, k, g, &wide, out),
         None => conv_im2col(x, k, g, out),
@@ -540,6 +549,10 @@ fn conv_im2col(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
 /// wide (zeros in the extra columns); otherwise the taps are the im2col columns.
 pub fn conv_weight_grad(x: &[f32], gr: &[f32], g: &Geom, out: &mut [f32]) {
     let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
+    if g.empty() {
+        out[..g.cout * kk].fill(0.0);
+        return;
+    }
     let ((x_len, y_len), one) = (g.image_lens(), g.one());
     let wide = g.wide();
     // Many output channels: the partial is `dWᵀ [Cin*KH*KW, Cout]`, a product whose rows are the
@@ -609,6 +622,10 @@ pub fn conv_weight_grad(x: &[f32], gr: &[f32], g: &Geom, out: &mut [f32]) {
 /// is itself a convolution ([`Geom::transposed_wide`]); otherwise, per image, `cols = kᵀ @ x[n]`
 /// scattered back through the conv's taps (col2im).
 pub fn conv_transpose(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
+    if g.empty() {
+        out[..g.b * g.image_lens().0].fill(0.0);
+        return;
+    }
     if let Some((t, wide)) = g.transposed_wide() {
         conv_wide(x, &g.flipped(k), &t, &wide, out);
         return;
@@ -645,6 +662,9 @@ pub fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
 /// `c` over the threads [`threads::get`] allows.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32]) {
+    if m == 0 || n == 0 {
+        return;
+    }
     let packed = packs(m, k, tb);
     // Below about 256 K multiply-adds (a few µs) a second thread costs more than it saves.
     let min_rows = if packed { 8 } else { 6 };
@@ -1016,6 +1036,31 @@ mod tests {
     fn close(got: &[f32], want: &[f64], what: &str) {
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
             assert!((f64::from(*g) - w).abs() <= 1e-3 * w.abs().max(1.0), "{what}[{i}]: {g} vs {w}");
+        }
+    }
+
+    /// A size of 0 anywhere gives zeros (or nothing), never a panic.
+    #[test]
+    fn empty_sizes_give_zeros() {
+        let full = Geom { b: 2, cin: 2, cout: 3, h: 4, w: 4, kh: 3, kw: 3, oh: 4, ow: 4, s: (1, 1), p: (1, 1), d: (1, 1) };
+        for zero in 0..9 {
+            let mut g = full;
+            let field = [&mut g.b, &mut g.cin, &mut g.cout, &mut g.h, &mut g.w, &mut g.kh, &mut g.kw, &mut g.oh, &mut g.ow];
+            *field.into_iter().nth(zero).unwrap() = 0;
+            let (x, k, y) = (vec![1.0; 64], vec![1.0; 64], vec![1.0; 128]);
+            let mut out = vec![f32::NAN; 128];
+            conv(&x, &k, &g, &mut out);
+            assert!(out[..g.b * g.cout * g.oh * g.ow].iter().all(|v| *v == 0.0), "{g:?}");
+            conv_weight_grad(&x, &y, &g, &mut out);
+            conv_transpose(&y, &k, &g, &mut out);
+        }
+        let mut c = vec![f32::NAN; 4];
+        gemm_t(0, 3, 4, &[], false, &[0.0; 12], false, &mut c);
+        gemm_t(4, 3, 0, &[0.0; 12], false, &[], false, &mut c);
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            c.fill(f32::NAN);
+            gemm_t(2, 0, 2, &[], ta, &[], tb, &mut c);
+            assert_eq!(c, vec![0.0; 4], "k = 0, ta {ta} tb {tb}");
         }
     }
 
