@@ -543,8 +543,9 @@ fn conv_im2col(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
     });
 }
 
-/// `dW [Cout, Cin*KH*KW] = Σ_n grad_n [Cout, OH*OW] · taps_n`, summed image by image; each
-/// thread sums its images into a partial of its own, and the partials are added at the end.
+/// `dW [Cout, Cin*KH*KW] = Σ_n grad_n [Cout, OH*OW] · taps_n`, summed image by image into the
+/// partials of up to eight fixed groups of images (spread over the threads), which are added in
+/// order at the end: the result does not depend on the number of threads.
 /// With stride 1 ([`Wide`]) the taps are the shifted padded image and the gradient is laid out
 /// wide (zeros in the extra columns); otherwise the taps are the im2col columns.
 pub fn conv_weight_grad(x: &[f32], gr: &[f32], g: &Geom, out: &mut [f32]) {
@@ -558,7 +559,7 @@ pub fn conv_weight_grad(x: &[f32], gr: &[f32], g: &Geom, out: &mut [f32]) {
     // Many output channels: the partial is `dWᵀ [Cin*KH*KW, Cout]`, a product whose rows are the
     // taps (a full 16-lane tile across the channels); few: dot products along the positions.
     let transposed = wide.is_some() && g.cout > 8;
-    // Per thread: the padded image and the wide gradient, or the im2col columns.
+    // Per group: the padded image and the wide gradient, or the im2col columns.
     let (first, second) = match &wide {
         Some(w) => (w.padded_len(g.cin), w.n * g.cout),
         None => (kk * plane, 0),
@@ -568,12 +569,14 @@ pub fn conv_weight_grad(x: &[f32], gr: &[f32], g: &Geom, out: &mut [f32]) {
         Some(_) => Vec::new(),
         None => gemm::row_starts(kk, plane),
     };
-    let rows = images_per_part(g, g.b * g.cout * kk * plane);
-    let parts = g.b.div_ceil(rows);
+    // The images in a fixed number of groups, each summed in order into a partial of its own
+    // and the partials added in order: the same sums whatever the number of threads.
+    let rows = g.b.div_ceil(g.b.min(8));
     let dw = g.cout * kk;
-    with_scratch(parts * (first + second), parts * dw, |scratch, partials| {
-        let work = scratch.chunks_mut(first + second).zip(partials.chunks_mut(dw));
-        on_threads(work.enumerate().collect(), |(t, (scratch, acc))| {
+    let mut partials = vec![0.0f32; g.b.div_ceil(rows) * dw];
+    let groups: Vec<(usize, &mut [f32])> = partials.chunks_mut(dw).enumerate().collect();
+    let group = |(t, acc): (usize, &mut [f32])| {
+        with_scratch(first + second, 0, |scratch, _| {
             let (first, second) = scratch.split_at_mut(first);
             second.fill(0.0);
             for n in t * rows..((t + 1) * rows).min(g.b) {
@@ -605,16 +608,22 @@ pub fn conv_weight_grad(x: &[f32], gr: &[f32], g: &Geom, out: &mut [f32]) {
                 }
             }
         });
-        let out = &mut out[..dw];
-        out.fill(0.0);
-        for partial in partials.chunks(dw) {
-            for (r, o) in out.iter_mut().enumerate() {
-                // A transposed partial holds element (co, tap) at tap * Cout + co.
-                let at = if transposed { (r % kk) * g.cout + r / kk } else { r };
-                *o += partial[at];
-            }
+    };
+    // Threads only when the work pays for them (about 2 M multiply-adds each).
+    if images_per_part(g, g.b * g.cout * kk * plane) < g.b {
+        on_threads(groups, group);
+    } else {
+        groups.into_iter().for_each(group);
+    }
+    let out = &mut out[..dw];
+    out.fill(0.0);
+    for partial in partials.chunks(dw) {
+        for (r, o) in out.iter_mut().enumerate() {
+            // A transposed partial holds element (co, tap) at tap * Cout + co.
+            let at = if transposed { (r % kk) * g.cout + r / kk } else { r };
+            *o += partial[at];
         }
-    });
+    }
 }
 
 /// The transpose of `conv` (its gradient with respect to the input): `x [B, Cout, OH, OW]`,
@@ -1042,10 +1051,33 @@ mod tests {
     /// A size of 0 anywhere gives zeros (or nothing), never a panic.
     #[test]
     fn empty_sizes_give_zeros() {
-        let full = Geom { b: 2, cin: 2, cout: 3, h: 4, w: 4, kh: 3, kw: 3, oh: 4, ow: 4, s: (1, 1), p: (1, 1), d: (1, 1) };
+        let full = Geom {
+            b: 2,
+            cin: 2,
+            cout: 3,
+            h: 4,
+            w: 4,
+            kh: 3,
+            kw: 3,
+            oh: 4,
+            ow: 4,
+            s: (1, 1),
+            p: (1, 1),
+            d: (1, 1),
+        };
         for zero in 0..9 {
             let mut g = full;
-            let field = [&mut g.b, &mut g.cin, &mut g.cout, &mut g.h, &mut g.w, &mut g.kh, &mut g.kw, &mut g.oh, &mut g.ow];
+            let field = [
+                &mut g.b,
+                &mut g.cin,
+                &mut g.cout,
+                &mut g.h,
+                &mut g.w,
+                &mut g.kh,
+                &mut g.kw,
+                &mut g.oh,
+                &mut g.ow,
+            ];
             *field.into_iter().nth(zero).unwrap() = 0;
             let (x, k, y) = (vec![1.0; 64], vec![1.0; 64], vec![1.0; 128]);
             let mut out = vec![f32::NAN; 128];
@@ -1165,18 +1197,25 @@ mod tests {
                 dw[ki] += f64::from(gr[yi]) * f64::from(x[xi]);
                 dx[xi] += f64::from(gr[yi]) * f64::from(k[ki]);
             }
+            let mut first: Option<Vec<Vec<f32>>> = None;
             for threads in [1, 2] {
                 crate::threads::set(threads);
                 let what = format!("{g:?} threads {threads}");
-                let mut got = vec![f32::NAN; y.len()];
-                conv(&x, &k, &g, &mut got);
-                close(&got, &y, &format!("conv {what}"));
-                let mut got = vec![f32::NAN; dw.len()];
-                conv_weight_grad(&x, &gr, &g, &mut got);
-                close(&got, &dw, &format!("weight grad {what}"));
-                let mut got = vec![f32::NAN; dx.len()];
-                conv_transpose(&gr, &k, &g, &mut got);
-                close(&got, &dx, &format!("transpose {what}"));
+                let mut got_y = vec![f32::NAN; y.len()];
+                conv(&x, &k, &g, &mut got_y);
+                close(&got_y, &y, &format!("conv {what}"));
+                let mut got_dw = vec![f32::NAN; dw.len()];
+                conv_weight_grad(&x, &gr, &g, &mut got_dw);
+                close(&got_dw, &dw, &format!("weight grad {what}"));
+                let mut got_dx = vec![f32::NAN; dx.len()];
+                conv_transpose(&gr, &k, &g, &mut got_dx);
+                close(&got_dx, &dx, &format!("transpose {what}"));
+                // The same bits on one thread and on two.
+                let all = vec![got_y, got_dw, got_dx];
+                match &first {
+                    None => first = Some(all),
+                    Some(f) => assert!(*f == all, "{what}: differs from one thread"),
+                }
             }
             crate::threads::set(0);
         }
