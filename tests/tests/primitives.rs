@@ -9,6 +9,7 @@
 use fluxc_core::dims::Dim;
 use fluxc_core::interp::{Array, Run, concrete, eval};
 use fluxc_core::ir::{BinaryOp, DType, Dist, Graph, Op, RandSource, ReduceOp, TensorTy, UnaryOp, ValueId};
+use fluxc_core::kir::Kernel;
 use fluxc_core::rng::Stream;
 
 const UNARY: [UnaryOp; 16] = [
@@ -371,6 +372,12 @@ fn movement() {
         });
         agree(&format!("transpose {perm:?}"), &g, "normal");
     }
+    // The last two axes swapped in 16 × 16 blocks, with ragged edges.
+    let g = single(|g| {
+        let x = g.input("x", ty(&[b(), Dim::constant(19), Dim::constant(37)])).unwrap();
+        g.push(Op::Transpose { perm: vec![0, 2, 1] }, &[x], None).unwrap()
+    });
+    agree("transpose of 19 x 37 matrices", &g, "normal");
     for (axis, start, end) in [(1, 1, 3), (2, 0, 7), (2, 5, 13)] {
         let g = single(|g| {
             let x = g.input("x", ty(&dims)).unwrap();
@@ -403,6 +410,24 @@ fn products_and_sources() {
         g.push(Op::MatMul, &[x, wt], None).unwrap()
     });
     agree("matmul with a transposed weight", &g, "normal");
+    // A transposed weight that three products read is copied once (a recurrent weight read at
+    // every time step), not read transposed by each.
+    let g = single(|g| {
+        let w = g.input("w", ty(&[Dim::constant(13), Dim::constant(37)])).unwrap();
+        let wt = g.push(Op::Transpose { perm: vec![1, 0] }, &[w], None).unwrap();
+        let mut h = g.input("x", ty(&[b(), Dim::constant(37)])).unwrap();
+        for _ in 0..3 {
+            let y = g.push(Op::MatMul, &[h, wt], None).unwrap();
+            let y = g.unary(UnaryOp::Tanh, y).unwrap();
+            h = g.push(Op::MatMul, &[y, w], None).unwrap();
+        }
+        h
+    });
+    let kir = fluxc_core::kir::schedule(&g).unwrap();
+    let copies =
+        kir.kernels.iter().filter(|k| matches!(k, Kernel::Call { op: Op::Transpose { .. }, .. })).count();
+    assert_eq!(copies, 1, "one transposed copy for the three products");
+    agree("three products with one transposed weight", &g, "normal");
     let g =
         single(|g| g.push(Op::Iota, &[], Some(TensorTy::new(DType::I32, vec![Dim::constant(13)]))).unwrap());
     agree("iota", &g, "normal");

@@ -831,6 +831,31 @@ pub fn avx2_fma() -> bool {
 /// `out = a` with its axes permuted (`out` axis `i` is `a`'s axis `perm[i]`).
 pub fn transpose(a: &[f32], sa: &[usize], perm: &[usize], out: &mut [f32]) {
     let r = sa.len();
+    // The last two axes swapped (a weight transposed once for many products): matrix by
+    // matrix in 16 × 16 blocks, so reads and writes both stay within a few cache lines.
+    let swap_last_two = r >= 2
+        && perm.iter().take(r - 2).enumerate().all(|(i, p)| i == *p)
+        && perm.get(r - 2) == Some(&(r - 1))
+        && perm.get(r - 1) == Some(&(r - 2));
+    if swap_last_two {
+        let (rows, cols) = (sa[r - 2], sa[r - 1]);
+        let size = rows * cols;
+        if size == 0 {
+            return;
+        }
+        for (src, dst) in a.chunks_exact(size).zip(out.chunks_exact_mut(size)) {
+            for i0 in (0..rows).step_by(16) {
+                for j0 in (0..cols).step_by(16) {
+                    for i in i0..(i0 + 16).min(rows) {
+                        for j in j0..(j0 + 16).min(cols) {
+                            dst[j * rows + i] = src[i * cols + j];
+                        }
+                    }
+                }
+            }
+        }
+        return;
+    }
     let mut in_strides = vec![1usize; r];
     for k in (0..r.saturating_sub(1)).rev() {
         in_strides[k] = in_strides[k + 1] * sa[k + 1];

@@ -135,6 +135,10 @@ pub fn schedule_unoptimized(g: &Graph) -> Result<Kir, IrError> {
     schedule_exact(&crate::ir::simplify(g)?)
 }
 
+/// Matrix products reading one transposed value from which it is copied once rather than read
+/// transposed by each.
+const MANY_PRODUCTS: usize = 3;
+
 /// Schedules a graph as it is.
 pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
     let n = g.nodes.len();
@@ -149,14 +153,18 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
     }
     let is_output: Vec<bool> = (0..n).map(|i| g.outputs.iter().any(|(_, v)| v.index() == i)).collect();
     let node = |i: usize| g.nodes.get(i).ok_or_else(|| IrError(format!("no node %{i}")));
-    // A transpose of the last two axes read only by matrix products is absorbed into them.
+    // A transpose of the last two axes read only by matrix products is absorbed into them,
+    // unless many read it (a recurrent weight, once per time step): then one copy serves
+    // them all, and each reads its operand untransposed (measured: a 32-row product with a
+    // transposed [512, 128] weight takes 1.4× as long).
     let swaps_last_two = |op: &Op| matches!(op, Op::Transpose { perm } if crate::ir::swaps_last_two(perm));
     let absorbed: Vec<bool> = (0..n)
         .map(|i| {
             g.nodes.get(i).is_some_and(|nd| swaps_last_two(&nd.op))
                 && !is_output.get(i).copied().unwrap_or(false)
                 && uses.get(i).is_some_and(|u| {
-                    !u.is_empty() && u.iter().all(|&c| g.nodes.get(c).is_some_and(|cn| cn.op == Op::MatMul))
+                    (1..MANY_PRODUCTS).contains(&u.len())
+                        && u.iter().all(|&c| g.nodes.get(c).is_some_and(|cn| cn.op == Op::MatMul))
                 })
         })
         .collect();
