@@ -377,7 +377,8 @@ pub fn define_loop<M: Module>(
                     let base = strided_index(&mut bcx, terms, first);
                     let a = match read {
                         RowRead::Run => {
-                            // A pointer that element `first + j` of the row reads at `+ 4i`.
+                            // A pointer from which output element i (= first + j) reads
+                            // at byte offset 4i, like an operand of the output's shape.
                             let shift = bcx.ins().isub(base, first);
                             let off = bcx.ins().ishl_imm_s(shift, 2);
                             if let Some(q) = in_ptrs.get_mut(k) {
