@@ -403,6 +403,15 @@ fn products_and_sources() {
         g.push(Op::MatMul, &[x, y], None).unwrap()
     });
     agree("batched matmul", &g, "normal");
+    // Enough small products at batch 64 to be split over the threads by batch element, one
+    // operand transposed.
+    let g = single(|g| {
+        let x = g.input("x", ty(&[b(), Dim::constant(16), Dim::constant(32)])).unwrap();
+        let y = g.input("y", ty(&[b(), Dim::constant(24), Dim::constant(32)])).unwrap();
+        let yt = g.push(Op::Transpose { perm: vec![0, 2, 1] }, &[y], None).unwrap();
+        g.push(Op::MatMul, &[x, yt], None).unwrap()
+    });
+    agree("many small batched products", &g, "normal");
     let g = single(|g| {
         let x = g.input("x", ty(&[b(), Dim::constant(37)])).unwrap();
         let w = g.input("w", ty(&[Dim::constant(13), Dim::constant(37)])).unwrap();

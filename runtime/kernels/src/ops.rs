@@ -692,9 +692,7 @@ pub fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: 
     let starts = if ta { gemm::row_starts(m, 1) } else { gemm::row_starts(m, k) };
     let b_starts = if tb { gemm::row_starts(n, k) } else { gemm::row_starts(k, n) };
     let rows = m.div_ceil(parts);
-    let chunks: Vec<(usize, &mut [f32])> =
-        c[..m * n].chunks_mut(rows * n).enumerate().map(|(t, chunk)| (t * rows, chunk)).collect();
-    on_threads(chunks, |(r0, chunk)| {
+    let run = |(r0, chunk): (usize, &mut [f32])| {
         let mt = chunk.len() / n;
         match (packed, tb) {
             // Rows r0.. of op(a): a row offset when `a` is stored [m, k], a column offset when
@@ -708,7 +706,53 @@ pub fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: 
             }
             (false, true) => gemm::dot(mt, k, n, &a[r0 * k..], k, b, &b_starts, chunk, n, false),
         }
-    });
+    };
+    if parts == 1 {
+        run((0, &mut c[..m * n]));
+    } else {
+        on_threads(
+            c[..m * n].chunks_mut(rows * n).enumerate().map(|(t, chunk)| (t * rows, chunk)).collect(),
+            run,
+        );
+    }
+}
+
+/// `nb` products `c[t] = op(a[t]) @ op(b[t])` (as [`gemm_t`]) stored one after another. Many
+/// small ones (attention's per-head products) are split over the threads by `t`; large ones
+/// split themselves.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_batch(
+    nb: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    ta: bool,
+    b: &[f32],
+    tb: bool,
+    c: &mut [f32],
+) {
+    let (mk, kn, mn) = (m * k, k * n, m * n);
+    if mn == 0 || nb == 0 {
+        return;
+    }
+    let one = |t: usize, c: &mut [f32]| {
+        gemm_t(m, k, n, &a[t * mk..(t + 1) * mk], ta, &b[t * kn..(t + 1) * kn], tb, c)
+    };
+    let small = m * k * n < 1 << 18;
+    let parts = if small { threads::get().min(nb).min(nb * m * k * n / (1 << 18)).max(1) } else { 1 };
+    let per = nb.div_ceil(parts);
+    let chunks: Vec<(usize, &mut [f32])> = c[..nb * mn].chunks_mut(per * mn).enumerate().collect();
+    let run = |(p, chunk): (usize, &mut [f32])| {
+        for (i, c) in chunk.chunks_exact_mut(mn).enumerate() {
+            one(p * per + i, c);
+        }
+    };
+    if parts == 1 {
+        chunks.into_iter().for_each(run);
+    } else {
+        on_threads(chunks, run);
+    }
 }
 
 /// Whether a product goes through `matrixmultiply`'s packed kernel rather than the direct
@@ -860,18 +904,50 @@ pub fn transpose(a: &[f32], sa: &[usize], perm: &[usize], out: &mut [f32]) {
     for k in (0..r.saturating_sub(1)).rev() {
         in_strides[k] = in_strides[k + 1] * sa[k + 1];
     }
-    let out_shape: Vec<usize> = perm.iter().map(|p| sa.get(*p).copied().unwrap_or(1)).collect();
-    let strides: Vec<usize> = perm.iter().map(|p| in_strides.get(*p).copied().unwrap_or(0)).collect();
-    let mut idx = vec![0usize; r];
-    for d in out.iter_mut() {
-        let src: usize = idx.iter().zip(&strides).map(|(i, s)| i * s).sum();
-        *d = a[src];
-        for k in (0..r).rev() {
+    // The output's axes as (extent, input stride), size-1 axes dropped and neighbours that are
+    // also neighbours in the input merged (an attention head's features stay one run).
+    let mut axes: Vec<(usize, usize)> = Vec::with_capacity(r);
+    for p in perm {
+        let (Some(&d), Some(&st)) = (sa.get(*p), in_strides.get(*p)) else { return };
+        if d == 0 {
+            return;
+        }
+        if d == 1 {
+            continue;
+        }
+        match axes.last_mut() {
+            Some((e, s)) if *s == st * d => (*e, *s) = (*e * d, st),
+            _ => axes.push((d, st)),
+        }
+    }
+    let Some(&(run, step)) = axes.last() else {
+        // Every axis of size 1: one element.
+        if let (Some(o), Some(v)) = (out.first_mut(), a.first()) {
+            *o = *v;
+        }
+        return;
+    };
+    // Row by row: the last merged axis is a run (a copy when contiguous); an odometer over the
+    // others finds where each row starts.
+    let outer = &axes[..axes.len() - 1];
+    let mut idx = vec![0usize; outer.len()];
+    let mut at = 0;
+    for chunk in out.chunks_exact_mut(run) {
+        if step == 1 {
+            chunk.copy_from_slice(&a[at..at + run]);
+        } else {
+            for (j, d) in chunk.iter_mut().enumerate() {
+                *d = a[at + j * step];
+            }
+        }
+        for (k, &(extent, stride)) in outer.iter().enumerate().rev() {
             idx[k] += 1;
-            if idx[k] < out_shape[k] {
+            at += stride;
+            if idx[k] < extent {
                 break;
             }
             idx[k] = 0;
+            at -= extent * stride;
         }
     }
 }
@@ -1070,6 +1146,47 @@ mod tests {
     fn close(got: &[f32], want: &[f64], what: &str) {
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
             assert!((f64::from(*g) - w).abs() <= 1e-3 * w.abs().max(1.0), "{what}[{i}]: {g} vs {w}");
+        }
+    }
+
+    /// Every permutation of rank-4 shapes (with and without size-1 axes) against plain
+    /// index arithmetic: the merged runs, the strided runs and the blocked 2-D swap.
+    #[test]
+    fn transposes_match_index_arithmetic() {
+        fn perms(n: usize) -> Vec<Vec<usize>> {
+            if n == 0 {
+                return vec![vec![]];
+            }
+            let mut all = Vec::new();
+            for p in perms(n - 1) {
+                for at in 0..=p.len() {
+                    let mut q = p.clone();
+                    q.insert(at, n - 1);
+                    all.push(q);
+                }
+            }
+            all
+        }
+        for sa in [[3usize, 4, 2, 5], [2, 1, 3, 1], [17, 1, 3, 19]] {
+            let n: usize = sa.iter().product();
+            let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            for perm in perms(4) {
+                let shape: Vec<usize> = perm.iter().map(|p| sa[*p]).collect();
+                let mut want = vec![0.0f32; n];
+                for (o, w) in want.iter_mut().enumerate() {
+                    // Output index o as coordinates, then the input element they name.
+                    let mut rest = o;
+                    let mut coords = [0usize; 4];
+                    for k in (0..4).rev() {
+                        coords[perm[k]] = rest % shape[k];
+                        rest /= shape[k];
+                    }
+                    *w = a[((coords[0] * sa[1] + coords[1]) * sa[2] + coords[2]) * sa[3] + coords[3]];
+                }
+                let mut got = vec![f32::NAN; n];
+                transpose(&a, &sa, &perm, &mut got);
+                assert_eq!(got, want, "{sa:?} {perm:?}");
+            }
         }
     }
 

@@ -454,18 +454,7 @@ impl<'p> Plan<'p> {
                 let a = operand(a, product(&[nb, mk])?)?;
                 let b = operand(b, product(&[nb, kn])?)?;
                 let out = output(product(&[nb, mn])?)?;
-                for t in 0..nb {
-                    ops::gemm_t(
-                        m,
-                        k,
-                        n,
-                        &a[t * mk..(t + 1) * mk],
-                        ta,
-                        &b[t * kn..(t + 1) * kn],
-                        tb,
-                        &mut out[t * mn..(t + 1) * mn],
-                    );
-                }
+                ops::gemm_batch(nb, m, k, n, a, ta, b, tb, out);
             }
             op::TRANSPOSE => {
                 let a = r.index()?;
