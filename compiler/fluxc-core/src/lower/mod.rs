@@ -519,6 +519,21 @@ impl<'a> Lowerer<'a> {
             sy.push(one);
             y2 = self.g.reshape(y, sy.clone())?;
         }
+        // Rows in a batch times one matrix (`[.., m, k] @ [k, n]`: a dense layer on a sequence):
+        // one product over all the rows, `[batch·m, k] @ [k, n]`, rather than the matrix
+        // broadcast over the batch and multiplied batch element by batch element (its gradient
+        // is then one product too, not a sum over the batch).
+        let (lead, k) = sx.split_at(sx.len().saturating_sub(1));
+        let rows = lead.iter().try_fold(Dim::constant(1), |acc, d| acc.mul(d).ok());
+        if let (false, false, true, true, Some(rows)) = (x_vec, y_vec, sx.len() > 2, sy.len() == 2, rows) {
+            let mut flat = vec![rows];
+            flat.extend(k.iter().cloned());
+            let x2 = self.g.reshape(x, flat)?;
+            let r = self.g.push(Op::MatMul, &[x2, y], None)?;
+            let mut out = lead.to_vec();
+            out.extend(sy.get(1..).unwrap_or_default().iter().cloned());
+            return Ok(self.g.reshape(r, out)?);
+        }
         let bx = sx.get(..sx.len() - 2).unwrap_or_default().to_vec();
         let by = sy.get(..sy.len() - 2).unwrap_or_default().to_vec();
         let batch = crate::ir::broadcast_shapes(&bx, &by)?;
