@@ -57,14 +57,59 @@ pub fn direct(
     if m == 0 || n == 0 {
         return;
     }
+    direct_at(Level::best(), m, k, n, a, b, b_rows, c, ldc, add);
+}
+
+/// The widest vector instructions this CPU has that the tiles use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Level {
+    Plain,
+    Avx2,
+    Avx512,
+}
+
+impl Level {
+    /// Checked once.
+    pub(crate) fn best() -> Level {
+        static BEST: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") && crate::ops::avx2_fma() {
+                    return Level::Avx512;
+                }
+                if crate::ops::avx2_fma() {
+                    return Level::Avx2;
+                }
+            }
+            Level::Plain
+        })
+    }
+}
+
+/// [`direct`] with the tiles of `level` (at most [`Level::best`]; the bounds already checked).
+#[allow(clippy::too_many_arguments)]
+fn direct_at(
+    level: Level,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Rows<'_>,
+    b: &[f32],
+    b_rows: &[usize],
+    c: &mut [f32],
+    ldc: usize,
+    add: bool,
+) {
     #[cfg(target_arch = "x86_64")]
-    if crate::ops::avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA; the bounds were asserted above.
+    match level.min(Level::best()) {
+        // SAFETY (both): the CPU has the instructions (checked at run time); the caller
+        // asserted the bounds.
         #[allow(unsafe_code)]
-        unsafe {
-            avx2::direct(m, k, n, a, b, b_rows, c, ldc, add);
-        }
-        return;
+        Level::Avx512 => return unsafe { avx512::direct(m, k, n, a, b, b_rows, c, ldc, add) },
+        #[allow(unsafe_code)]
+        Level::Avx2 => return unsafe { avx2::direct(m, k, n, a, b, b_rows, c, ldc, add) },
+        Level::Plain => {}
     }
     for i in 0..m {
         let row = &mut c[i * ldc..i * ldc + n];
@@ -400,6 +445,136 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code, clippy::too_many_arguments)]
+mod avx512 {
+    use super::Rows;
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX-512F, and the operands hold their shapes (asserted by [`super::direct`]).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn direct(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: Rows<'_>,
+        b: &[f32],
+        b_rows: &[usize],
+        c: &mut [f32],
+        ldc: usize,
+        add: bool,
+    ) {
+        let (ap, bp, cp) = (a.data.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+        // As the AVX2 tiles, twice as wide: up to 8 rows × 32 columns in 16 registers.
+        let mut j = 0;
+        while j < n {
+            let cols = (n - j).min(32);
+            let mut i = 0;
+            while i < m {
+                let rows = (m - i).min(8);
+                // SAFETY: rows i..i+rows and columns j..j+cols lie inside the asserted shapes.
+                unsafe {
+                    let mut rows_a = [ap; 8];
+                    for (r, at) in rows_a.iter_mut().enumerate().take(rows) {
+                        *at = ap.add(a.starts[i + r]);
+                    }
+                    let t = Tile {
+                        k,
+                        a: rows_a,
+                        step: a.step,
+                        b: bp.add(j),
+                        b_rows: b_rows.as_ptr(),
+                        c: cp.add(i * ldc + j),
+                        ldc,
+                        cols,
+                        add,
+                    };
+                    match (rows, cols > 16) {
+                        (8, true) => t.run::<8, 2>(),
+                        (8, false) => t.run::<8, 1>(),
+                        (7, true) => t.run::<7, 2>(),
+                        (7, false) => t.run::<7, 1>(),
+                        (6, true) => t.run::<6, 2>(),
+                        (6, false) => t.run::<6, 1>(),
+                        (5, true) => t.run::<5, 2>(),
+                        (5, false) => t.run::<5, 1>(),
+                        (4, true) => t.run::<4, 2>(),
+                        (4, false) => t.run::<4, 1>(),
+                        (3, true) => t.run::<3, 2>(),
+                        (3, false) => t.run::<3, 1>(),
+                        (2, true) => t.run::<2, 2>(),
+                        (2, false) => t.run::<2, 1>(),
+                        (_, true) => t.run::<1, 2>(),
+                        (_, false) => t.run::<1, 1>(),
+                    }
+                }
+                i += rows;
+            }
+            j += cols;
+        }
+    }
+
+    /// One tile: `R` rows by `V` vectors of sixteen columns, the last masked to `cols`.
+    struct Tile {
+        k: usize,
+        a: [*const f32; 8],
+        step: usize,
+        b: *const f32,
+        b_rows: *const usize,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        add: bool,
+    }
+
+    impl Tile {
+        /// # Safety
+        /// AVX-512F; `a` holds R × k, `b` k × cols, `c` R × cols at their strides.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn run<const R: usize, const V: usize>(&self) {
+            let rem = self.cols - 16 * (V - 1);
+            let last: __mmask16 = if rem >= 16 { 0xFFFF } else { (1u16 << rem) - 1 };
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            // SAFETY (every access below): inside the shapes the caller guarantees; the last
+            // vector's lanes past `cols` are masked off.
+            unsafe {
+                for p in 0..self.k {
+                    let row = self.b.add(*self.b_rows.add(p));
+                    let mut y = [_mm512_setzero_ps(); V];
+                    for (v, y) in y.iter_mut().enumerate() {
+                        *y = if v + 1 == V {
+                            _mm512_maskz_loadu_ps(last, row.add(16 * v))
+                        } else {
+                            _mm512_loadu_ps(row.add(16 * v))
+                        };
+                    }
+                    let along = p * self.step;
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let x = _mm512_set1_ps(*self.a[r].add(along));
+                        for v in 0..V {
+                            acc[v] = _mm512_fmadd_ps(x, y[v], acc[v]);
+                        }
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    let out = self.c.add(r * self.ldc);
+                    for (v, acc) in acc.iter().enumerate() {
+                        let at = out.add(16 * v);
+                        let mask = if v + 1 == V { last } else { 0xFFFF };
+                        let sum = if self.add {
+                            _mm512_add_ps(*acc, _mm512_maskz_loadu_ps(mask, at))
+                        } else {
+                            *acc
+                        };
+                        _mm512_mask_storeu_ps(at, mask, sum);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,12 +583,14 @@ mod tests {
         (0..n).map(|i| ((i * 37 + seed * 11) % 101) as f32 / 50.0 - 1.0).collect()
     }
 
-    /// Every tile shape and tail (rows 1..=13, columns 1..=35, k 0..=19, strided and transposed
-    /// `a`, `add`) against a plain f64 sum.
+    /// Every tile shape and tail of every instruction level this CPU has (rows 1..=17, columns
+    /// 1..=40, k 0..=19, strided and transposed `a`, `add`) against a plain f64 sum.
     #[test]
     fn direct_and_dot_match_a_plain_sum() {
-        for m in [1, 2, 3, 4, 5, 6, 7, 11, 13] {
-            for n in [1, 3, 7, 8, 9, 15, 16, 17, 24, 35] {
+        let levels: Vec<Level> =
+            [Level::Plain, Level::Avx2, Level::Avx512].into_iter().filter(|l| *l <= Level::best()).collect();
+        for m in [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 17] {
+            for n in [1, 3, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 40] {
                 for k in [0, 1, 5, 8, 9, 19] {
                     let a = fill(m * k + 3, 1);
                     let b = fill(k * n + 5, 2);
@@ -426,31 +603,24 @@ mod tests {
                                 (0..k).map(|p| f64::from(a[i * rs + p * cs]) * f64::from(b[p * n + j])).sum();
                             s + if add { f64::from(c0[i * (n + 2) + j]) } else { 0.0 }
                         };
-                        let mut c = c0.clone();
-                        direct(
-                            m,
-                            k,
-                            n,
-                            Rows { data: &a, starts: &starts, step: cs },
-                            &b,
-                            &row_starts(k, n),
-                            &mut c,
-                            n + 2,
-                            add,
-                        );
-                        for i in 0..m {
-                            for j in 0..n {
-                                let (g, w) = (f64::from(c[i * (n + 2) + j]), want(i, j));
-                                assert!(
-                                    (g - w).abs() < 1e-4,
-                                    "direct {m}x{k}x{n} ta={ta} add={add} [{i},{j}]: {g} vs {w}"
+                        for &level in &levels {
+                            let mut c = c0.clone();
+                            let rows_a = Rows { data: &a, starts: &starts, step: cs };
+                            direct_at(level, m, k, n, rows_a, &b, &row_starts(k, n), &mut c, n + 2, add);
+                            for i in 0..m {
+                                for j in 0..n {
+                                    let (g, w) = (f64::from(c[i * (n + 2) + j]), want(i, j));
+                                    assert!(
+                                        (g - w).abs() < 1e-4,
+                                        "direct {level:?} {m}x{k}x{n} ta={ta} add={add} [{i},{j}]: {g} vs {w}"
+                                    );
+                                }
+                                // Columns past n are never written.
+                                assert_eq!(
+                                    &c[i * (n + 2) + n..i * (n + 2) + n + 2],
+                                    &c0[i * (n + 2) + n..i * (n + 2) + n + 2]
                                 );
                             }
-                            // Columns past n are never written.
-                            assert_eq!(
-                                &c[i * (n + 2) + n..i * (n + 2) + n + 2],
-                                &c0[i * (n + 2) + n..i * (n + 2) + n + 2]
-                            );
                         }
                         // dot: b stored [n, k].
                         let bt: Vec<f32> = (0..n * k).map(|q| b[(q % k) * n + q / k]).collect();

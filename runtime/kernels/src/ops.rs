@@ -676,7 +676,7 @@ pub fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: 
     }
     let packed = packs(m, k, tb);
     // Below about 256 K multiply-adds (a few µs) a second thread costs more than it saves.
-    let min_rows = if packed { 8 } else { 6 };
+    let min_rows = 8;
     let parts = threads::get().min(m / min_rows).min(m * k * n / (1 << 18)).max(1);
     if packed && parts > 1 && n > m {
         // Wider than tall: split the columns of `c`, so each thread packs all of `a` (the
@@ -756,12 +756,19 @@ pub fn gemm_batch(
 }
 
 /// Whether a product goes through `matrixmultiply`'s packed kernel rather than the direct
-/// tiles of [`gemm`]. Measured on the benchmark's shapes: packing pays from about 16 rows up
-/// (and splits over the threads), the direct tiles win below that (a forward pass on a few
-/// rows: 9 µs against 143 for one row of a 784 → 256 layer) and for a thin inner dimension;
-/// dot products (`b` transposed) keep up to 16 rows unless the rows are short.
+/// tiles of [`gemm`]. Measured here (2 cores, 2026-11-26): with AVX-512 the direct tiles beat
+/// packing at every size up to 1024³ (about 220 against 200 GFLOP/s on two threads) as long as
+/// `a` stays in cache; with AVX2 alone packing pays from about 16 rows up, the tiles winning for a
+/// few rows (a forward pass on one row of a 784 → 256 layer: 9 µs against 143) and a thin inner
+/// dimension. Dot products (`b` transposed) keep up to 16 rows unless the rows are short.
 fn packs(m: usize, k: usize, tb: bool) -> bool {
-    if tb { m > 16 || k < 16 } else { m > 8 && k > 4 }
+    if tb {
+        m > 16 || k < 16
+    } else if gemm::Level::best() == gemm::Level::Avx512 {
+        m * k > 1 << 20
+    } else {
+        m > 8 && k > 4
+    }
 }
 
 /// Raw operand pointers handed to the threads of [`columns_split`].
