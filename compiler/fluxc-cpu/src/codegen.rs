@@ -60,6 +60,9 @@ pub fn register_math(b: &mut JITBuilder) {
     for (name, f) in fluxc_kernels::math::UNARY {
         b.symbol(name, f as *const u8);
     }
+    for (name, _, f) in fluxc_kernels::math::MAPS {
+        b.symbol(name, f as *const u8);
+    }
     b.symbol(
         "fluxc_math_pow",
         fluxc_kernels::math::fluxc_math_pow as extern "C" fn(f32, f32) -> f32 as *const u8,
@@ -102,6 +105,27 @@ struct Term {
     os: Option<Value>,
     od: Option<Value>,
     is: Value,
+}
+
+/// The kernels' whole-run map for a body that is exactly `f(load 0)` with `f` exp, sigmoid or
+/// tanh, its input read contiguously, nothing else stored and nothing summed.
+fn whole_map(
+    body: &[Fused],
+    access: &[Access],
+    also: &[(BufId, usize)],
+    sum: Option<usize>,
+) -> Option<&'static str> {
+    let [Fused::Load(0), Fused::Unary(u, 0)] = body else { return None };
+    if !also.is_empty() || sum.is_some() || !matches!(access.first(), Some(Access::Same)) {
+        return None;
+    }
+    let map = match u {
+        UnaryOp::Exp => fluxc_kernels::math::Map::Exp,
+        UnaryOp::Sigmoid => fluxc_kernels::math::Map::Sigmoid,
+        UnaryOp::Tanh => fluxc_kernels::math::Map::Tanh,
+        _ => return None,
+    };
+    fluxc_kernels::math::MAPS.iter().find(|m| m.1 == map).map(|m| m.0)
 }
 
 /// Part `part` of `parts` of `0..n`: `[lo, hi)`, the parts `align`-element multiples (so that
@@ -333,401 +357,423 @@ pub fn define_loop<M: Module>(
             let off = i32::try_from(1 + inputs.len() + e).unwrap_or(i32::MAX).saturating_mul(word);
             also_ptrs.push((bcx.ins().load(ptr, flags, ptrs, off), *j));
         }
-        // Row mode: a broadcast read that is contiguous (or constant) along the trailing axes
-        // from `t` is read through a pointer (or a value) set once per row of those axes, so
-        // the row runs on lanes without a division per element.
-        let (start, end, done, row) = match row_split(shape, inputs, &access).filter(|_| sum.is_none()) {
-            // A fused sum runs whole in part 0 (its runs may cross any split).
-            None if sum.is_some() => {
-                let go = bcx.create_block();
-                bcx.ins().brif(part, exit, &[], go, &[]);
-                bcx.switch_to_block(go);
-                (bcx.ins().iconst(types::I64, 0), n, exit, None)
-            }
-            None => {
+        'body: {
+            // A loop that only applies exp, sigmoid or tanh to one contiguous input hands its range
+            // to the kernels' whole-run map, which runs on wider vectors than Cranelift's lanes.
+            if let (Some(map), Some(&x)) = (whole_map(body, &access, also, sum), in_ptrs.first()) {
+                let mut sig = module.make_signature();
+                sig.params.extend([AbiParam::new(ptr), AbiParam::new(ptr), AbiParam::new(types::I64)]);
+                let f = module
+                    .declare_function(map, Linkage::Import, &sig)
+                    .map_err(|e| CpuError(format!("declaring {map}: {e}")))?;
+                let f = module.declare_func_in_func(f, bcx.func);
                 let (lo, hi) = part_range(&mut bcx, n, part, parts, 8);
-                (lo, hi, exit, None)
+                let off = bcx.ins().ishl_imm_s(lo, 2);
+                let (to, from) = (bcx.ins().iadd(out_ptr, off), bcx.ins().iadd(x, off));
+                let count = bcx.ins().isub(hi, lo);
+                bcx.ins().call(f, &[to, from, count]);
+                bcx.ins().jump(exit, &[]);
+                break 'body;
             }
-            Some((t, reads)) => {
-                let mut rows = bcx.ins().iconst(types::I64, 1);
-                for d in out_dims.iter().take(t) {
-                    rows = bcx.ins().imul(rows, *d);
+            // Row mode: a broadcast read that is contiguous (or constant) along the trailing axes
+            // from `t` is read through a pointer (or a value) set once per row of those axes, so
+            // the row runs on lanes without a division per element.
+            let (start, end, done, row) = match row_split(shape, inputs, &access).filter(|_| sum.is_none()) {
+                // A fused sum runs whole in part 0 (its runs may cross any split).
+                None if sum.is_some() => {
+                    let go = bcx.create_block();
+                    bcx.ins().brif(part, exit, &[], go, &[]);
+                    bcx.switch_to_block(go);
+                    (bcx.ins().iconst(types::I64, 0), n, exit, None)
                 }
-                let mut inner = bcx.ins().iconst(types::I64, 1);
-                for d in out_dims.iter().skip(t) {
-                    inner = bcx.ins().imul(inner, *d);
+                None => {
+                    let (lo, hi) = part_range(&mut bcx, n, part, parts, 8);
+                    (lo, hi, exit, None)
                 }
-                let row_header = bcx.create_block();
-                let row_body = bcx.create_block();
-                let row_next = bcx.create_block();
-                let r = bcx.append_block_param(row_header, types::I64);
-                let (first_row, end_row) = part_range(&mut bcx, rows, part, parts, 1);
-                bcx.ins().jump(row_header, &[BlockArg::Value(first_row)]);
-                bcx.switch_to_block(row_header);
-                let more = bcx.ins().icmp(IntCC::SignedLessThan, r, end_row);
-                bcx.ins().brif(more, row_body, &[], exit, &[]);
-                bcx.switch_to_block(row_body);
-                let first = bcx.ins().imul(r, inner);
-                for (k, read) in reads.iter().enumerate() {
-                    let (Some(Access::Strided(terms)), Some(p)) = (access.get(k), in_ptrs.get(k).copied())
-                    else {
-                        continue;
-                    };
-                    // The element this row starts from.
-                    let base = strided_index(&mut bcx, terms, first);
-                    let a = match read {
-                        RowRead::Run => {
-                            // A pointer from which output element i (= first + j) reads
-                            // at byte offset 4i, like an operand of the output's shape.
-                            let shift = bcx.ins().isub(base, first);
-                            let off = bcx.ins().ishl_imm_s(shift, 2);
-                            if let Some(q) = in_ptrs.get_mut(k) {
-                                *q = bcx.ins().iadd(p, off);
+                Some((t, reads)) => {
+                    let mut rows = bcx.ins().iconst(types::I64, 1);
+                    for d in out_dims.iter().take(t) {
+                        rows = bcx.ins().imul(rows, *d);
+                    }
+                    let mut inner = bcx.ins().iconst(types::I64, 1);
+                    for d in out_dims.iter().skip(t) {
+                        inner = bcx.ins().imul(inner, *d);
+                    }
+                    let row_header = bcx.create_block();
+                    let row_body = bcx.create_block();
+                    let row_next = bcx.create_block();
+                    let r = bcx.append_block_param(row_header, types::I64);
+                    let (first_row, end_row) = part_range(&mut bcx, rows, part, parts, 1);
+                    bcx.ins().jump(row_header, &[BlockArg::Value(first_row)]);
+                    bcx.switch_to_block(row_header);
+                    let more = bcx.ins().icmp(IntCC::SignedLessThan, r, end_row);
+                    bcx.ins().brif(more, row_body, &[], exit, &[]);
+                    bcx.switch_to_block(row_body);
+                    let first = bcx.ins().imul(r, inner);
+                    for (k, read) in reads.iter().enumerate() {
+                        let (Some(Access::Strided(terms)), Some(p)) =
+                            (access.get(k), in_ptrs.get(k).copied())
+                        else {
+                            continue;
+                        };
+                        // The element this row starts from.
+                        let base = strided_index(&mut bcx, terms, first);
+                        let a = match read {
+                            RowRead::Run => {
+                                // A pointer from which output element i (= first + j) reads
+                                // at byte offset 4i, like an operand of the output's shape.
+                                let shift = bcx.ins().isub(base, first);
+                                let off = bcx.ins().ishl_imm_s(shift, 2);
+                                if let Some(q) = in_ptrs.get_mut(k) {
+                                    *q = bcx.ins().iadd(p, off);
+                                }
+                                Access::Same
                             }
-                            Access::Same
+                            RowRead::Splat => {
+                                let off = bcx.ins().ishl_imm_s(base, 2);
+                                let at = bcx.ins().iadd(p, off);
+                                Access::Scalar(bcx.ins().load(types::F32, flags, at, 0))
+                            }
+                        };
+                        if let Some(slot) = access.get_mut(k) {
+                            *slot = a;
                         }
-                        RowRead::Splat => {
-                            let off = bcx.ins().ishl_imm_s(base, 2);
-                            let at = bcx.ins().iadd(p, off);
-                            Access::Scalar(bcx.ins().load(types::F32, flags, at, 0))
-                        }
-                    };
-                    if let Some(slot) = access.get_mut(k) {
-                        *slot = a;
+                    }
+                    let last = bcx.ins().iadd(first, inner);
+                    (first, last, row_next, Some((row_header, row_next, r)))
+                }
+            };
+            let i = bcx.append_block_param(header, types::I64);
+            // A fused sum: the running f64 total, the count into the current run, the output index;
+            // `inner` is the length of a run (the summed trailing axes).
+            let reduction = match sum {
+                Some(kept) => {
+                    let mut inner = bcx.ins().iconst(types::I64, 1);
+                    for d in out_dims.iter().skip(kept) {
+                        inner = bcx.ins().imul(inner, *d);
+                    }
+                    let acc = bcx.append_block_param(header, types::F64);
+                    let r = bcx.append_block_param(header, types::I64);
+                    let o = bcx.append_block_param(header, types::I64);
+                    Some((inner, acc, r, o))
+                }
+                None => None,
+            };
+            // Values that do not depend on the element (scalars, constants, the batch) are computed
+            // once, before the loop: `beta1 ^ t` in Adam is one call, not one per parameter.
+            let mut invariant = vec![false; body.len()];
+            for (j, f) in body.iter().enumerate() {
+                let inv = |k: &usize| invariant.get(*k).copied().unwrap_or(false);
+                let v = match f {
+                    Fused::Load(k) => matches!(access.get(*k), Some(Access::Scalar(_))),
+                    Fused::Const(..) | Fused::Size(..) => true,
+                    Fused::Unary(_, x) | Fused::Cast(_, x) => inv(x),
+                    Fused::Binary(_, x, y) => inv(x) && inv(y),
+                    Fused::Select(c, x, y) => inv(c) && inv(x) && inv(y),
+                };
+                if let Some(slot) = invariant.get_mut(j) {
+                    *slot = v;
+                }
+            }
+            let mut vals: Vec<Option<Value>> = vec![None; body.len()];
+            let f32c = |bcx: &mut FunctionBuilder<'_>, v: f32| bcx.ins().f32const(v);
+            let bool_of = |bcx: &mut FunctionBuilder<'_>, c: Value| {
+                let one = bcx.ins().f32const(1.0);
+                let zero = bcx.ins().f32const(0.0);
+                bcx.ins().select(c, one, zero)
+            };
+            // A product read only by one sum on lanes becomes a fused multiply-add (where the
+            // instruction set has FMA).
+            let has_fma = isa_fma;
+            let mut uses = vec![0usize; body.len()];
+            for f in body {
+                let args: &[usize] = match f {
+                    Fused::Unary(_, x) | Fused::Cast(_, x) => std::slice::from_ref(x),
+                    Fused::Binary(_, x, y) => &[*x, *y][..],
+                    Fused::Select(c, x, y) => &[*c, *x, *y][..],
+                    _ => &[],
+                };
+                for a in args {
+                    if let Some(u) = uses.get_mut(*a) {
+                        *u += 1;
                     }
                 }
-                let last = bcx.ins().iadd(first, inner);
-                (first, last, row_next, Some((row_header, row_next, r)))
             }
-        };
-        let i = bcx.append_block_param(header, types::I64);
-        // A fused sum: the running f64 total, the count into the current run, the output index;
-        // `inner` is the length of a run (the summed trailing axes).
-        let reduction = match sum {
-            Some(kept) => {
-                let mut inner = bcx.ins().iconst(types::I64, 1);
-                for d in out_dims.iter().skip(kept) {
-                    inner = bcx.ins().imul(inner, *d);
-                }
-                let acc = bcx.append_block_param(header, types::F64);
-                let r = bcx.append_block_param(header, types::I64);
-                let o = bcx.append_block_param(header, types::I64);
-                Some((inner, acc, r, o))
-            }
-            None => None,
-        };
-        // Values that do not depend on the element (scalars, constants, the batch) are computed
-        // once, before the loop: `beta1 ^ t` in Adam is one call, not one per parameter.
-        let mut invariant = vec![false; body.len()];
-        for (j, f) in body.iter().enumerate() {
-            let inv = |k: &usize| invariant.get(*k).copied().unwrap_or(false);
-            let v = match f {
-                Fused::Load(k) => matches!(access.get(*k), Some(Access::Scalar(_))),
-                Fused::Const(..) | Fused::Size(..) => true,
-                Fused::Unary(_, x) | Fused::Cast(_, x) => inv(x),
-                Fused::Binary(_, x, y) => inv(x) && inv(y),
-                Fused::Select(c, x, y) => inv(c) && inv(x) && inv(y),
-            };
-            if let Some(slot) = invariant.get_mut(j) {
-                *slot = v;
-            }
-        }
-        let mut vals: Vec<Option<Value>> = vec![None; body.len()];
-        let f32c = |bcx: &mut FunctionBuilder<'_>, v: f32| bcx.ins().f32const(v);
-        let bool_of = |bcx: &mut FunctionBuilder<'_>, c: Value| {
-            let one = bcx.ins().f32const(1.0);
-            let zero = bcx.ins().f32const(0.0);
-            bcx.ins().select(c, one, zero)
-        };
-        // A product read only by one sum on lanes becomes a fused multiply-add (where the
-        // instruction set has FMA).
-        let has_fma = isa_fma;
-        let mut uses = vec![0usize; body.len()];
-        for f in body {
-            let args: &[usize] = match f {
-                Fused::Unary(_, x) | Fused::Cast(_, x) => std::slice::from_ref(x),
-                Fused::Binary(_, x, y) => &[*x, *y][..],
-                Fused::Select(c, x, y) => &[*c, *x, *y][..],
-                _ => &[],
-            };
-            for a in args {
-                if let Some(u) = uses.get_mut(*a) {
+            // A value stored as a further output is used there too (so never folded into an FMA).
+            for (_, j) in also {
+                if let Some(u) = uses.get_mut(*j) {
                     *u += 1;
                 }
             }
-        }
-        // A value stored as a further output is used there too (so never folded into an FMA).
-        for (_, j) in also {
-            if let Some(u) = uses.get_mut(*j) {
-                *u += 1;
-            }
-        }
-        let fusable_mul: Vec<bool> = body
-            .iter()
-            .enumerate()
-            .map(|(j, f)| {
-                has_fma
-                    && matches!(f, Fused::Binary(BinaryOp::Mul, ..))
-                    && uses.get(j) == Some(&1)
-                    && !invariant.get(j).copied().unwrap_or(false)
-            })
-            .collect();
-        for hoisted in [true, false] {
-            if !hoisted {
-                // Leave the entry block (or the row's). When the body allows it, a loop over f32x4
-                // lanes runs first; the scalar loop header(i): i < end ? body : done finishes the
-                // tail.
-                let zero = start;
-                if reduction.is_some() {
-                    let zf = bcx.ins().f64const(0.0);
-                    let args = [zero, zf, zero, zero].map(BlockArg::Value);
-                    bcx.ins().jump(header, &args);
-                } else if vectorizable(body, &access, &invariant) {
-                    // Eight lanes a round (two independent f32x4 bodies) while eight remain,
-                    // then four, then the scalar tail.
-                    let header8 = bcx.create_block();
-                    let body8 = bcx.create_block();
-                    let vheader = bcx.create_block();
-                    let vbody = bcx.create_block();
-                    let i8 = bcx.append_block_param(header8, types::I64);
-                    let iv = bcx.append_block_param(vheader, types::I64);
-                    bcx.ins().jump(header8, &[BlockArg::Value(zero)]);
-                    bcx.switch_to_block(header8);
-                    let end8 = bcx.ins().iadd_imm_s(i8, 8);
-                    let room8 = bcx.ins().icmp(IntCC::SignedLessThanOrEqual, end8, end);
-                    bcx.ins().brif(room8, body8, &[], vheader, &[BlockArg::Value(i8)]);
-                    bcx.switch_to_block(body8);
-                    let i4 = bcx.ins().iadd_imm_s(i8, 4);
-                    for at in [i8, i4] {
+            let fusable_mul: Vec<bool> = body
+                .iter()
+                .enumerate()
+                .map(|(j, f)| {
+                    has_fma
+                        && matches!(f, Fused::Binary(BinaryOp::Mul, ..))
+                        && uses.get(j) == Some(&1)
+                        && !invariant.get(j).copied().unwrap_or(false)
+                })
+                .collect();
+            for hoisted in [true, false] {
+                if !hoisted {
+                    // Leave the entry block (or the row's). When the body allows it, a loop over f32x4
+                    // lanes runs first; the scalar loop header(i): i < end ? body : done finishes the
+                    // tail.
+                    let zero = start;
+                    if reduction.is_some() {
+                        let zf = bcx.ins().f64const(0.0);
+                        let args = [zero, zf, zero, zero].map(BlockArg::Value);
+                        bcx.ins().jump(header, &args);
+                    } else if vectorizable(body, &access, &invariant) {
+                        // Eight lanes a round (two independent f32x4 bodies) while eight remain,
+                        // then four, then the scalar tail.
+                        let header8 = bcx.create_block();
+                        let body8 = bcx.create_block();
+                        let vheader = bcx.create_block();
+                        let vbody = bcx.create_block();
+                        let i8 = bcx.append_block_param(header8, types::I64);
+                        let iv = bcx.append_block_param(vheader, types::I64);
+                        bcx.ins().jump(header8, &[BlockArg::Value(zero)]);
+                        bcx.switch_to_block(header8);
+                        let end8 = bcx.ins().iadd_imm_s(i8, 8);
+                        let room8 = bcx.ins().icmp(IntCC::SignedLessThanOrEqual, end8, end);
+                        bcx.ins().brif(room8, body8, &[], vheader, &[BlockArg::Value(i8)]);
+                        bcx.switch_to_block(body8);
+                        let i4 = bcx.ins().iadd_imm_s(i8, 4);
+                        for at in [i8, i4] {
+                            let lanes = emit_vector(
+                                &mut bcx,
+                                body,
+                                &invariant,
+                                &vals,
+                                &in_ptrs,
+                                at,
+                                dtype,
+                                &fusable_mul,
+                                has_fma,
+                            )?;
+                            store_lanes(&mut bcx, &lanes, out_ptr, &also_ptrs, at)?;
+                        }
+                        bcx.ins().jump(header8, &[BlockArg::Value(end8)]);
+                        bcx.switch_to_block(vheader);
+                        let end4 = bcx.ins().iadd_imm_s(iv, 4);
+                        let room = bcx.ins().icmp(IntCC::SignedLessThanOrEqual, end4, end);
+                        bcx.ins().brif(room, vbody, &[], header, &[BlockArg::Value(iv)]);
+                        bcx.switch_to_block(vbody);
                         let lanes = emit_vector(
                             &mut bcx,
                             body,
                             &invariant,
                             &vals,
                             &in_ptrs,
-                            at,
+                            iv,
                             dtype,
                             &fusable_mul,
                             has_fma,
                         )?;
-                        store_lanes(&mut bcx, &lanes, out_ptr, &also_ptrs, at)?;
+                        store_lanes(&mut bcx, &lanes, out_ptr, &also_ptrs, iv)?;
+                        bcx.ins().jump(vheader, &[BlockArg::Value(end4)]);
+                    } else {
+                        bcx.ins().jump(header, &[BlockArg::Value(zero)]);
                     }
-                    bcx.ins().jump(header8, &[BlockArg::Value(end8)]);
-                    bcx.switch_to_block(vheader);
-                    let end4 = bcx.ins().iadd_imm_s(iv, 4);
-                    let room = bcx.ins().icmp(IntCC::SignedLessThanOrEqual, end4, end);
-                    bcx.ins().brif(room, vbody, &[], header, &[BlockArg::Value(iv)]);
-                    bcx.switch_to_block(vbody);
-                    let lanes = emit_vector(
-                        &mut bcx,
-                        body,
-                        &invariant,
-                        &vals,
-                        &in_ptrs,
-                        iv,
-                        dtype,
-                        &fusable_mul,
-                        has_fma,
-                    )?;
-                    store_lanes(&mut bcx, &lanes, out_ptr, &also_ptrs, iv)?;
-                    bcx.ins().jump(vheader, &[BlockArg::Value(end4)]);
-                } else {
-                    bcx.ins().jump(header, &[BlockArg::Value(zero)]);
+                    bcx.switch_to_block(header);
+                    let more = bcx.ins().icmp(IntCC::SignedLessThan, i, end);
+                    bcx.ins().brif(more, body_block, &[], done, &[]);
+                    bcx.switch_to_block(body_block);
                 }
-                bcx.switch_to_block(header);
-                let more = bcx.ins().icmp(IntCC::SignedLessThan, i, end);
-                bcx.ins().brif(more, body_block, &[], done, &[]);
-                bcx.switch_to_block(body_block);
-            }
-            for (j, f) in body.iter().enumerate() {
-                if invariant.get(j).copied().unwrap_or(false) != hoisted {
-                    continue;
-                }
-                let get = |k: &usize| {
-                    vals.get(*k)
-                        .copied()
-                        .flatten()
-                        .ok_or_else(|| CpuError("a loop value used before it is computed".into()))
-                };
-                let v = match f {
-                    Fused::Load(k) => {
-                        let p = *in_ptrs.get(*k).ok_or_else(|| CpuError("bad load".into()))?;
-                        match access.get(*k) {
-                            Some(Access::Scalar(v)) => *v,
-                            Some(Access::Same) => {
-                                let off = bcx.ins().ishl_imm_s(i, 2);
-                                let a = bcx.ins().iadd(p, off);
-                                bcx.ins().load(types::F32, flags, a, 0)
-                            }
-                            Some(Access::Strided(terms)) => {
-                                let at = strided_index(&mut bcx, terms, i);
-                                let off = bcx.ins().ishl_imm_s(at, 2);
-                                let a = bcx.ins().iadd(p, off);
-                                bcx.ins().load(types::F32, flags, a, 0)
-                            }
-                            None => return Err(CpuError("bad load".into())),
-                        }
+                for (j, f) in body.iter().enumerate() {
+                    if invariant.get(j).copied().unwrap_or(false) != hoisted {
+                        continue;
                     }
-                    Fused::Const(c, d) => f32c(&mut bcx, round(*c, *d)),
-                    Fused::Size(d, _) => {
-                        let v = dim_value(&mut bcx, d, batch)?;
-                        bcx.ins().fcvt_from_sint(types::F32, v)
-                    }
-                    Fused::Unary(u, x) => {
-                        let x = get(x)?;
-                        let call = |bcx: &mut FunctionBuilder<'_>, name: &str| -> Result<Value, CpuError> {
-                            let r = *refs.get(name).ok_or_else(|| CpuError(format!("no {name}")))?;
-                            let inst = bcx.ins().call(r, &[x]);
-                            bcx.inst_results(inst)
-                                .first()
-                                .copied()
-                                .ok_or_else(|| CpuError("no result".into()))
-                        };
-                        match u {
-                            UnaryOp::Neg => bcx.ins().fneg(x),
-                            UnaryOp::Exp => call(&mut bcx, "fluxc_math_exp")?,
-                            UnaryOp::Log => call(&mut bcx, "fluxc_math_log")?,
-                            UnaryOp::Sin => call(&mut bcx, "fluxc_math_sin")?,
-                            UnaryOp::Cos => call(&mut bcx, "fluxc_math_cos")?,
-                            UnaryOp::Tanh => call(&mut bcx, "fluxc_math_tanh")?,
-                            UnaryOp::Sigmoid => call(&mut bcx, "fluxc_math_sigmoid")?,
-                            UnaryOp::Erf => call(&mut bcx, "fluxc_math_erf")?,
-                            UnaryOp::ErfInv => call(&mut bcx, "fluxc_math_erfinv")?,
-                            UnaryOp::Sqrt => bcx.ins().sqrt(x),
-                            UnaryOp::Rsqrt => {
-                                let s = bcx.ins().sqrt(x);
-                                let one = f32c(&mut bcx, 1.0);
-                                bcx.ins().fdiv(one, s)
-                            }
-                            UnaryOp::Abs => bcx.ins().fabs(x),
-                            UnaryOp::Sign => {
-                                let zero = f32c(&mut bcx, 0.0);
-                                let pos = bcx.ins().fcmp(FloatCC::GreaterThan, x, zero);
-                                let neg = bcx.ins().fcmp(FloatCC::LessThan, x, zero);
-                                let one = f32c(&mut bcx, 1.0);
-                                let m1 = f32c(&mut bcx, -1.0);
-                                let n = bcx.ins().select(neg, m1, zero);
-                                bcx.ins().select(pos, one, n)
-                            }
-                            UnaryOp::Relu => {
-                                let zero = f32c(&mut bcx, 0.0);
-                                let pos = bcx.ins().fcmp(FloatCC::GreaterThan, x, zero);
-                                bcx.ins().select(pos, x, zero)
-                            }
-                            UnaryOp::Floor => bcx.ins().floor(x),
-                            UnaryOp::Not => {
-                                let zero = f32c(&mut bcx, 0.0);
-                                let c = bcx.ins().fcmp(FloatCC::Equal, x, zero);
-                                bool_of(&mut bcx, c)
+                    let get = |k: &usize| {
+                        vals.get(*k)
+                            .copied()
+                            .flatten()
+                            .ok_or_else(|| CpuError("a loop value used before it is computed".into()))
+                    };
+                    let v = match f {
+                        Fused::Load(k) => {
+                            let p = *in_ptrs.get(*k).ok_or_else(|| CpuError("bad load".into()))?;
+                            match access.get(*k) {
+                                Some(Access::Scalar(v)) => *v,
+                                Some(Access::Same) => {
+                                    let off = bcx.ins().ishl_imm_s(i, 2);
+                                    let a = bcx.ins().iadd(p, off);
+                                    bcx.ins().load(types::F32, flags, a, 0)
+                                }
+                                Some(Access::Strided(terms)) => {
+                                    let at = strided_index(&mut bcx, terms, i);
+                                    let off = bcx.ins().ishl_imm_s(at, 2);
+                                    let a = bcx.ins().iadd(p, off);
+                                    bcx.ins().load(types::F32, flags, a, 0)
+                                }
+                                None => return Err(CpuError("bad load".into())),
                             }
                         }
-                    }
-                    Fused::Binary(op, x, y) => {
-                        let (x, y) = (get(x)?, get(y)?);
-                        let cmp = |bcx: &mut FunctionBuilder<'_>, cc: FloatCC| {
-                            let c = bcx.ins().fcmp(cc, x, y);
-                            bool_of(bcx, c)
-                        };
-                        match op {
-                            BinaryOp::Add => bcx.ins().fadd(x, y),
-                            BinaryOp::Sub => bcx.ins().fsub(x, y),
-                            BinaryOp::Mul => bcx.ins().fmul(x, y),
-                            BinaryOp::Div => bcx.ins().fdiv(x, y),
-                            BinaryOp::Pow => {
-                                let inst = bcx.ins().call(pow_ref, &[x, y]);
-                                bcx.inst_results(inst)
-                                    .first()
-                                    .copied()
-                                    .ok_or_else(|| CpuError("no result".into()))?
-                            }
-                            BinaryOp::Max => {
-                                let c = bcx.ins().fcmp(FloatCC::GreaterThanOrEqual, x, y);
-                                bcx.ins().select(c, x, y)
-                            }
-                            BinaryOp::Min => {
-                                let c = bcx.ins().fcmp(FloatCC::LessThanOrEqual, x, y);
-                                bcx.ins().select(c, x, y)
-                            }
-                            BinaryOp::Eq => cmp(&mut bcx, FloatCC::Equal),
-                            BinaryOp::Ne => cmp(&mut bcx, FloatCC::NotEqual),
-                            BinaryOp::Lt => cmp(&mut bcx, FloatCC::LessThan),
-                            BinaryOp::Le => cmp(&mut bcx, FloatCC::LessThanOrEqual),
-                            BinaryOp::Gt => cmp(&mut bcx, FloatCC::GreaterThan),
-                            BinaryOp::Ge => cmp(&mut bcx, FloatCC::GreaterThanOrEqual),
-                            BinaryOp::And | BinaryOp::Or => {
-                                let zero = f32c(&mut bcx, 0.0);
-                                let a = bcx.ins().fcmp(FloatCC::NotEqual, x, zero);
-                                let b = bcx.ins().fcmp(FloatCC::NotEqual, y, zero);
-                                let c = if *op == BinaryOp::And {
-                                    bcx.ins().band(a, b)
-                                } else {
-                                    bcx.ins().bor(a, b)
+                        Fused::Const(c, d) => f32c(&mut bcx, round(*c, *d)),
+                        Fused::Size(d, _) => {
+                            let v = dim_value(&mut bcx, d, batch)?;
+                            bcx.ins().fcvt_from_sint(types::F32, v)
+                        }
+                        Fused::Unary(u, x) => {
+                            let x = get(x)?;
+                            let call =
+                                |bcx: &mut FunctionBuilder<'_>, name: &str| -> Result<Value, CpuError> {
+                                    let r = *refs.get(name).ok_or_else(|| CpuError(format!("no {name}")))?;
+                                    let inst = bcx.ins().call(r, &[x]);
+                                    bcx.inst_results(inst)
+                                        .first()
+                                        .copied()
+                                        .ok_or_else(|| CpuError("no result".into()))
                                 };
-                                bool_of(&mut bcx, c)
+                            match u {
+                                UnaryOp::Neg => bcx.ins().fneg(x),
+                                UnaryOp::Exp => call(&mut bcx, "fluxc_math_exp")?,
+                                UnaryOp::Log => call(&mut bcx, "fluxc_math_log")?,
+                                UnaryOp::Sin => call(&mut bcx, "fluxc_math_sin")?,
+                                UnaryOp::Cos => call(&mut bcx, "fluxc_math_cos")?,
+                                UnaryOp::Tanh => call(&mut bcx, "fluxc_math_tanh")?,
+                                UnaryOp::Sigmoid => call(&mut bcx, "fluxc_math_sigmoid")?,
+                                UnaryOp::Erf => call(&mut bcx, "fluxc_math_erf")?,
+                                UnaryOp::ErfInv => call(&mut bcx, "fluxc_math_erfinv")?,
+                                UnaryOp::Sqrt => bcx.ins().sqrt(x),
+                                UnaryOp::Rsqrt => {
+                                    let s = bcx.ins().sqrt(x);
+                                    let one = f32c(&mut bcx, 1.0);
+                                    bcx.ins().fdiv(one, s)
+                                }
+                                UnaryOp::Abs => bcx.ins().fabs(x),
+                                UnaryOp::Sign => {
+                                    let zero = f32c(&mut bcx, 0.0);
+                                    let pos = bcx.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                                    let neg = bcx.ins().fcmp(FloatCC::LessThan, x, zero);
+                                    let one = f32c(&mut bcx, 1.0);
+                                    let m1 = f32c(&mut bcx, -1.0);
+                                    let n = bcx.ins().select(neg, m1, zero);
+                                    bcx.ins().select(pos, one, n)
+                                }
+                                UnaryOp::Relu => {
+                                    let zero = f32c(&mut bcx, 0.0);
+                                    let pos = bcx.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                                    bcx.ins().select(pos, x, zero)
+                                }
+                                UnaryOp::Floor => bcx.ins().floor(x),
+                                UnaryOp::Not => {
+                                    let zero = f32c(&mut bcx, 0.0);
+                                    let c = bcx.ins().fcmp(FloatCC::Equal, x, zero);
+                                    bool_of(&mut bcx, c)
+                                }
                             }
                         }
-                    }
-                    Fused::Select(c, x, y) => {
-                        let (c, x, y) = (get(c)?, get(x)?, get(y)?);
-                        let zero = f32c(&mut bcx, 0.0);
-                        let t = bcx.ins().fcmp(FloatCC::NotEqual, c, zero);
-                        bcx.ins().select(t, x, y)
-                    }
-                    Fused::Cast(d, x) => {
-                        let x = get(x)?;
-                        match d {
-                            DType::F32 => x,
-                            DType::I32 => bcx.ins().trunc(x),
-                            DType::Bool => {
-                                let zero = f32c(&mut bcx, 0.0);
-                                let c = bcx.ins().fcmp(FloatCC::NotEqual, x, zero);
-                                bool_of(&mut bcx, c)
+                        Fused::Binary(op, x, y) => {
+                            let (x, y) = (get(x)?, get(y)?);
+                            let cmp = |bcx: &mut FunctionBuilder<'_>, cc: FloatCC| {
+                                let c = bcx.ins().fcmp(cc, x, y);
+                                bool_of(bcx, c)
+                            };
+                            match op {
+                                BinaryOp::Add => bcx.ins().fadd(x, y),
+                                BinaryOp::Sub => bcx.ins().fsub(x, y),
+                                BinaryOp::Mul => bcx.ins().fmul(x, y),
+                                BinaryOp::Div => bcx.ins().fdiv(x, y),
+                                BinaryOp::Pow => {
+                                    let inst = bcx.ins().call(pow_ref, &[x, y]);
+                                    bcx.inst_results(inst)
+                                        .first()
+                                        .copied()
+                                        .ok_or_else(|| CpuError("no result".into()))?
+                                }
+                                BinaryOp::Max => {
+                                    let c = bcx.ins().fcmp(FloatCC::GreaterThanOrEqual, x, y);
+                                    bcx.ins().select(c, x, y)
+                                }
+                                BinaryOp::Min => {
+                                    let c = bcx.ins().fcmp(FloatCC::LessThanOrEqual, x, y);
+                                    bcx.ins().select(c, x, y)
+                                }
+                                BinaryOp::Eq => cmp(&mut bcx, FloatCC::Equal),
+                                BinaryOp::Ne => cmp(&mut bcx, FloatCC::NotEqual),
+                                BinaryOp::Lt => cmp(&mut bcx, FloatCC::LessThan),
+                                BinaryOp::Le => cmp(&mut bcx, FloatCC::LessThanOrEqual),
+                                BinaryOp::Gt => cmp(&mut bcx, FloatCC::GreaterThan),
+                                BinaryOp::Ge => cmp(&mut bcx, FloatCC::GreaterThanOrEqual),
+                                BinaryOp::And | BinaryOp::Or => {
+                                    let zero = f32c(&mut bcx, 0.0);
+                                    let a = bcx.ins().fcmp(FloatCC::NotEqual, x, zero);
+                                    let b = bcx.ins().fcmp(FloatCC::NotEqual, y, zero);
+                                    let c = if *op == BinaryOp::And {
+                                        bcx.ins().band(a, b)
+                                    } else {
+                                        bcx.ins().bor(a, b)
+                                    };
+                                    bool_of(&mut bcx, c)
+                                }
                             }
                         }
+                        Fused::Select(c, x, y) => {
+                            let (c, x, y) = (get(c)?, get(x)?, get(y)?);
+                            let zero = f32c(&mut bcx, 0.0);
+                            let t = bcx.ins().fcmp(FloatCC::NotEqual, c, zero);
+                            bcx.ins().select(t, x, y)
+                        }
+                        Fused::Cast(d, x) => {
+                            let x = get(x)?;
+                            match d {
+                                DType::F32 => x,
+                                DType::I32 => bcx.ins().trunc(x),
+                                DType::Bool => {
+                                    let zero = f32c(&mut bcx, 0.0);
+                                    let c = bcx.ins().fcmp(FloatCC::NotEqual, x, zero);
+                                    bool_of(&mut bcx, c)
+                                }
+                            }
+                        }
+                    };
+                    if let Some(slot) = vals.get_mut(j) {
+                        *slot = Some(v);
                     }
-                };
-                if let Some(slot) = vals.get_mut(j) {
-                    *slot = Some(v);
                 }
             }
-        }
-        let result = vals.last().copied().flatten().ok_or_else(|| CpuError("an empty loop body".into()))?;
-        let result = if dtype == DType::I32 { bcx.ins().trunc(result) } else { result };
-        let next = bcx.ins().iadd_imm_s(i, 1);
-        match reduction {
-            None => {
-                if let Some(last) = vals.last_mut() {
-                    *last = Some(result);
+            let result =
+                vals.last().copied().flatten().ok_or_else(|| CpuError("an empty loop body".into()))?;
+            let result = if dtype == DType::I32 { bcx.ins().trunc(result) } else { result };
+            let next = bcx.ins().iadd_imm_s(i, 1);
+            match reduction {
+                None => {
+                    if let Some(last) = vals.last_mut() {
+                        *last = Some(result);
+                    }
+                    store_lanes(&mut bcx, &vals, out_ptr, &also_ptrs, i)?;
+                    bcx.ins().jump(header, &[BlockArg::Value(next)]);
                 }
-                store_lanes(&mut bcx, &vals, out_ptr, &also_ptrs, i)?;
-                bcx.ins().jump(header, &[BlockArg::Value(next)]);
+                Some((inner, acc, r, o)) => {
+                    // Add the element; at the end of a run, store the total and start the next.
+                    let v = bcx.ins().fpromote(types::F64, result);
+                    let total = bcx.ins().fadd(acc, v);
+                    let r1 = bcx.ins().iadd_imm_s(r, 1);
+                    let full = bcx.ins().icmp(IntCC::Equal, r1, inner);
+                    let flush = bcx.create_block();
+                    let cont = [next, total, r1, o].map(BlockArg::Value);
+                    bcx.ins().brif(full, flush, &[], header, &cont);
+                    bcx.switch_to_block(flush);
+                    let t32 = bcx.ins().fdemote(types::F32, total);
+                    let off = bcx.ins().ishl_imm_s(o, 2);
+                    let a = bcx.ins().iadd(out_ptr, off);
+                    bcx.ins().store(flags, t32, a, 0);
+                    let o1 = bcx.ins().iadd_imm_s(o, 1);
+                    let zf = bcx.ins().f64const(0.0);
+                    let zero = bcx.ins().iconst(types::I64, 0);
+                    let restart = [next, zf, zero, o1].map(BlockArg::Value);
+                    bcx.ins().jump(header, &restart);
+                }
             }
-            Some((inner, acc, r, o)) => {
-                // Add the element; at the end of a run, store the total and start the next.
-                let v = bcx.ins().fpromote(types::F64, result);
-                let total = bcx.ins().fadd(acc, v);
-                let r1 = bcx.ins().iadd_imm_s(r, 1);
-                let full = bcx.ins().icmp(IntCC::Equal, r1, inner);
-                let flush = bcx.create_block();
-                let cont = [next, total, r1, o].map(BlockArg::Value);
-                bcx.ins().brif(full, flush, &[], header, &cont);
-                bcx.switch_to_block(flush);
-                let t32 = bcx.ins().fdemote(types::F32, total);
-                let off = bcx.ins().ishl_imm_s(o, 2);
-                let a = bcx.ins().iadd(out_ptr, off);
-                bcx.ins().store(flags, t32, a, 0);
-                let o1 = bcx.ins().iadd_imm_s(o, 1);
-                let zf = bcx.ins().f64const(0.0);
-                let zero = bcx.ins().iconst(types::I64, 0);
-                let restart = [next, zf, zero, o1].map(BlockArg::Value);
-                bcx.ins().jump(header, &restart);
-            }
-        }
 
-        if let Some((row_header, row_next, r)) = row {
-            bcx.switch_to_block(row_next);
-            let r1 = bcx.ins().iadd_imm_s(r, 1);
-            bcx.ins().jump(row_header, &[BlockArg::Value(r1)]);
+            if let Some((row_header, row_next, r)) = row {
+                bcx.switch_to_block(row_next);
+                let r1 = bcx.ins().iadd_imm_s(r, 1);
+                bcx.ins().jump(row_header, &[BlockArg::Value(r1)]);
+            }
         }
         bcx.switch_to_block(exit);
         bcx.ins().return_(&[]);
