@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 /// An indivisible factor of a term.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -21,10 +22,12 @@ pub enum Atom {
 /// A product of atoms, sorted, with repetition (`H*H*W`). Empty: the constant term.
 type Monomial = Vec<Atom>;
 
-/// A dimension in normal form: monomial → non-zero coefficient.
+/// A dimension in normal form: monomial → non-zero coefficient. Shared, so that cloning a
+/// dimension (every type in a graph holds several, and the optimizer's analysis copies types by
+/// the thousand) costs a reference count, not a map.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Dim {
-    terms: BTreeMap<Monomial, i64>,
+    terms: Arc<BTreeMap<Monomial, i64>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +45,7 @@ impl Dim {
         if c != 0 {
             terms.insert(Vec::new(), c);
         }
-        Dim { terms }
+        Dim { terms: Arc::new(terms) }
     }
 
     pub fn var(name: &str) -> Dim {
@@ -54,7 +57,7 @@ impl Dim {
     }
 
     fn atom(atom: Atom) -> Dim {
-        Dim { terms: BTreeMap::from([(vec![atom], 1)]) }
+        Dim { terms: Arc::new(BTreeMap::from([(vec![atom], 1)])) }
     }
 
     /// The value when the dimension has no variables.
@@ -71,7 +74,7 @@ impl Dim {
     /// non-constant term (then every variable at 1 gives the minimum).
     pub fn min_over_naturals(&self) -> Option<i64> {
         let mut sum: i64 = 0;
-        for (m, c) in &self.terms {
+        for (m, c) in self.terms.iter() {
             if m.iter().any(|a| matches!(a, Atom::FloorDiv(..))) || (!m.is_empty() && *c < 0) {
                 return None;
             }
@@ -100,15 +103,16 @@ impl Dim {
     }
 
     fn add_term(&mut self, monomial: Monomial, c: i64) -> Result<(), DimError> {
-        let entry = self.terms.entry(monomial).or_insert(0);
+        let terms = Arc::make_mut(&mut self.terms);
+        let entry = terms.entry(monomial).or_insert(0);
         *entry = entry.checked_add(c).ok_or(DimError::Overflow)?;
-        self.terms.retain(|_, c| *c != 0);
+        terms.retain(|_, c| *c != 0);
         Ok(())
     }
 
     pub fn add(&self, other: &Dim) -> DimResult {
         let mut out = self.clone();
-        for (m, c) in &other.terms {
+        for (m, c) in other.terms.iter() {
             out.add_term(m.clone(), *c)?;
         }
         Ok(out)
@@ -116,8 +120,8 @@ impl Dim {
 
     pub fn neg(&self) -> DimResult {
         let mut out = Dim::default();
-        for (m, c) in &self.terms {
-            out.terms.insert(m.clone(), c.checked_neg().ok_or(DimError::Overflow)?);
+        for (m, c) in self.terms.iter() {
+            Arc::make_mut(&mut out.terms).insert(m.clone(), c.checked_neg().ok_or(DimError::Overflow)?);
         }
         Ok(out)
     }
@@ -128,8 +132,8 @@ impl Dim {
 
     pub fn mul(&self, other: &Dim) -> DimResult {
         let mut out = Dim::default();
-        for (m1, c1) in &self.terms {
-            for (m2, c2) in &other.terms {
+        for (m1, c1) in self.terms.iter() {
+            for (m2, c2) in other.terms.iter() {
                 let mut m: Monomial = m1.iter().chain(m2.iter()).cloned().collect();
                 m.sort();
                 out.add_term(m, c1.checked_mul(*c2).ok_or(DimError::Overflow)?)?;
@@ -166,7 +170,7 @@ impl Dim {
             _ => return None,
         };
         let mut out = Dim::default();
-        for (m, c) in &self.terms {
+        for (m, c) in self.terms.iter() {
             if c % dc != 0 {
                 return None;
             }
@@ -183,7 +187,7 @@ impl Dim {
     /// Replaces variables by dimensions (and `product(S)` by a dimension), renormalising.
     pub fn substitute(&self, vars: &BTreeMap<String, Dim>, products: &BTreeMap<String, Dim>) -> DimResult {
         let mut out = Dim::default();
-        for (m, c) in &self.terms {
+        for (m, c) in self.terms.iter() {
             let mut term = Dim::constant(*c);
             for atom in m {
                 let factor = match atom {
@@ -252,7 +256,7 @@ pub fn solve(pattern: &Dim, unknowns: &BTreeSet<String>, actual: &Dim) -> Soluti
         _ => return Solution::NotSolvable,
     };
     let mut rest = pattern.clone();
-    rest.terms.remove(&vec![Atom::Var(name.clone())]);
+    Arc::make_mut(&mut rest.terms).remove(&vec![Atom::Var(name.clone())]);
     let Ok(target) = actual.sub(&rest) else { return Solution::NoNaturalSolution };
     let value = if c == 1 {
         target
