@@ -168,10 +168,77 @@ pub fn dot(
     }
 }
 
+/// One register tile of [`direct`]: rows of `a` (the first `R` a tile kernel uses; `step`
+/// apart along `k`), row `p` of `b` at `b + b_rows[p]`, and `cols` columns of `c` from `c`.
+#[cfg(target_arch = "x86_64")]
+struct Tile {
+    k: usize,
+    a: [*const f32; 8],
+    step: usize,
+    b: *const f32,
+    b_rows: *const usize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    add: bool,
+}
+
+/// The tiles of a product: column strips `width` wide outside, row blocks of up to `height`
+/// (at most 8) inside, so a strip of `b` (k × width) stays in cache while every row block of
+/// `a` passes over it; `run(tile, rows)` computes one.
+///
+/// # Safety
+/// The operands hold their shapes (asserted by [`direct`]); `run` is safe for such a tile.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code, clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn tiles(
+    (m, k, n): (usize, usize, usize),
+    a: Rows<'_>,
+    b: &[f32],
+    b_rows: &[usize],
+    c: &mut [f32],
+    ldc: usize,
+    add: bool,
+    (height, width): (usize, usize),
+    run: impl Fn(&Tile, usize),
+) {
+    let (ap, bp, cp) = (a.data.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+    let mut j = 0;
+    while j < n {
+        let cols = (n - j).min(width);
+        let mut i = 0;
+        while i < m {
+            let rows = (m - i).min(height).min(8);
+            // SAFETY: rows i..i+rows and columns j..j+cols lie inside the asserted shapes.
+            let t = unsafe {
+                let mut rows_a = [ap; 8];
+                for (r, at) in rows_a.iter_mut().enumerate().take(rows) {
+                    *at = ap.add(a.starts[i + r]);
+                }
+                Tile {
+                    k,
+                    a: rows_a,
+                    step: a.step,
+                    b: bp.add(j),
+                    b_rows: b_rows.as_ptr(),
+                    c: cp.add(i * ldc + j),
+                    ldc,
+                    cols,
+                    add,
+                }
+            };
+            run(&t, rows);
+            i += rows;
+        }
+        j += cols;
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code, clippy::too_many_arguments)]
 mod avx2 {
-    use super::Rows;
+    use super::{Rows, Tile};
     use std::arch::x86_64::*;
 
     /// The lanes `0..rem` of a vector (rem in 1..=8).
@@ -194,75 +261,37 @@ mod avx2 {
         ldc: usize,
         add: bool,
     ) {
-        let (ap, bp, cp) = (a.data.as_ptr(), b.as_ptr(), c.as_mut_ptr());
-        // Column strips outside, row blocks inside: a strip of `b` (k × 16) stays in cache
-        // while every row block of `a` passes over it.
-        let mut j = 0;
-        while j < n {
-            let cols = (n - j).min(16);
-            let mut i = 0;
-            while i < m {
-                let rows = (m - i).min(6);
-                // SAFETY: rows i..i+rows and columns j..j+cols lie inside the asserted shapes.
-                unsafe {
-                    let mut rows_a = [ap; 6];
-                    for (r, at) in rows_a.iter_mut().enumerate().take(rows) {
-                        *at = ap.add(a.starts[i + r]);
-                    }
-                    let t = Tile {
-                        k,
-                        a: rows_a,
-                        step: a.step,
-                        b: bp.add(j),
-                        b_rows: b_rows.as_ptr(),
-                        c: cp.add(i * ldc + j),
-                        ldc,
-                        cols,
-                        add,
-                    };
-                    match (rows, cols > 8, cols.is_multiple_of(8)) {
-                        (6, true, true) => t.run::<6, 2, false>(),
-                        (6, true, false) => t.run::<6, 2, true>(),
-                        (6, false, true) => t.run::<6, 1, false>(),
-                        (6, false, false) => t.run::<6, 1, true>(),
-                        (5, true, _) => t.run::<5, 2, true>(),
-                        (5, false, _) => t.run::<5, 1, true>(),
-                        (4, true, _) => t.run::<4, 2, true>(),
-                        (4, false, _) => t.run::<4, 1, true>(),
-                        (3, true, _) => t.run::<3, 2, true>(),
-                        (3, false, _) => t.run::<3, 1, true>(),
-                        (2, true, _) => t.run::<2, 2, true>(),
-                        (2, false, _) => t.run::<2, 1, true>(),
-                        (_, true, _) => t.run::<1, 2, true>(),
-                        (_, false, _) => t.run::<1, 1, true>(),
-                    }
+        // SAFETY: forwarded from the caller; each tile is inside the shapes.
+        unsafe {
+            super::tiles((m, k, n), a, b, b_rows, c, ldc, add, (6, 16), |t, rows| {
+                match (rows, t.cols > 8, t.cols.is_multiple_of(8)) {
+                    (6, true, true) => t.run_avx2::<6, 2, false>(),
+                    (6, true, false) => t.run_avx2::<6, 2, true>(),
+                    (6, false, true) => t.run_avx2::<6, 1, false>(),
+                    (6, false, false) => t.run_avx2::<6, 1, true>(),
+                    (5, true, _) => t.run_avx2::<5, 2, true>(),
+                    (5, false, _) => t.run_avx2::<5, 1, true>(),
+                    (4, true, _) => t.run_avx2::<4, 2, true>(),
+                    (4, false, _) => t.run_avx2::<4, 1, true>(),
+                    (3, true, _) => t.run_avx2::<3, 2, true>(),
+                    (3, false, _) => t.run_avx2::<3, 1, true>(),
+                    (2, true, _) => t.run_avx2::<2, 2, true>(),
+                    (2, false, _) => t.run_avx2::<2, 1, true>(),
+                    (_, true, _) => t.run_avx2::<1, 2, true>(),
+                    (_, false, _) => t.run_avx2::<1, 1, true>(),
                 }
-                i += rows;
-            }
-            j += cols;
+            });
         }
     }
 
-    /// One tile of [`direct`]: `R` rows by `V` vectors of eight columns, the last `cols - 8(V-1)`
-    /// wide (masked when `MASKED`).
-    struct Tile {
-        k: usize,
-        /// The first `R` are this tile's rows of `a`, `step` apart along `k`.
-        a: [*const f32; 6],
-        step: usize,
-        b: *const f32,
-        b_rows: *const usize,
-        c: *mut f32,
-        ldc: usize,
-        cols: usize,
-        add: bool,
-    }
-
     impl Tile {
+        /// The tile as `R` rows by `V` vectors of eight columns, the last `cols - 8(V-1)` wide
+        /// (masked when `MASKED`).
+        ///
         /// # Safety
         /// AVX2 + FMA; `a` holds R × k, `b` k × cols, `c` R × cols at their strides.
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn run<const R: usize, const V: usize, const MASKED: bool>(&self) {
+        unsafe fn run_avx2<const R: usize, const V: usize, const MASKED: bool>(&self) {
             let last = tail_mask(self.cols - 8 * (V - 1));
             let mut acc = [[_mm256_setzero_ps(); V]; R];
             // SAFETY (every access below): inside the shapes the caller guarantees; the last
@@ -448,7 +477,7 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code, clippy::too_many_arguments)]
 mod avx512 {
-    use super::Rows;
+    use super::{Rows, Tile};
     use std::arch::x86_64::*;
 
     /// # Safety
@@ -465,74 +494,39 @@ mod avx512 {
         ldc: usize,
         add: bool,
     ) {
-        let (ap, bp, cp) = (a.data.as_ptr(), b.as_ptr(), c.as_mut_ptr());
         // As the AVX2 tiles, twice as wide: up to 8 rows × 32 columns in 16 registers.
-        let mut j = 0;
-        while j < n {
-            let cols = (n - j).min(32);
-            let mut i = 0;
-            while i < m {
-                let rows = (m - i).min(8);
-                // SAFETY: rows i..i+rows and columns j..j+cols lie inside the asserted shapes.
-                unsafe {
-                    let mut rows_a = [ap; 8];
-                    for (r, at) in rows_a.iter_mut().enumerate().take(rows) {
-                        *at = ap.add(a.starts[i + r]);
-                    }
-                    let t = Tile {
-                        k,
-                        a: rows_a,
-                        step: a.step,
-                        b: bp.add(j),
-                        b_rows: b_rows.as_ptr(),
-                        c: cp.add(i * ldc + j),
-                        ldc,
-                        cols,
-                        add,
-                    };
-                    match (rows, cols > 16) {
-                        (8, true) => t.run::<8, 2>(),
-                        (8, false) => t.run::<8, 1>(),
-                        (7, true) => t.run::<7, 2>(),
-                        (7, false) => t.run::<7, 1>(),
-                        (6, true) => t.run::<6, 2>(),
-                        (6, false) => t.run::<6, 1>(),
-                        (5, true) => t.run::<5, 2>(),
-                        (5, false) => t.run::<5, 1>(),
-                        (4, true) => t.run::<4, 2>(),
-                        (4, false) => t.run::<4, 1>(),
-                        (3, true) => t.run::<3, 2>(),
-                        (3, false) => t.run::<3, 1>(),
-                        (2, true) => t.run::<2, 2>(),
-                        (2, false) => t.run::<2, 1>(),
-                        (_, true) => t.run::<1, 2>(),
-                        (_, false) => t.run::<1, 1>(),
-                    }
+        // SAFETY: forwarded from the caller; each tile is inside the shapes.
+        unsafe {
+            super::tiles((m, k, n), a, b, b_rows, c, ldc, add, (8, 32), |t, rows| {
+                match (rows, t.cols > 16) {
+                    (8, true) => t.run_avx512::<8, 2>(),
+                    (8, false) => t.run_avx512::<8, 1>(),
+                    (7, true) => t.run_avx512::<7, 2>(),
+                    (7, false) => t.run_avx512::<7, 1>(),
+                    (6, true) => t.run_avx512::<6, 2>(),
+                    (6, false) => t.run_avx512::<6, 1>(),
+                    (5, true) => t.run_avx512::<5, 2>(),
+                    (5, false) => t.run_avx512::<5, 1>(),
+                    (4, true) => t.run_avx512::<4, 2>(),
+                    (4, false) => t.run_avx512::<4, 1>(),
+                    (3, true) => t.run_avx512::<3, 2>(),
+                    (3, false) => t.run_avx512::<3, 1>(),
+                    (2, true) => t.run_avx512::<2, 2>(),
+                    (2, false) => t.run_avx512::<2, 1>(),
+                    (_, true) => t.run_avx512::<1, 2>(),
+                    (_, false) => t.run_avx512::<1, 1>(),
                 }
-                i += rows;
-            }
-            j += cols;
+            });
         }
     }
 
-    /// One tile: `R` rows by `V` vectors of sixteen columns, the last masked to `cols`.
-    struct Tile {
-        k: usize,
-        a: [*const f32; 8],
-        step: usize,
-        b: *const f32,
-        b_rows: *const usize,
-        c: *mut f32,
-        ldc: usize,
-        cols: usize,
-        add: bool,
-    }
-
     impl Tile {
+        /// The tile as `R` rows by `V` vectors of sixteen columns, the last masked to `cols`.
+        ///
         /// # Safety
         /// AVX-512F; `a` holds R × k, `b` k × cols, `c` R × cols at their strides.
         #[target_feature(enable = "avx512f")]
-        unsafe fn run<const R: usize, const V: usize>(&self) {
+        unsafe fn run_avx512<const R: usize, const V: usize>(&self) {
             let rem = self.cols - 16 * (V - 1);
             let last: __mmask16 = if rem >= 16 { 0xFFFF } else { (1u16 << rem) - 1 };
             let mut acc = [[_mm512_setzero_ps(); V]; R];
