@@ -67,16 +67,11 @@ unsafe fn map(f: Map, out: *mut f32, x: *const f32, n: i64) {
     // input is read.
     let (x, out) = unsafe { (std::slice::from_raw_parts(x, n), std::slice::from_raw_parts_mut(out, n)) };
     #[cfg(target_arch = "x86_64")]
-    {
-        let avx2 = crate::ops::avx2_fma();
-        if avx2 && std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has these instructions (checked at run time).
-            return unsafe { map_avx512(f, x, out) };
-        }
-        if avx2 {
-            // SAFETY: as above.
-            return unsafe { map_avx2(f, x, out) };
-        }
+    match crate::gemm::Level::best() {
+        // SAFETY (both): the CPU has these instructions (checked at run time).
+        crate::gemm::Level::Avx512 => return unsafe { map_avx512(f, x, out) },
+        crate::gemm::Level::Avx2 => return unsafe { map_avx2(f, x, out) },
+        crate::gemm::Level::Plain => {}
     }
     map_any(f, x, out);
 }
@@ -351,11 +346,12 @@ mod tests {
             fn avx512(f: Map, x: &[f32], o: &mut [f32]) {
                 unsafe { map_avx512(f, x, o) }
             }
-            if crate::ops::avx2_fma() {
+            use crate::gemm::Level;
+            if Level::best() >= Level::Avx2 {
                 levels.push(("avx2", avx2));
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    levels.push(("avx512", avx512));
-                }
+            }
+            if Level::best() == Level::Avx512 {
+                levels.push(("avx512", avx512));
             }
         }
         for (level, run) in levels {

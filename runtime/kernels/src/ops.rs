@@ -311,7 +311,11 @@ fn with_scratch<R>(n0: usize, n1: usize, f: impl FnOnce(&mut [f32], &mut [f32]) 
 }
 
 /// Runs `f` on every item, spread over the pool's threads ([`threads::run`]).
-fn on_threads<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync) {
+fn on_threads<T: Send>(mut items: Vec<T>, f: impl Fn(T) + Sync) {
+    if items.len() <= 1 {
+        items.pop().into_iter().for_each(f);
+        return;
+    }
     let slots: Vec<std::sync::Mutex<Option<T>>> =
         items.into_iter().map(|t| std::sync::Mutex::new(Some(t))).collect();
     threads::run(slots.len(), &|part| {
@@ -329,6 +333,28 @@ fn on_threads<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync) {
 fn images_per_part(g: &Geom, macs: usize) -> usize {
     let parts = threads::get().min(g.b).min(macs / (1 << 21)).max(1);
     g.b.div_ceil(parts).max(1)
+}
+
+/// Runs `f(n, out_n, scratch)` for every image `n` of a convolution: the images split over the
+/// threads when `macs` multiply-adds pay for it, each part with `scratch_len` (at least 1)
+/// floats of its own, `out` holding `per_image` floats per image.
+fn each_image(
+    g: &Geom,
+    macs: usize,
+    out: &mut [f32],
+    per_image: usize,
+    scratch_len: usize,
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+) {
+    let rows = images_per_part(g, macs);
+    with_scratch(g.b.div_ceil(rows) * scratch_len, 0, |scratch, _| {
+        let parts = out[..g.b * per_image].chunks_mut(rows * per_image).zip(scratch.chunks_mut(scratch_len));
+        on_threads(parts.enumerate().collect(), |(t, (outs, scratch))| {
+            for (i, out_n) in outs.chunks_mut(per_image).enumerate() {
+                f(t * rows + i, out_n, scratch);
+            }
+        });
+    });
 }
 
 impl Geom {
@@ -501,45 +527,31 @@ fn conv_wide(x: &[f32], k: &[f32], g: &Geom, wide: &Wide, out: &mut [f32]) {
     let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
     let (x_len, y_len) = g.image_lens();
     let pad_len = wide.padded_len(g.cin);
-    let per_part = pad_len + g.cout * wide.n;
-    let rows = images_per_part(g, g.b * g.cout * kk * plane);
     let weight_rows = gemm::row_starts(g.cout, kk);
     let weight = Rows { data: k, starts: &weight_rows, step: 1 };
-    with_scratch(g.b.div_ceil(rows) * per_part, 0, |scratch, _| {
-        let parts = out[..g.b * y_len].chunks_mut(rows * y_len).zip(scratch.chunks_mut(per_part));
-        on_threads(parts.enumerate().collect(), |(t, (outs, scratch))| {
-            let (pad, wide_out) = scratch.split_at_mut(pad_len);
-            for (i, y) in outs.chunks_mut(y_len).enumerate() {
-                let n = t * rows + i;
-                let src = wide.padded(g, &x[n * x_len..(n + 1) * x_len], pad);
-                gemm::direct(g.cout, kk, wide.n, weight, src, &wide.taps, wide_out, wide.n, false);
-                for co in 0..g.cout {
-                    for oy in 0..g.oh {
-                        let from = co * wide.n + oy * wide.wp;
-                        y[co * plane + oy * g.ow..co * plane + (oy + 1) * g.ow]
-                            .copy_from_slice(&wide_out[from..from + g.ow]);
-                    }
-                }
+    let macs = g.b * g.cout * kk * plane;
+    each_image(g, macs, out, y_len, pad_len + g.cout * wide.n, |n, y, scratch| {
+        let (pad, wide_out) = scratch.split_at_mut(pad_len);
+        let src = wide.padded(g, &x[n * x_len..(n + 1) * x_len], pad);
+        gemm::direct(g.cout, kk, wide.n, weight, src, &wide.taps, wide_out, wide.n, false);
+        for co in 0..g.cout {
+            for oy in 0..g.oh {
+                let from = co * wide.n + oy * wide.wp;
+                y[co * plane + oy * g.ow..co * plane + (oy + 1) * g.ow]
+                    .copy_from_slice(&wide_out[from..from + g.ow]);
             }
-        });
+        }
     });
 }
 
 fn conv_im2col(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
     let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
     let ((x_len, y_len), one) = (g.image_lens(), g.one());
-    let rows = images_per_part(g, g.b * g.cout * kk * plane);
     let (starts, weight_rows) = (gemm::row_starts(kk, plane), gemm::row_starts(g.cout, kk));
     let weight = Rows { data: k, starts: &weight_rows, step: 1 };
-    with_scratch(g.b.div_ceil(rows) * kk * plane, 0, |cols, _| {
-        let parts = out[..g.b * y_len].chunks_mut(rows * y_len).zip(cols.chunks_mut(kk * plane));
-        on_threads(parts.enumerate().collect(), |(t, (outs, cols))| {
-            for (i, y) in outs.chunks_mut(y_len).enumerate() {
-                let n = t * rows + i;
-                one.im2col(&x[n * x_len..(n + 1) * x_len], cols);
-                gemm::direct(g.cout, kk, plane, weight, cols, &starts, y, plane, false);
-            }
-        });
+    each_image(g, g.b * g.cout * kk * plane, out, y_len, kk * plane, |n, y, cols| {
+        one.im2col(&x[n * x_len..(n + 1) * x_len], cols);
+        gemm::direct(g.cout, kk, plane, weight, cols, &starts, y, plane, false);
     });
 }
 
@@ -641,21 +653,14 @@ pub fn conv_transpose(x: &[f32], k: &[f32], g: &Geom, out: &mut [f32]) {
     }
     let (kk, plane) = (g.cin * g.kh * g.kw, g.oh * g.ow);
     let ((in_len, y_len), one) = (g.image_lens(), g.one());
-    let rows = images_per_part(g, g.b * g.cout * kk * plane);
     let (starts, weight_rows) = (gemm::row_starts(g.cout, plane), gemm::row_starts(kk, 1));
     // kᵀ: row `r` of the transposed weight starts at element r, its elements kk apart.
     let weight = Rows { data: k, starts: &weight_rows, step: kk };
-    with_scratch(g.b.div_ceil(rows) * kk * plane, 0, |cols, _| {
-        let parts = out[..g.b * in_len].chunks_mut(rows * in_len).zip(cols.chunks_mut(kk * plane));
-        on_threads(parts.enumerate().collect(), |(t, (outs, cols))| {
-            for (i, dst) in outs.chunks_mut(in_len).enumerate() {
-                let n = t * rows + i;
-                let grad = &x[n * y_len..(n + 1) * y_len];
-                gemm::direct(kk, g.cout, plane, weight, grad, &starts, cols, plane, false);
-                dst.fill(0.0);
-                one.col2im(cols, dst);
-            }
-        });
+    each_image(g, g.b * g.cout * kk * plane, out, in_len, kk * plane, |n, dst, cols| {
+        let grad = &x[n * y_len..(n + 1) * y_len];
+        gemm::direct(kk, g.cout, plane, weight, grad, &starts, cols, plane, false);
+        dst.fill(0.0);
+        one.col2im(cols, dst);
     });
 }
 
@@ -689,8 +694,14 @@ pub fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: 
     let a_rows: std::borrow::Cow<'_, [f32]> =
         if copy { (0..m * k).map(|q| a[(q % k) * m + q / k]).collect::<Vec<f32>>().into() } else { a.into() };
     let (a, ta) = (&*a_rows, ta && !copy);
-    let starts = if ta { gemm::row_starts(m, 1) } else { gemm::row_starts(m, k) };
-    let b_starts = if tb { gemm::row_starts(n, k) } else { gemm::row_starts(k, n) };
+    // Row starts for the direct tiles (the packed kernel takes strides).
+    let (starts, b_starts) = match (packed, ta, tb) {
+        (true, ..) => (Vec::new(), Vec::new()),
+        (false, ta, tb) => (
+            if ta { gemm::row_starts(m, 1) } else { gemm::row_starts(m, k) },
+            if tb { gemm::row_starts(n, k) } else { gemm::row_starts(k, n) },
+        ),
+    };
     let rows = m.div_ceil(parts);
     let run = |(r0, chunk): (usize, &mut [f32])| {
         let mt = chunk.len() / n;
@@ -707,14 +718,10 @@ pub fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: 
             (false, true) => gemm::dot(mt, k, n, &a[r0 * k..], k, b, &b_starts, chunk, n, false),
         }
     };
-    if parts == 1 {
-        run((0, &mut c[..m * n]));
-    } else {
-        on_threads(
-            c[..m * n].chunks_mut(rows * n).enumerate().map(|(t, chunk)| (t * rows, chunk)).collect(),
-            run,
-        );
-    }
+    on_threads(
+        c[..m * n].chunks_mut(rows * n).enumerate().map(|(t, chunk)| (t * rows, chunk)).collect(),
+        run,
+    );
 }
 
 /// `nb` products `c[t] = op(a[t]) @ op(b[t])` (as [`gemm_t`]) stored one after another. Many
@@ -742,17 +749,11 @@ pub fn gemm_batch(
     let small = m * k * n < 1 << 18;
     let parts = if small { threads::get().min(nb).min(nb * m * k * n / (1 << 18)).max(1) } else { 1 };
     let per = nb.div_ceil(parts);
-    let chunks: Vec<(usize, &mut [f32])> = c[..nb * mn].chunks_mut(per * mn).enumerate().collect();
-    let run = |(p, chunk): (usize, &mut [f32])| {
+    on_threads(c[..nb * mn].chunks_mut(per * mn).enumerate().collect(), |(p, chunk): (usize, &mut [f32])| {
         for (i, c) in chunk.chunks_exact_mut(mn).enumerate() {
             one(p * per + i, c);
         }
-    };
-    if parts == 1 {
-        chunks.into_iter().for_each(run);
-    } else {
-        on_threads(chunks, run);
-    }
+    });
 }
 
 /// Whether a product goes through `matrixmultiply`'s packed kernel rather than the direct
