@@ -122,3 +122,55 @@ fn a_sum_of_a_hundred_buffers_is_split_over_loops() {
         assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{a} vs {b}");
     }
 }
+
+/// A concatenation along the first axis whose parts are loop results is built in place: no
+/// copy step runs, the parts' kernels write into the whole's slot at their offsets, a product
+/// reads one part while a loop writes the next, and the values match the interpreter.
+#[test]
+fn a_concatenation_of_kernel_results_is_built_in_place() {
+    use fluxc_core::dims::Dim;
+    use fluxc_core::ir::{BinaryOp, DType, Op, TensorTy, UnaryOp};
+    use fluxc_core::kir::{Kernel, Storage};
+    let mut g = Graph::default();
+    let ty = TensorTy::new(DType::F32, vec![Dim::var("B"), Dim::constant(5)]);
+    let x = g.input("x", ty.clone()).unwrap();
+    let w = g.input("w", TensorTy::new(DType::F32, vec![Dim::constant(5), Dim::constant(5)])).unwrap();
+    let a = g.unary(UnaryOp::Exp, x).unwrap();
+    let p = g.push(Op::MatMul, &[a, w], None).unwrap();
+    let b = g.binary(BinaryOp::Mul, p, x).unwrap();
+    let whole = g.push(Op::Concat { axis: 0 }, &[a, p, b], None).unwrap();
+    g.outputs.push(("whole".into(), whole));
+    let kir = fluxc_core::kir::schedule(&g).unwrap();
+    assert!(
+        !kir.kernels.iter().any(|k| matches!(k, Kernel::Call { op: Op::Concat { .. }, .. })),
+        "{}",
+        fluxc_core::kir::print_kir(&kir)
+    );
+    let slot = |k: &Kernel| {
+        let out = match k {
+            Kernel::Loop { out, .. } | Kernel::Gemm { out, .. } | Kernel::Call { out, .. } => out,
+        };
+        let buf = &kir.buffers[out.0 as usize];
+        (buf.storage.clone(), buf.at.to_string())
+    };
+    let places: Vec<_> = kir.kernels.iter().map(slot).collect();
+    assert_eq!(places.len(), 3, "{}", fluxc_core::kir::print_kir(&kir));
+    assert!(places.iter().all(|(s, _)| matches!(s, Storage::Slot(_)) && *s == places[0].0));
+    let ats: Vec<&str> = places.iter().map(|(_, at)| at.as_str()).collect();
+    assert_eq!(ats, ["0", "5*B", "10*B"]);
+    let compiled = fluxc_cpu::compile(&kir).unwrap();
+    for batch in [1, 3, 64] {
+        let run = Run { batch, seed: 0, step: 0 };
+        let inputs: Vec<Array> = (0..g.inputs.len()).map(|k| random_input(&g, k, batch, 11)).collect();
+        let want = eval(&g, &inputs, &[], &run).unwrap();
+        let reference = fluxc_core::kir::execute(&kir, &inputs, &[], &run).unwrap();
+        let jit = fluxc_cpu::execute(&compiled, &kir, &inputs, &[], &run).unwrap();
+        for (_, got) in reference.into_iter().chain(jit) {
+            let exact = &want[whole.index()];
+            assert_eq!(got.shape, exact.shape);
+            for (a, b) in got.data.iter().zip(&exact.data) {
+                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+            }
+        }
+    }
+}

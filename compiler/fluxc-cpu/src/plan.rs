@@ -274,6 +274,7 @@ pub fn encode(kir: &Kir, bindings: &Bindings) -> Result<(Vec<i64>, Vec<usize>), 
         };
         words.extend([kind, index as i64]);
         words.extend(pair(&b.elements)?);
+        words.extend(pair(&b.at)?);
     }
     for (f, r) in &kir.slots {
         words.extend([*f, *r]);

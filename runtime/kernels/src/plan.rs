@@ -5,7 +5,8 @@
 //! header   MAGIC VERSION n_inputs n_params n_buffers n_slots n_steps n_outputs
 //! inputs   n_inputs  x [source value dtype]     where each graph input comes from (ABI binding)
 //! params   n_params  x [offset]                 element offset of each parameter in the block
-//! buffers  n_buffers x [storage index fixed per_row]
+//! buffers  n_buffers x [storage index fixed per_row at_fixed at_per_row]
+//!                                             `at`: where in its slot a scratch buffer starts
 //! slots    n_slots   x [fixed per_row]          scratch slots, in elements
 //! steps    n_steps   x [len opcode operands…]   `len` counts every word of the step
 //! outputs  n_outputs x [buffer dest value]      where each graph output goes (ABI binding)
@@ -13,7 +14,7 @@
 //!
 //! Every size is a pair `fixed per_row` meaning `fixed + per_row * B` elements: the batch is the
 //! only run-time dimension. The interpreter checks each operand's length against what its kernel
-//! reads and that no kernel writes a slot it reads, so a malformed plan is an error, never a
+//! reads and that no kernel writes memory it reads, so a malformed plan is an error, never a
 //! wild access; what it trusts is that the caller's pointers hold the sizes the plan names.
 
 // Every `[]` below indexes a slice whose length was checked against the plan's sizes.
@@ -24,12 +25,27 @@ use crate::rng::Stream;
 use crate::threads;
 
 pub const MAGIC: i64 = 0x464C_5850;
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
+/// Words per buffer record.
+const BUFFER_WORDS: usize = 6;
 const HEADER: usize = 8;
 
 /// Loops of at least this many elements per thread are split over the threads (a part costs a
 /// few µs to hand out; this many elements take several times that).
 const PARALLEL_LOOP: usize = 1 << 15;
+
+/// The scratch elements `start..end` a buffer occupies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    fn overlaps(self, o: Option<Span>) -> bool {
+        o.is_some_and(|o| self.start < o.end && o.start < self.end)
+    }
+}
 
 /// A loop's pointer table, shared by the threads that run its parts.
 struct Table(*const *mut f32);
@@ -182,7 +198,7 @@ impl<'p> Plan<'p> {
         let inputs_at = HEADER;
         let params_at = section(inputs_at, n_inputs, 3)?;
         let buffers_at = section(params_at, n_params, 1)?;
-        let slots_at = section(buffers_at, n_buffers, 4)?;
+        let slots_at = section(buffers_at, n_buffers, BUFFER_WORDS)?;
         let steps_at = section(slots_at, n_slots, 2)?;
         let mut at = steps_at;
         for _ in 0..n_steps {
@@ -213,20 +229,23 @@ impl<'p> Plan<'p> {
             outputs_at,
         };
         for b in 0..n_buffers {
-            let w = &words[buffers_at + 4 * b..buffers_at + 4 * b + 4];
+            let w = &words[buffers_at + BUFFER_WORDS * b..buffers_at + BUFFER_WORDS * (b + 1)];
             let index = usize::try_from(w[1]).map_err(|_| bad("buffer index"))?;
             let ok = match w[0] {
-                storage::INPUT => index < n_inputs,
-                storage::PARAM => index < n_params,
+                storage::INPUT | storage::PARAM => {
+                    index < if w[0] == storage::INPUT { n_inputs } else { n_params } && w[4] == 0 && w[5] == 0
+                }
+                // Inside its slot at every batch: both terms of `at + elements` within the slot's.
                 storage::SLOT => {
                     index < n_slots && {
                         let s = &words[slots_at + 2 * index..slots_at + 2 * index + 2];
-                        w[2] <= s[0] && w[3] <= s[1]
+                        let end = |k: usize| w[k].checked_add(w[k + 2]);
+                        end(2).is_some_and(|e| e <= s[0]) && end(3).is_some_and(|e| e <= s[1])
                     }
                 }
                 _ => false,
             };
-            if !ok || w[2] < 0 || w[3] < 0 {
+            if !ok || w[2..].iter().any(|x| *x < 0) {
                 return Err(bad("a buffer's storage"));
             }
         }
@@ -267,7 +286,7 @@ impl<'p> Plan<'p> {
     /// Elements of input `k` (its buffer's size) for a batch.
     pub fn input_len(&self, k: usize, batch: i64) -> Result<usize, PlanError> {
         for b in 0..self.n_buffers {
-            let w = &self.words[self.buffers_at + 4 * b..self.buffers_at + 4 * b + 4];
+            let w = &self.words[self.buffers_at + BUFFER_WORDS * b..self.buffers_at + BUFFER_WORDS * (b + 1)];
             if w[0] == storage::INPUT && usize::try_from(w[1]).ok() == Some(k) {
                 return lin(w[2], w[3], batch);
             }
@@ -309,7 +328,7 @@ impl<'p> Plan<'p> {
     /// Where output `k` lives ([`storage`]).
     pub fn output_storage(&self, k: usize) -> Result<i64, PlanError> {
         let b = self.output_buffer(k)?;
-        Ok(self.words[self.buffers_at + 4 * b])
+        Ok(self.words[self.buffers_at + BUFFER_WORDS * b])
     }
 
     /// Every output after a run: pointer and length, in order.
@@ -323,17 +342,13 @@ impl<'p> Plan<'p> {
             .collect()
     }
 
-    /// Buffer `b`: its pointer, its elements at this batch, and its slot (if scratch).
-    fn buffer(
-        &self,
-        env: &Env<'_>,
-        offsets: &[usize],
-        b: usize,
-    ) -> Result<(*mut f32, usize, Option<usize>), PlanError> {
+    /// Buffer `b`: its pointer, its elements at this batch, and (if scratch) the range of
+    /// scratch it occupies.
+    fn buffer(&self, env: &Env<'_>, offsets: &[usize], b: usize) -> Result<(*mut f32, usize, Option<Span>), PlanError> {
         if b >= self.n_buffers {
             return Err(bad("buffer id"));
         }
-        let w = &self.words[self.buffers_at + 4 * b..self.buffers_at + 4 * b + 4];
+        let w = &self.words[self.buffers_at + BUFFER_WORDS * b..self.buffers_at + BUFFER_WORDS * (b + 1)];
         let n = lin(w[2], w[3], env.batch)?;
         let index = usize::try_from(w[1]).map_err(|_| bad("buffer index"))?;
         match w[0] {
@@ -346,9 +361,11 @@ impl<'p> Plan<'p> {
                 Ok((*p, n, None))
             }
             _ => {
-                let off = offsets.get(index).ok_or_else(|| bad("slot"))?;
-                // SAFETY: the offset lies within the scratch block of `scratch_len` elements.
-                Ok((unsafe { env.scratch.add(*off) }, n, Some(index)))
+                let slot = offsets.get(index).ok_or_else(|| bad("slot"))?;
+                let start = slot.checked_add(lin(w[4], w[5], env.batch)?).ok_or_else(|| bad("slot"))?;
+                // SAFETY: `parse` checked that the buffer lies within its slot, inside the scratch
+                // block of `scratch_len` elements.
+                Ok((unsafe { env.scratch.add(start) }, n, Some(Span { start, end: start + n })))
             }
         }
     }
@@ -381,15 +398,15 @@ impl<'p> Plan<'p> {
         let mut r = Reader { w: s, at: 1, batch: env.batch };
         let opcode = s[0];
         let out_id = r.index()?;
-        let (out_ptr, out_len, out_slot) = self.buffer(env, offsets, out_id)?;
-        if out_slot.is_none() {
+        let (out_ptr, out_len, out_span) = self.buffer(env, offsets, out_id)?;
+        let Some(out_span) = out_span else {
             return Err(bad("a step writes outside scratch"));
-        }
+        };
         // An operand as a slice of at least `need` elements, never the output's slot.
         let operand = |id: usize, need: usize| -> Result<&[f32], PlanError> {
-            let (p, n, slot) = self.buffer(env, offsets, id)?;
-            if slot.is_some() && slot == out_slot {
-                return Err(bad("a step reads the slot it writes"));
+            let (p, n, span) = self.buffer(env, offsets, id)?;
+            if out_span.overlaps(span) {
+                return Err(bad("a step reads memory it writes"));
             }
             if n < need {
                 return Err(bad("an operand is smaller than its kernel reads"));
@@ -415,23 +432,24 @@ impl<'p> Plan<'p> {
                 }
                 let mut ptrs = [std::ptr::null_mut::<f32>(); MAX_LOOP_INPUTS + 1];
                 ptrs[0] = out_ptr;
-                let mut read_slots = Vec::with_capacity(n);
+                let mut read = Vec::with_capacity(n);
                 for slot in ptrs.iter_mut().skip(1).take(n) {
                     let id = r.index()?;
                     let (_, len, s) = self.buffer(env, offsets, id)?;
                     *slot = operand(id, len)?.as_ptr().cast_mut();
-                    read_slots.extend(s);
+                    read.push(s);
                 }
-                // Further outputs: scratch, each in a slot of its own that nothing read shares.
+                // Further outputs: scratch that nothing else the loop reads or writes overlaps.
                 let extra = r.index()?;
                 if n + extra > MAX_LOOP_INPUTS {
                     return Err(bad("a loop with too many buffers"));
                 }
-                let mut written = vec![out_slot];
+                let mut written = vec![out_span];
                 for slot in ptrs.iter_mut().skip(1 + n).take(extra) {
                     let (p, _, s) = self.buffer(env, offsets, r.index()?)?;
-                    if s.is_none() || written.contains(&s) || s.is_some_and(|x| read_slots.contains(&x)) {
-                        return Err(bad("a loop's outputs share a slot"));
+                    let Some(s) = s else { return Err(bad("a loop's outputs share memory")) };
+                    if written.iter().any(|w| w.overlaps(Some(s))) || read.iter().any(|x| s.overlaps(*x)) {
+                        return Err(bad("a loop's outputs share memory"));
                     }
                     written.push(s);
                     *slot = p;
@@ -667,5 +685,42 @@ impl Reader<'_> {
             return Err(bad("a size is too large"));
         }
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plan over one slot of 8 elements holding two buffers of 4 (`at` 0 and `at_b`), with
+    /// one slice step copying the whole of buffer `from` into buffer `to`.
+    fn two_parts(at_b: i64, from: i64, to: i64) -> Vec<i64> {
+        let mut w = vec![MAGIC, VERSION, 0, 0, 2, 1, 1, 0];
+        w.extend([storage::SLOT, 0, 4, 0, 0, 0]);
+        w.extend([storage::SLOT, 0, 4, 0, at_b, 0]);
+        w.extend([8, 0]);
+        // [len, SLICE, out, a, outer, extent, inner, start, end]
+        w.extend([12, op::SLICE, to, from, 1, 0, 4, 0, 1, 0, 0, 4]);
+        w
+    }
+
+    fn run(words: &[i64], scratch: &mut [f32]) -> Result<(), PlanError> {
+        let plan = Plan::parse(words)?;
+        let env = Env { batch: 1, seed: 0, step: 0, inputs: &[], params: &[], scratch: scratch.as_mut_ptr(), loops: &[] };
+        // SAFETY: the plan has no inputs, parameters or loops, and scratch holds its 8 elements.
+        unsafe { plan.run(&env) }
+    }
+
+    /// Parts of one slot (a concatenation built in place) may be read and written by one step
+    /// when they do not overlap; an overlap, or a part reaching past its slot, is an error.
+    #[test]
+    fn parts_of_a_slot_are_checked_by_range() {
+        let mut scratch: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        run(&two_parts(4, 0, 1), &mut scratch).unwrap();
+        assert_eq!(&scratch[..8], &[0.0, 1.0, 2.0, 3.0, 0.0, 1.0, 2.0, 3.0]);
+        let overlap = run(&two_parts(2, 0, 1), &mut scratch).unwrap_err();
+        assert!(overlap.0.contains("reads memory it writes"), "{overlap}");
+        let outside = Plan::parse(&two_parts(5, 0, 1)).unwrap_err();
+        assert!(outside.0.contains("storage"), "{outside}");
     }
 }

@@ -44,11 +44,14 @@ pub fn execute(
         let info = kir.buffers.get(buf.0 as usize).ok_or_else(|| ExecError("no buffer".into()))?;
         let n: usize = shape.iter().product();
         let data: Vec<f64> = match &info.storage {
-            Storage::Slot(s) => slots
-                .get(*s)
-                .and_then(|v| v.get(..n))
-                .ok_or_else(|| ExecError(format!("slot {s} too small")))?
-                .to_vec(),
+            Storage::Slot(s) => {
+                let at = at_of(info, b)?;
+                slots
+                    .get(*s)
+                    .and_then(|v| v.get(at..at + n))
+                    .ok_or_else(|| ExecError(format!("slot {s} too small")))?
+                    .to_vec()
+            }
             st => external(st)
                 .map(|a| a.data.iter().map(|v| round(*v, info.dtype)).collect())
                 .ok_or_else(|| ExecError("missing external buffer".into()))?,
@@ -150,9 +153,9 @@ pub fn execute(
                             .collect()
                     }
                 };
-                store(&mut slots, kir, *out, &result)?;
+                store(&mut slots, kir, b, *out, &result)?;
                 for (rider, (buf, _)) in riders.iter().zip(also) {
-                    store(&mut slots, kir, *buf, rider)?;
+                    store(&mut slots, kir, b, *buf, rider)?;
                 }
             }
             Kernel::Gemm { a, b: bb, out, ty } => {
@@ -176,7 +179,7 @@ pub fn execute(
                 let vals = eval(&g, &arrays, &[], run).map_err(|e| ExecError(e.0))?;
                 let v = vals.get(r.index()).ok_or_else(|| ExecError("no result".into()))?;
                 let data: Vec<f64> = v.data.iter().map(|x| round(*x, ty.dtype)).collect();
-                store(&mut slots, kir, *out, &data)?;
+                store(&mut slots, kir, b, *out, &data)?;
             }
             Kernel::Call { op, args, out, ty } => {
                 let mut arrays = Vec::new();
@@ -185,7 +188,7 @@ pub fn execute(
                     arrays.push(read(&slots, *buf, &s)?);
                 }
                 let v = run_call(op, args, arrays, ty, run)?;
-                store(&mut slots, kir, *out, &v.data)?;
+                store(&mut slots, kir, b, *out, &v.data)?;
             }
         }
     }
@@ -230,19 +233,24 @@ pub fn run_call(
     Ok(Array::new(v.shape.clone(), v.data.iter().map(|x| round(*x, ty.dtype)).collect()))
 }
 
+/// Where a buffer starts in its slot at this batch.
+fn at_of(info: &super::Buffer, batch: i64) -> Result<usize, ExecError> {
+    let (f, r) = super::linear_in_b(&info.at).map_err(|e| ExecError(e.0))?;
+    usize::try_from(f + r * batch).map_err(|_| ExecError("a negative offset".into()))
+}
+
 fn f32_round(v: f64) -> f64 {
     f64::from(v as f32)
 }
 
-fn store(slots: &mut [Vec<f64>], kir: &Kir, out: super::BufId, data: &[f64]) -> Result<(), ExecError> {
+fn store(slots: &mut [Vec<f64>], kir: &Kir, batch: i64, out: super::BufId, data: &[f64]) -> Result<(), ExecError> {
     let info = kir.buffers.get(out.0 as usize).ok_or_else(|| ExecError("no buffer".into()))?;
     let Storage::Slot(s) = info.storage else { return fail("a kernel writes an external buffer") };
+    let at = at_of(info, batch)?;
     let slot = slots.get_mut(s).ok_or_else(|| ExecError(format!("no slot {s}")))?;
-    if slot.len() < data.len() {
-        return fail(format!("slot {s} holds {} values, {} written", slot.len(), data.len()));
-    }
-    if let Some(dst) = slot.get_mut(..data.len()) {
-        dst.copy_from_slice(data);
+    match slot.get_mut(at..at + data.len()) {
+        Some(dst) => dst.copy_from_slice(data),
+        None => return fail(format!("slot {s} holds {} values, {} written at {at}", slot.len(), data.len())),
     }
     Ok(())
 }

@@ -35,6 +35,9 @@ pub struct Buffer {
     pub elements: Dim,
     pub dtype: DType,
     pub storage: Storage,
+    /// Where in its slot the buffer starts (elements): zero, except for a part of a
+    /// concatenation built in place.
+    pub at: Dim,
 }
 
 /// One step of a fused loop body, in SSA order; the last is the kernel's result.
@@ -403,10 +406,52 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
             }
         }
     }
+    // A concatenation whose parts are contiguous blocks of its result (every axis before the
+    // joined one has size 1) is built in place: each part's kernel writes straight into the
+    // result's memory, and no copy runs. Each part must be a buffer of its own that a kernel
+    // here writes (not an input, a parameter or a graph output), in one such concatenation.
+    let owner = |mut v: usize| {
+        while let Some(nd) = g.nodes.get(v).filter(|nd| nd.op == Op::Reshape) {
+            match nd.args.first() {
+                Some(a) => v = a.index(),
+                None => break,
+            }
+        }
+        v
+    };
+    let mut in_place = vec![false; n];
+    let mut is_part = vec![false; n];
+    for i in 0..n {
+        let nd = node(i)?;
+        let Op::Concat { axis } = nd.op else { continue };
+        let contiguous = nd.ty.shape.get(..axis).is_some_and(|s| s.iter().all(|d| d.as_constant() == Some(1)));
+        let owners: Vec<usize> = nd.args.iter().map(|a| owner(a.index())).collect();
+        let eligible = |o: usize| {
+            materialised.get(o).copied().unwrap_or(false)
+                && g.nodes.get(o).is_some_and(|on| !matches!(on.op, Op::Input(_) | Op::Param(_) | Op::Reshape))
+                && !is_part.get(o).copied().unwrap_or(true)
+                && !is_output.get(o).copied().unwrap_or(true)
+        };
+        let distinct = owners.iter().enumerate().all(|(k, o)| !owners.get(..k).unwrap_or_default().contains(o));
+        let views_private = nd.args.iter().all(|a| !is_output.get(a.index()).copied().unwrap_or(true));
+        if contiguous
+            && distinct
+            && views_private
+            && materialised.get(i).copied().unwrap_or(false)
+            && owners.iter().all(|o| eligible(*o))
+        {
+            in_place[i] = true;
+            for o in owners {
+                is_part[o] = true;
+            }
+        }
+    }
+    // (part, whole, where the part starts in the whole).
+    let mut parts: HashMap<BufId, (BufId, Dim)> = HashMap::new();
     let mut kir = Kir::default();
     let mut buf_of: HashMap<usize, BufId> = HashMap::new();
     let new_buffer = |kir: &mut Kir, ty: &TensorTy, storage: Storage| -> Result<BufId, IrError> {
-        kir.buffers.push(Buffer { elements: elements(ty)?, dtype: ty.dtype, storage });
+        kir.buffers.push(Buffer { elements: elements(ty)?, dtype: ty.dtype, storage, at: Dim::constant(0) });
         Ok(BufId((kir.buffers.len() - 1) as u32))
     };
     for i in 0..n {
@@ -471,6 +516,20 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
                 });
                 buf_of.insert(i, out);
             }
+            Op::Concat { .. } if in_place.get(i).copied().unwrap_or(false) => {
+                let out = new_buffer(&mut kir, &nd.ty, Storage::Slot(usize::MAX))?;
+                let mut at = Dim::constant(0);
+                for a in &nd.args {
+                    let b = buf_of
+                        .get(&a.index())
+                        .copied()
+                        .ok_or_else(|| IrError(format!("%{i}: operand {a} not materialised")))?;
+                    parts.insert(b, (out, at.clone()));
+                    let size = g.ty(*a).ok_or_else(|| IrError("no type".into())).and_then(elements)?;
+                    at = at.add(&size).map_err(|_| IrError("a concatenation's size overflows".into()))?;
+                }
+                buf_of.insert(i, out);
+            }
             Op::MatMul => {
                 let out = new_buffer(&mut kir, &nd.ty, Storage::Slot(usize::MAX))?;
                 let operand = |k: usize| -> Result<(BufId, TensorTy, bool), IrError> {
@@ -517,7 +576,7 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
         let t = g.ty(*v).cloned().ok_or_else(|| IrError("no type".into()))?;
         kir.outputs.push((name.clone(), b, t));
     }
-    plan(&mut kir)?;
+    plan(&mut kir, &parts)?;
     Ok(kir)
 }
 
@@ -687,30 +746,54 @@ fn fuse(f: &mut Fuser<'_>, v: ValueId, root: bool) -> Result<usize, IrError> {
     Ok(k)
 }
 
-/// Assigns scratch slots by liveness: a buffer's slot is free again after its last reader.
-fn plan(kir: &mut Kir) -> Result<(), IrError> {
+/// Assigns scratch slots by liveness: a buffer's slot is free again after its last reader. A
+/// part of a concatenation built in place (`parts`: part → (whole, offset)) lives inside the
+/// outermost whole's slot, which is taken when its first part is written and kept until the
+/// last read of the whole or of any part.
+fn plan(kir: &mut Kir, parts: &HashMap<BufId, (BufId, Dim)>) -> Result<(), IrError> {
+    // The outermost whole holding `b`, and where `b` starts in it.
+    let place = |b: BufId| -> Result<(BufId, Dim), IrError> {
+        let (mut whole, mut at) = (b, Dim::constant(0));
+        for _ in 0..=parts.len() {
+            let Some((w, off)) = parts.get(&whole) else { return Ok((whole, at)) };
+            at = at.add(off).map_err(|_| IrError("a concatenation's offset overflows".into()))?;
+            whole = *w;
+        }
+        Err(IrError("concatenation parts form a cycle".into()))
+    };
+    let mut root_of: HashMap<BufId, BufId> = HashMap::new();
+    for b in 0..kir.buffers.len() {
+        let b = BufId(b as u32);
+        root_of.insert(b, place(b)?.0);
+    }
+    let root = |b: &BufId| root_of.get(b).copied().unwrap_or(*b);
+    // The last kernel touching each slot owner: its reads, and for a whole built in place the
+    // writes of its parts too (its slot must outlive the last part written).
     let mut last_use: HashMap<BufId, usize> = HashMap::new();
     for (k, kern) in kir.kernels.iter().enumerate() {
-        let reads: Vec<BufId> = match kern {
+        let mut reads: Vec<BufId> = match kern {
             Kernel::Loop { inputs, .. } => inputs.iter().map(|x| x.0).collect(),
             Kernel::Call { args, .. } => args.iter().map(|x| x.0).collect(),
             Kernel::Gemm { a, b, .. } => vec![a.0, b.0],
         };
+        reads.extend(kernel_outputs(kern).into_iter().filter(|o| parts.contains_key(o)));
         for b in reads {
-            last_use.insert(b, k);
+            last_use.insert(root(&b), k);
         }
     }
-    let outputs: Vec<BufId> = kir.outputs.iter().map(|o| o.1).collect();
+    let outputs: Vec<BufId> = kir.outputs.iter().map(|o| root(&o.1)).collect();
     let mut free: Vec<usize> = Vec::new();
     let mut slot_of: HashMap<BufId, usize> = HashMap::new();
     let kernels = kir.kernels.clone();
     for (k, kern) in kernels.iter().enumerate() {
-        let outs: Vec<BufId> = match kern {
-            Kernel::Loop { out, also, .. } => std::iter::once(*out).chain(also.iter().map(|a| a.0)).collect(),
-            Kernel::Call { out, .. } | Kernel::Gemm { out, .. } => vec![*out],
-        };
+        let outs: Vec<BufId> = kernel_outputs(kern).iter().map(&root).collect();
         let mut own_slots = Vec::new();
         for out in &outs {
+            if let Some(s) = slot_of.get(out) {
+                // A whole whose earlier part took its slot.
+                own_slots.push(*s);
+                continue;
+            }
             let size = linear_in_b(
                 &kir.buffers.get(out.0 as usize).ok_or_else(|| IrError("no buffer".into()))?.elements,
             )?;
@@ -727,12 +810,9 @@ fn plan(kir: &mut Kir) -> Result<(), IrError> {
                 sz.1 = sz.1.max(size.1);
             }
             slot_of.insert(*out, slot);
-            if let Some(b) = kir.buffers.get_mut(out.0 as usize) {
-                b.storage = Storage::Slot(slot);
-            }
             own_slots.push(slot);
         }
-        // Buffers whose last reader is this kernel are dead now (outputs never die).
+        // Owners whose last use is this kernel are dead now (outputs never die).
         let dead: Vec<BufId> = last_use
             .iter()
             .filter(|(b, last)| **last == k && !outputs.contains(b))
@@ -758,7 +838,23 @@ fn plan(kir: &mut Kir) -> Result<(), IrError> {
             }
         }
     }
+    for b in 0..kir.buffers.len() {
+        let id = BufId(b as u32);
+        let (whole, at) = place(id)?;
+        if let (Some(slot), Some(buf)) = (slot_of.get(&whole), kir.buffers.get_mut(b)) {
+            buf.storage = Storage::Slot(*slot);
+            buf.at = at;
+        }
+    }
     Ok(())
+}
+
+/// The buffers a kernel writes.
+fn kernel_outputs(kern: &Kernel) -> Vec<BufId> {
+    match kern {
+        Kernel::Loop { out, also, .. } => std::iter::once(*out).chain(also.iter().map(|a| a.0)).collect(),
+        Kernel::Call { out, .. } | Kernel::Gemm { out, .. } => vec![*out],
+    }
 }
 
 /// The stable text form (`fluxc build --emit kir`).
@@ -768,7 +864,8 @@ pub fn print_kir(k: &Kir) -> String {
         let st = match &b.storage {
             Storage::Input(x) => format!("input {x}"),
             Storage::Param(x) => format!("param {x}"),
-            Storage::Slot(x) => format!("slot {x}"),
+            Storage::Slot(x) if b.at.as_constant() == Some(0) => format!("slot {x}"),
+            Storage::Slot(x) => format!("slot {x} at {}", b.at),
         };
         let _ = writeln!(out, "buffer b{i}: {} x {} ({st})", b.dtype.as_str(), b.elements);
     }
