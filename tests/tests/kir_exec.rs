@@ -174,3 +174,45 @@ fn a_concatenation_of_kernel_results_is_built_in_place() {
         }
     }
 }
+
+/// A concatenation along a later axis whose parts are loops read by nothing else is built in
+/// place too: each loop writes its rows at the whole's row stride (an `exp` that would
+/// otherwise run as a whole-run map, a broadcast read, rows of 3, 6 and 5 with vector tails).
+#[test]
+fn a_concatenation_along_a_later_axis_is_written_in_rows() {
+    use fluxc_core::dims::Dim;
+    use fluxc_core::ir::{BinaryOp, DType, Op, TensorTy, UnaryOp};
+    use fluxc_core::kir::Kernel;
+    let mut g = Graph::default();
+    let ty = |c: i64| TensorTy::new(DType::F32, vec![Dim::var("B"), Dim::constant(c)]);
+    let x = g.input("x", ty(3)).unwrap();
+    let y = g.input("y", ty(6)).unwrap();
+    let bias = g.input("bias", TensorTy::new(DType::F32, vec![Dim::constant(5)])).unwrap();
+    let z = g.input("z", ty(5)).unwrap();
+    let a = g.unary(UnaryOp::Exp, x).unwrap();
+    let b = g.unary(UnaryOp::Tanh, y).unwrap();
+    let wide = g.push(Op::Broadcast, &[bias], Some(ty(5))).unwrap();
+    let c = g.binary(BinaryOp::Mul, z, wide).unwrap();
+    let whole = g.push(Op::Concat { axis: 1 }, &[a, b, c], None).unwrap();
+    g.outputs.push(("whole".into(), whole));
+    let kir = fluxc_core::kir::schedule(&g).unwrap();
+    let text = fluxc_core::kir::print_kir(&kir);
+    assert!(!kir.kernels.iter().any(|k| matches!(k, Kernel::Call { .. })), "{text}");
+    let strided = kir.kernels.iter().filter(|k| matches!(k, Kernel::Loop { out_rows: Some(_), .. })).count();
+    assert_eq!(strided, 3, "{text}");
+    let compiled = fluxc_cpu::compile(&kir).unwrap();
+    for batch in [1, 3, 64] {
+        let run = Run { batch, seed: 0, step: 0 };
+        let inputs: Vec<Array> = (0..g.inputs.len()).map(|k| random_input(&g, k, batch, 13)).collect();
+        let want = eval(&g, &inputs, &[], &run).unwrap();
+        let reference = fluxc_core::kir::execute(&kir, &inputs, &[], &run).unwrap();
+        let jit = fluxc_cpu::execute(&compiled, &kir, &inputs, &[], &run).unwrap();
+        for (_, got) in reference.into_iter().chain(jit) {
+            let exact = &want[whole.index()];
+            assert_eq!(got.shape, exact.shape);
+            for (a, b) in got.data.iter().zip(&exact.data) {
+                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+            }
+        }
+    }
+}

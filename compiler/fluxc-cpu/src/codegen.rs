@@ -187,17 +187,22 @@ enum RowRead {
 
 /// The first axis `t` (the longest rows) from which every strided read of the loop is
 /// contiguous or constant along the trailing axes, and how each read behaves (`None` when no
-/// read is strided or no such axis exists).
+/// read is strided or no such axis exists). An output stored in rows from axis `rows_from`
+/// needs rows from there or later (from the rank itself every row is one element, so some `t`
+/// always exists then).
 fn row_split(
     shape: &[Dim],
     inputs: &[(BufId, Vec<Dim>)],
     access: &[Access],
+    rows_from: Option<usize>,
 ) -> Option<(usize, Vec<RowRead>)> {
-    if !access.iter().any(|a| matches!(a, Access::Strided(_))) {
-        return None;
-    }
     let rank = shape.len();
-    (1..rank).find_map(|t| {
+    let candidates = match rows_from {
+        Some(axis) => axis.max(1)..rank + 1,
+        None if access.iter().any(|a| matches!(a, Access::Strided(_))) => 1..rank,
+        None => return None,
+    };
+    candidates.into_iter().find_map(|t| {
         let mut reads = Vec::with_capacity(inputs.len());
         for ((_, s), a) in inputs.iter().zip(access) {
             if !matches!(a, Access::Strided(_)) {
@@ -228,13 +233,13 @@ pub fn define_loop<M: Module>(
     kernel: &Kernel,
     clif: Option<&mut String>,
 ) -> Result<FuncId, CpuError> {
-    let Kernel::Loop { shape, inputs, body, dtype, sum, also, .. } = kernel else {
+    let Kernel::Loop { shape, inputs, body, dtype, sum, also, out_rows, .. } = kernel else {
         return Err(CpuError(format!("kernel {index} is not a loop")));
     };
     let (shape, inputs, body, also, dtype, sum) =
         (shape.as_slice(), inputs.as_slice(), body.as_slice(), also.as_slice(), *dtype, *sum);
-    if sum.is_some() && !also.is_empty() {
-        return Err(CpuError(format!("kernel {index}: a fused sum with further outputs")));
+    if sum.is_some() && (!also.is_empty() || out_rows.is_some()) {
+        return Err(CpuError(format!("kernel {index}: a fused sum with further or strided outputs")));
     }
     let ptr = module.target_config().pointer_type();
     let isa_fma = module.isa().isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool() == Some(true));
@@ -291,7 +296,7 @@ pub fn define_loop<M: Module>(
         };
         let flags = MemFlagsData::trusted();
         let word = i32::try_from(ptr.bytes()).unwrap_or(8);
-        let out_ptr = bcx.ins().load(ptr, flags, ptrs, 0);
+        let mut out_ptr = bcx.ins().load(ptr, flags, ptrs, 0);
         // Output dims and strides (row-major), the element count.
         let rank = shape.len();
         let mut out_dims = Vec::with_capacity(rank);
@@ -360,7 +365,9 @@ pub fn define_loop<M: Module>(
         'body: {
             // A loop that only applies exp, sigmoid or tanh to one contiguous input hands its range
             // to the kernels' whole-run map, which runs on wider vectors than Cranelift's lanes.
-            if let (Some(map), Some(&x)) = (whole_map(body, &access, also, sum), in_ptrs.first()) {
+            if let (Some(map), Some(&x), None) =
+                (whole_map(body, &access, also, sum), in_ptrs.first(), out_rows)
+            {
                 let mut sig = module.make_signature();
                 sig.params.extend([AbiParam::new(ptr), AbiParam::new(ptr), AbiParam::new(types::I64)]);
                 let f = module
@@ -378,71 +385,90 @@ pub fn define_loop<M: Module>(
             // Row mode: a broadcast read that is contiguous (or constant) along the trailing axes
             // from `t` is read through a pointer (or a value) set once per row of those axes, so
             // the row runs on lanes without a division per element.
-            let (start, end, done, row) = match row_split(shape, inputs, &access).filter(|_| sum.is_none()) {
-                // A fused sum runs whole in part 0 (its runs may cross any split).
-                None if sum.is_some() => {
-                    let go = bcx.create_block();
-                    bcx.ins().brif(part, exit, &[], go, &[]);
-                    bcx.switch_to_block(go);
-                    (bcx.ins().iconst(types::I64, 0), n, exit, None)
-                }
-                None => {
-                    let (lo, hi) = part_range(&mut bcx, n, part, parts, 8);
-                    (lo, hi, exit, None)
-                }
-                Some((t, reads)) => {
-                    let mut rows = bcx.ins().iconst(types::I64, 1);
-                    for d in out_dims.iter().take(t) {
-                        rows = bcx.ins().imul(rows, *d);
+            let rows_from = out_rows.as_ref().map(|r| r.0);
+            let (start, end, done, row) =
+                match row_split(shape, inputs, &access, rows_from).filter(|_| sum.is_none()) {
+                    // A fused sum runs whole in part 0 (its runs may cross any split).
+                    None if sum.is_some() => {
+                        let go = bcx.create_block();
+                        bcx.ins().brif(part, exit, &[], go, &[]);
+                        bcx.switch_to_block(go);
+                        (bcx.ins().iconst(types::I64, 0), n, exit, None)
                     }
-                    let mut inner = bcx.ins().iconst(types::I64, 1);
-                    for d in out_dims.iter().skip(t) {
-                        inner = bcx.ins().imul(inner, *d);
+                    None => {
+                        let (lo, hi) = part_range(&mut bcx, n, part, parts, 8);
+                        (lo, hi, exit, None)
                     }
-                    let row_header = bcx.create_block();
-                    let row_body = bcx.create_block();
-                    let row_next = bcx.create_block();
-                    let r = bcx.append_block_param(row_header, types::I64);
-                    let (first_row, end_row) = part_range(&mut bcx, rows, part, parts, 1);
-                    bcx.ins().jump(row_header, &[BlockArg::Value(first_row)]);
-                    bcx.switch_to_block(row_header);
-                    let more = bcx.ins().icmp(IntCC::SignedLessThan, r, end_row);
-                    bcx.ins().brif(more, row_body, &[], exit, &[]);
-                    bcx.switch_to_block(row_body);
-                    let first = bcx.ins().imul(r, inner);
-                    for (k, read) in reads.iter().enumerate() {
-                        let (Some(Access::Strided(terms)), Some(p)) =
-                            (access.get(k), in_ptrs.get(k).copied())
-                        else {
-                            continue;
-                        };
-                        // The element this row starts from.
-                        let base = strided_index(&mut bcx, terms, first);
-                        let a = match read {
-                            RowRead::Run => {
-                                // A pointer from which output element i (= first + j) reads
-                                // at byte offset 4i, like an operand of the output's shape.
-                                let shift = bcx.ins().isub(base, first);
-                                let off = bcx.ins().ishl_imm_s(shift, 2);
-                                if let Some(q) = in_ptrs.get_mut(k) {
-                                    *q = bcx.ins().iadd(p, off);
-                                }
-                                Access::Same
-                            }
-                            RowRead::Splat => {
-                                let off = bcx.ins().ishl_imm_s(base, 2);
-                                let at = bcx.ins().iadd(p, off);
-                                Access::Scalar(bcx.ins().load(types::F32, flags, at, 0))
-                            }
-                        };
-                        if let Some(slot) = access.get_mut(k) {
-                            *slot = a;
+                    Some((t, reads)) => {
+                        let mut rows = bcx.ins().iconst(types::I64, 1);
+                        for d in out_dims.iter().take(t) {
+                            rows = bcx.ins().imul(rows, *d);
                         }
+                        let mut inner = bcx.ins().iconst(types::I64, 1);
+                        for d in out_dims.iter().skip(t) {
+                            inner = bcx.ins().imul(inner, *d);
+                        }
+                        let row_header = bcx.create_block();
+                        let row_body = bcx.create_block();
+                        let row_next = bcx.create_block();
+                        let r = bcx.append_block_param(row_header, types::I64);
+                        let (first_row, end_row) = part_range(&mut bcx, rows, part, parts, 1);
+                        bcx.ins().jump(row_header, &[BlockArg::Value(first_row)]);
+                        bcx.switch_to_block(row_header);
+                        let more = bcx.ins().icmp(IntCC::SignedLessThan, r, end_row);
+                        bcx.ins().brif(more, row_body, &[], exit, &[]);
+                        bcx.switch_to_block(row_body);
+                        let first = bcx.ins().imul(r, inner);
+                        // An output stored in rows `stride` apart: a pointer from which output
+                        // element i (= first + j) is written at byte offset 4i.
+                        if let Some((axis, stride)) = out_rows {
+                            let mut row_len = bcx.ins().iconst(types::I64, 1);
+                            for d in out_dims.iter().skip(*axis) {
+                                row_len = bcx.ins().imul(row_len, *d);
+                            }
+                            // (A part of no columns has no rows to place; avoid dividing by zero.)
+                            let one = bcx.ins().iconst(types::I64, 1);
+                            let row_len = bcx.ins().umax(row_len, one);
+                            let stride = dim_value(&mut bcx, stride, batch)?;
+                            let q = bcx.ins().udiv(first, row_len);
+                            let gap = bcx.ins().isub(stride, row_len);
+                            let shift = bcx.ins().imul(q, gap);
+                            let off = bcx.ins().ishl_imm_s(shift, 2);
+                            out_ptr = bcx.ins().iadd(out_ptr, off);
+                        }
+                        for (k, read) in reads.iter().enumerate() {
+                            let (Some(Access::Strided(terms)), Some(p)) =
+                                (access.get(k), in_ptrs.get(k).copied())
+                            else {
+                                continue;
+                            };
+                            // The element this row starts from.
+                            let base = strided_index(&mut bcx, terms, first);
+                            let a = match read {
+                                RowRead::Run => {
+                                    // A pointer from which output element i (= first + j) reads
+                                    // at byte offset 4i, like an operand of the output's shape.
+                                    let shift = bcx.ins().isub(base, first);
+                                    let off = bcx.ins().ishl_imm_s(shift, 2);
+                                    if let Some(q) = in_ptrs.get_mut(k) {
+                                        *q = bcx.ins().iadd(p, off);
+                                    }
+                                    Access::Same
+                                }
+                                RowRead::Splat => {
+                                    let off = bcx.ins().ishl_imm_s(base, 2);
+                                    let at = bcx.ins().iadd(p, off);
+                                    Access::Scalar(bcx.ins().load(types::F32, flags, at, 0))
+                                }
+                            };
+                            if let Some(slot) = access.get_mut(k) {
+                                *slot = a;
+                            }
+                        }
+                        let last = bcx.ins().iadd(first, inner);
+                        (first, last, row_next, Some((row_header, row_next, r)))
                     }
-                    let last = bcx.ins().iadd(first, inner);
-                    (first, last, row_next, Some((row_header, row_next, r)))
-                }
-            };
+                };
             let i = bcx.append_block_param(header, types::I64);
             // A fused sum: the running f64 total, the count into the current run, the output index;
             // `inner` is the length of a run (the summed trailing axes).

@@ -235,17 +235,27 @@ impl<'p> Plan<'p> {
                 storage::INPUT | storage::PARAM => {
                     index < if w[0] == storage::INPUT { n_inputs } else { n_params } && w[4] == 0 && w[5] == 0
                 }
-                // Inside its slot at every batch: both terms of `at + elements` within the slot's.
+                // Inside its slot at every batch B >= 1: `at + elements` grows no faster than the
+                // slot and fits it at B = 1. (A part stored in rows has a negative fixed term:
+                // `rows * stride - stride + row`.)
                 storage::SLOT => {
                     index < n_slots && {
                         let s = &words[slots_at + 2 * index..slots_at + 2 * index + 2];
-                        let end = |k: usize| w[k].checked_add(w[k + 2]);
-                        end(2).is_some_and(|e| e <= s[0]) && end(3).is_some_and(|e| e <= s[1])
+                        let end_fixed = w[2].checked_add(w[4]);
+                        let end_per_row = w[3].checked_add(w[5]);
+                        match (end_fixed, end_per_row, s[0].checked_add(s[1])) {
+                            (Some(f), Some(r), Some(at_one)) => {
+                                r <= s[1] && f.checked_add(r).is_some_and(|e| e <= at_one)
+                            }
+                            _ => false,
+                        }
                     }
                 }
                 _ => false,
             };
-            if !ok || w[2..].iter().any(|x| *x < 0) {
+            // Sizes and offsets are never negative at B >= 1 and never shrink as B grows.
+            let never_negative = |f: i64, r: i64| r >= 0 && f.checked_add(r).is_some_and(|v| v >= 0);
+            if !ok || !never_negative(w[2], w[3]) || !never_negative(w[4], w[5]) {
                 return Err(bad("a buffer's storage"));
             }
         }
@@ -344,7 +354,12 @@ impl<'p> Plan<'p> {
 
     /// Buffer `b`: its pointer, its elements at this batch, and (if scratch) the range of
     /// scratch it occupies.
-    fn buffer(&self, env: &Env<'_>, offsets: &[usize], b: usize) -> Result<(*mut f32, usize, Option<Span>), PlanError> {
+    fn buffer(
+        &self,
+        env: &Env<'_>,
+        offsets: &[usize],
+        b: usize,
+    ) -> Result<(*mut f32, usize, Option<Span>), PlanError> {
         if b >= self.n_buffers {
             return Err(bad("buffer id"));
         }
@@ -690,6 +705,7 @@ impl Reader<'_> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     /// A plan over one slot of 8 elements holding two buffers of 4 (`at` 0 and `at_b`), with
@@ -706,7 +722,15 @@ mod tests {
 
     fn run(words: &[i64], scratch: &mut [f32]) -> Result<(), PlanError> {
         let plan = Plan::parse(words)?;
-        let env = Env { batch: 1, seed: 0, step: 0, inputs: &[], params: &[], scratch: scratch.as_mut_ptr(), loops: &[] };
+        let env = Env {
+            batch: 1,
+            seed: 0,
+            step: 0,
+            inputs: &[],
+            params: &[],
+            scratch: scratch.as_mut_ptr(),
+            loops: &[],
+        };
         // SAFETY: the plan has no inputs, parameters or loops, and scratch holds its 8 elements.
         unsafe { plan.run(&env) }
     }
@@ -722,5 +746,24 @@ mod tests {
         assert!(overlap.0.contains("reads memory it writes"), "{overlap}");
         let outside = Plan::parse(&two_parts(5, 0, 1)).unwrap_err();
         assert!(outside.0.contains("storage"), "{outside}");
+    }
+
+    /// A part stored in rows (`rows * stride - stride + row` elements: a negative fixed term)
+    /// is accepted when it fits its slot at every batch, and refused when it would be negative
+    /// or outgrow its slot.
+    #[test]
+    fn sizes_are_checked_for_every_batch() {
+        let plan = |elements: [i64; 2], at: [i64; 2]| {
+            let mut w = vec![MAGIC, VERSION, 0, 0, 1, 1, 0, 0];
+            w.extend([storage::SLOT, 0, elements[0], elements[1], at[0], at[1]]);
+            w.extend([0, 8]);
+            Plan::parse(&w).map(|_| ())
+        };
+        plan([-4, 8], [4, 0]).unwrap();
+        plan([0, 4], [0, 4]).unwrap();
+        assert!(plan([-9, 8], [0, 0]).is_err(), "negative at B = 1");
+        assert!(plan([-4, 8], [5, 0]).is_err(), "past the slot at B = 1");
+        assert!(plan([0, 5], [0, 4]).is_err(), "outgrows the slot");
+        assert!(plan([0, 4], [4, -1]).is_err(), "an offset shrinking with B");
     }
 }

@@ -63,7 +63,7 @@ pub fn execute(
     };
     for kern in &kir.kernels {
         match kern {
-            Kernel::Loop { out, shape, dtype, inputs: ins, body, sum, also } => {
+            Kernel::Loop { out, shape, dtype, inputs: ins, body, sum, also, out_rows } => {
                 let shape = concrete(shape, b).map_err(|e| ExecError(e.0))?;
                 let srcs: Vec<Array> = ins
                     .iter()
@@ -153,7 +153,30 @@ pub fn execute(
                             .collect()
                     }
                 };
-                store(&mut slots, kir, b, *out, &result)?;
+                match out_rows {
+                    None => store(&mut slots, kir, b, *out, &result)?,
+                    // Rows of the output's trailing axes from `axis`, `stride` apart.
+                    Some((axis, stride)) => {
+                        let row: usize = shape.get(*axis..).unwrap_or_default().iter().product();
+                        let stride =
+                            usize::try_from(super::linear_in_b(stride).map_err(|e| ExecError(e.0))?.0)
+                                .map_err(|_| ExecError("a negative row stride".into()))?;
+                        let info =
+                            kir.buffers.get(out.0 as usize).ok_or_else(|| ExecError("no buffer".into()))?;
+                        let Storage::Slot(s) = info.storage else {
+                            return fail("a kernel writes an external buffer");
+                        };
+                        let at = at_of(info, b)?;
+                        let slot = slots.get_mut(s).ok_or_else(|| ExecError(format!("no slot {s}")))?;
+                        for (r, values) in result.chunks(row.max(1)).enumerate() {
+                            let start = at + r * stride;
+                            let dst = slot
+                                .get_mut(start..start + values.len())
+                                .ok_or_else(|| ExecError(format!("slot {s} too small for row {r}")))?;
+                            dst.copy_from_slice(values);
+                        }
+                    }
+                }
                 for (rider, (buf, _)) in riders.iter().zip(also) {
                     store(&mut slots, kir, b, *buf, rider)?;
                 }
@@ -243,7 +266,13 @@ fn f32_round(v: f64) -> f64 {
     f64::from(v as f32)
 }
 
-fn store(slots: &mut [Vec<f64>], kir: &Kir, batch: i64, out: super::BufId, data: &[f64]) -> Result<(), ExecError> {
+fn store(
+    slots: &mut [Vec<f64>],
+    kir: &Kir,
+    batch: i64,
+    out: super::BufId,
+    data: &[f64],
+) -> Result<(), ExecError> {
     let info = kir.buffers.get(out.0 as usize).ok_or_else(|| ExecError("no buffer".into()))?;
     let Storage::Slot(s) = info.storage else { return fail("a kernel writes an external buffer") };
     let at = at_of(info, batch)?;

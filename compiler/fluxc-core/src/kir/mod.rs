@@ -69,6 +69,9 @@ pub enum Kernel {
         body: Vec<Fused>,
         sum: Option<usize>,
         also: Vec<(BufId, usize)>,
+        /// `Some((axis, stride))` when `out` is a part of a concatenation along `axis` built in
+        /// place: the output's rows (its axes from `axis` on) lie `stride` elements apart.
+        out_rows: Option<(usize, Dim)>,
     },
     /// Any other op on whole buffers (its operands' and result's types as in the graph).
     Call { op: Op, args: Vec<(BufId, TensorTy)>, out: BufId, ty: TensorTy },
@@ -419,30 +422,55 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
         }
         v
     };
+    // Along a later axis the parts are rows at a stride: then each part must be a loop's own
+    // result (it writes its rows at that stride) that nothing but the concatenation reads, and
+    // the rows must have constant lengths.
     let mut in_place = vec![false; n];
+    let mut strided = vec![false; n];
     let mut is_part = vec![false; n];
     for i in 0..n {
         let nd = node(i)?;
         let Op::Concat { axis } = nd.op else { continue };
-        let contiguous = nd.ty.shape.get(..axis).is_some_and(|s| s.iter().all(|d| d.as_constant() == Some(1)));
+        let contiguous =
+            nd.ty.shape.get(..axis).is_some_and(|s| s.iter().all(|d| d.as_constant() == Some(1)));
+        let constant_rows =
+            nd.ty.shape.get(axis..).is_some_and(|s| s.iter().all(|d| d.as_constant().is_some()));
+        let own_loop = |o: usize| {
+            g.nodes.get(o).is_some_and(|on| {
+                matches!(on.op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_))
+                    && rides.get(o).copied().flatten().is_none()
+                    && uses.get(o).is_some_and(|u| u.as_slice() == [i])
+            })
+        };
         let owners: Vec<usize> = nd.args.iter().map(|a| owner(a.index())).collect();
         let eligible = |o: usize| {
             materialised.get(o).copied().unwrap_or(false)
-                && g.nodes.get(o).is_some_and(|on| !matches!(on.op, Op::Input(_) | Op::Param(_) | Op::Reshape))
+                && g.nodes
+                    .get(o)
+                    .is_some_and(|on| !matches!(on.op, Op::Input(_) | Op::Param(_) | Op::Reshape))
                 && !is_part.get(o).copied().unwrap_or(true)
                 && !is_output.get(o).copied().unwrap_or(true)
         };
-        let distinct = owners.iter().enumerate().all(|(k, o)| !owners.get(..k).unwrap_or_default().contains(o));
+        let distinct =
+            owners.iter().enumerate().all(|(k, o)| !owners.get(..k).unwrap_or_default().contains(o));
         let views_private = nd.args.iter().all(|a| !is_output.get(a.index()).copied().unwrap_or(true));
-        if contiguous
+        let rows_ok = contiguous
+            || (constant_rows && nd.args.iter().zip(&owners).all(|(a, o)| a.index() == *o && own_loop(*o)));
+        if rows_ok
             && distinct
             && views_private
             && materialised.get(i).copied().unwrap_or(false)
             && owners.iter().all(|o| eligible(*o))
         {
-            in_place[i] = true;
+            for (flags, value) in [(&mut in_place, true), (&mut strided, !contiguous)] {
+                if let Some(f) = flags.get_mut(i) {
+                    *f = value;
+                }
+            }
             for o in owners {
-                is_part[o] = true;
+                if let Some(p) = is_part.get_mut(o) {
+                    *p = true;
+                }
             }
         }
     }
@@ -495,6 +523,7 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
                     body: f.body,
                     sum: None,
                     also: f.also,
+                    out_rows: None,
                 });
                 buf_of.insert(i, out);
             }
@@ -513,11 +542,19 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
                     body: f.body,
                     sum: Some(kept),
                     also: f.also,
+                    out_rows: None,
                 });
                 buf_of.insert(i, out);
             }
-            Op::Concat { .. } if in_place.get(i).copied().unwrap_or(false) => {
+            Op::Concat { axis } if in_place.get(i).copied().unwrap_or(false) => {
                 let out = new_buffer(&mut kir, &nd.ty, Storage::Slot(usize::MAX))?;
+                let overflow = || IrError("a concatenation's size overflows".into());
+                let rows_of = |t: &TensorTy| -> Result<(Dim, Dim), IrError> {
+                    let product = |d: &[Dim]| d.iter().try_fold(Dim::constant(1), |p, x| p.mul(x));
+                    let (outer, row) = t.shape.split_at((*axis).min(t.shape.len()));
+                    Ok((product(outer).map_err(|_| overflow())?, product(row).map_err(|_| overflow())?))
+                };
+                let stride = rows_of(&nd.ty)?.1;
                 let mut at = Dim::constant(0);
                 for a in &nd.args {
                     let b = buf_of
@@ -525,8 +562,27 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
                         .copied()
                         .ok_or_else(|| IrError(format!("%{i}: operand {a} not materialised")))?;
                     parts.insert(b, (out, at.clone()));
-                    let size = g.ty(*a).ok_or_else(|| IrError("no type".into())).and_then(elements)?;
-                    at = at.add(&size).map_err(|_| IrError("a concatenation's size overflows".into()))?;
+                    let t = g.ty(*a).ok_or_else(|| IrError("no type".into()))?;
+                    if strided.get(i).copied().unwrap_or(false) {
+                        // The part's loop writes rows `stride` apart; its buffer spans from its
+                        // first element to its last.
+                        let (rows, row) = rows_of(t)?;
+                        for k in kir.kernels.iter_mut().rev() {
+                            if let Kernel::Loop { out: o, out_rows, .. } = k
+                                && *o == b
+                            {
+                                *out_rows = Some((*axis, stride.clone()));
+                                break;
+                            }
+                        }
+                        let span = rows.mul(&stride).and_then(|x| x.sub(&stride)).and_then(|x| x.add(&row));
+                        if let Some(buf) = kir.buffers.get_mut(b.0 as usize) {
+                            buf.elements = span.map_err(|_| overflow())?;
+                        }
+                        at = at.add(&row).map_err(|_| overflow())?;
+                    } else {
+                        at = at.add(&elements(t)?).map_err(|_| overflow())?;
+                    }
                 }
                 buf_of.insert(i, out);
             }
@@ -874,7 +930,7 @@ pub fn print_kir(k: &Kir) -> String {
     }
     for kern in &k.kernels {
         match kern {
-            Kernel::Loop { out: o, shape, dtype, inputs, body, sum, also } => {
+            Kernel::Loop { out: o, shape, dtype, inputs, body, sum, also, out_rows } => {
                 let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
                 if let Some(kept) = sum {
                     let _ = writeln!(out, "sum over the axes from {kept} of:");
@@ -886,9 +942,13 @@ pub fn print_kir(k: &Kir) -> String {
                         format!("b{}[{}]", b.0, d.join(", "))
                     })
                     .collect();
+                let rows = match out_rows {
+                    Some((axis, stride)) => format!(" (rows from axis {axis}, {stride} apart)"),
+                    None => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "loop b{} = {}[{}] <- {}",
+                    "loop b{} = {}[{}]{rows} <- {}",
                     o.0,
                     dtype.as_str(),
                     dims.join(", "),
