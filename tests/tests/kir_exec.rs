@@ -216,3 +216,62 @@ fn a_concatenation_along_a_later_axis_is_written_in_rows() {
         }
     }
 }
+
+/// A slice that only elementwise ops read is no copy: their loop reads the sliced buffer in
+/// place through a strided view (columns of a matrix, one step of a sequence, a block of rows;
+/// rows of 5 with vector tails, a broadcast beside it), and the values match the interpreter.
+#[test]
+fn slices_read_by_loops_are_views() {
+    use fluxc_core::dims::Dim;
+    use fluxc_core::ir::{BinaryOp, DType, Op, TensorTy, UnaryOp};
+    use fluxc_core::kir::Kernel;
+    let mut g = Graph::default();
+    let b = Dim::var("B");
+    let f32_ty = |shape: Vec<Dim>| TensorTy::new(DType::F32, shape);
+    let x = g.input("x", f32_ty(vec![b.clone(), Dim::constant(15)])).unwrap();
+    let seq = g.input("seq", f32_ty(vec![b.clone(), Dim::constant(3), Dim::constant(5)])).unwrap();
+    let rows = g.input("rows", f32_ty(vec![Dim::constant(7), Dim::constant(5)])).unwrap();
+    let bias = g.input("bias", f32_ty(vec![Dim::constant(5)])).unwrap();
+    let slice =
+        |g: &mut Graph, v, axis, start, end| g.push(Op::Slice { axis, start, end }, &[v], None).unwrap();
+    let left = slice(&mut g, x, 1, 0, 5);
+    let right = slice(&mut g, x, 1, 10, 15);
+    let sum = g.binary(BinaryOp::Add, left, right).unwrap();
+    let wide = g.push(Op::Broadcast, &[bias], Some(f32_ty(vec![b.clone(), Dim::constant(5)]))).unwrap();
+    let cols = g.binary(BinaryOp::Mul, sum, wide).unwrap();
+    let step = slice(&mut g, seq, 1, 1, 2);
+    let step = g.unary(UnaryOp::Exp, step).unwrap();
+    let block = slice(&mut g, rows, 0, 2, 6);
+    let block = g.unary(UnaryOp::Tanh, block).unwrap();
+    g.outputs.push(("cols".into(), cols));
+    g.outputs.push(("step".into(), step));
+    g.outputs.push(("block".into(), block));
+    let kir = fluxc_core::kir::schedule(&g).unwrap();
+    let text = fluxc_core::kir::print_kir(&kir);
+    assert!(!kir.kernels.iter().any(|k| matches!(k, Kernel::Call { .. })), "{text}");
+    let views = kir
+        .kernels
+        .iter()
+        .map(|k| match k {
+            Kernel::Loop { inputs, .. } => inputs.iter().filter(|x| x.view.is_some()).count(),
+            _ => 0,
+        })
+        .sum::<usize>();
+    assert_eq!(views, 4, "{text}");
+    let compiled = fluxc_cpu::compile(&kir).unwrap();
+    for batch in [1, 3, 64] {
+        let run = Run { batch, seed: 0, step: 0 };
+        let inputs: Vec<Array> = (0..g.inputs.len()).map(|k| random_input(&g, k, batch, 17)).collect();
+        let want = eval(&g, &inputs, &[], &run).unwrap();
+        let reference = fluxc_core::kir::execute(&kir, &inputs, &[], &run).unwrap();
+        let jit = fluxc_cpu::execute(&compiled, &kir, &inputs, &[], &run).unwrap();
+        for (name, got) in reference.into_iter().chain(jit) {
+            let v = g.outputs.iter().find(|(n, _)| *n == name).unwrap().1;
+            let exact = &want[v.index()];
+            assert_eq!(got.shape, exact.shape, "{name}");
+            for (a, b) in got.data.iter().zip(&exact.data) {
+                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{name} at batch {batch}: {a} vs {b}");
+            }
+        }
+    }
+}

@@ -9,7 +9,7 @@ use cranelift_jit::JITBuilder;
 use cranelift_module::{FuncId, Linkage, Module};
 use fluxc_core::dims::Dim;
 use fluxc_core::ir::{BinaryOp, DType, UnaryOp};
-use fluxc_core::kir::{BufId, Fused, Kernel};
+use fluxc_core::kir::{BufId, Fused, Kernel, LoopInput};
 
 use super::CpuError;
 
@@ -192,7 +192,7 @@ enum RowRead {
 /// always exists then).
 fn row_split(
     shape: &[Dim],
-    inputs: &[(BufId, Vec<Dim>)],
+    inputs: &[LoopInput],
     access: &[Access],
     rows_from: Option<usize>,
 ) -> Option<(usize, Vec<RowRead>)> {
@@ -204,7 +204,8 @@ fn row_split(
     };
     candidates.into_iter().find_map(|t| {
         let mut reads = Vec::with_capacity(inputs.len());
-        for ((_, s), a) in inputs.iter().zip(access) {
+        for (x, a) in inputs.iter().zip(access) {
+            let s = &x.shape;
             if !matches!(a, Access::Strided(_)) {
                 reads.push(RowRead::Run); // not consulted
                 continue;
@@ -212,7 +213,18 @@ fn row_split(
             let off = rank.checked_sub(s.len())?;
             let dim = |axis: usize| if axis >= off { s.get(axis - off) } else { None };
             let one = Dim::constant(1);
-            let run = (t..rank).all(|a| dim(a) == shape.get(a));
+            // A view is contiguous along the trailing axes when its strides are those of a
+            // packed array there.
+            let packed = x.view.as_ref().is_none_or(|v| {
+                let mut want = Dim::constant(1);
+                (t..rank).rev().all(|a| {
+                    let Some(j) = a.checked_sub(off) else { return true };
+                    let ok = v.strides.get(j) == Some(&want);
+                    want = s.get(j).and_then(|d| want.mul(d).ok()).unwrap_or_else(|| Dim::constant(-1));
+                    ok
+                })
+            });
+            let run = (t..rank).all(|a| dim(a) == shape.get(a)) && packed;
             let splat = (t..rank).all(|a| dim(a).is_none_or(|d| *d == one));
             reads.push(match (run, splat) {
                 (true, _) => RowRead::Run,
@@ -318,12 +330,19 @@ pub fn define_loop<M: Module>(
         // Inputs: their pointers and how each is read.
         let mut in_ptrs = Vec::with_capacity(inputs.len());
         let mut access = Vec::with_capacity(inputs.len());
-        for (k, (_, s)) in inputs.iter().enumerate() {
+        for (k, x) in inputs.iter().enumerate() {
+            let s = &x.shape;
             let off = i32::try_from(k + 1).unwrap_or(i32::MAX).saturating_mul(word);
-            let p = bcx.ins().load(ptr, flags, ptrs, off);
+            let mut p = bcx.ins().load(ptr, flags, ptrs, off);
+            // A view starts `at` elements into its buffer.
+            if let Some(v) = &x.view {
+                let at = dim_value(&mut bcx, &v.at, batch)?;
+                let bytes = bcx.ins().ishl_imm_s(at, 2);
+                p = bcx.ins().iadd(p, bytes);
+            }
             in_ptrs.push(p);
             let ones = s.iter().all(|d| d.as_constant() == Some(1));
-            let a = if s.as_slice() == shape {
+            let a = if s.as_slice() == shape && x.view.is_none() {
                 Access::Same
             } else if ones {
                 Access::Scalar(bcx.ins().load(types::F32, flags, p, 0))
@@ -343,10 +362,14 @@ pub fn define_loop<M: Module>(
                         let unit_stride = shape
                             .get(axis + 1..)
                             .is_some_and(|rest| rest.iter().all(|x| x.as_constant() == Some(1)));
+                        let is = match x.view.as_ref().and_then(|v| v.strides.get(j)) {
+                            Some(st) => dim_value(&mut bcx, st, batch)?,
+                            None => in_stride,
+                        };
                         terms.push(Term {
                             os: (!unit_stride).then_some(os),
                             od: (axis != 0).then_some(od),
-                            is: in_stride,
+                            is,
                         });
                     }
                     let dv = dim_value(&mut bcx, d, batch)?;

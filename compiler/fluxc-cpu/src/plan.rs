@@ -111,7 +111,7 @@ pub fn encode(kir: &Kir, bindings: &Bindings) -> Result<(Vec<i64>, Vec<usize>), 
         match kern {
             Kernel::Loop { out, inputs, also, .. } => {
                 s.extend([op::LOOP, id(out), loops.len() as i64, inputs.len() as i64]);
-                s.extend(inputs.iter().map(|(b, _)| id(b)));
+                s.extend(inputs.iter().map(|x| id(&x.buf)));
                 s.push(also.len() as i64);
                 s.extend(also.iter().map(|(b, _)| id(b)));
                 loops.push(k);

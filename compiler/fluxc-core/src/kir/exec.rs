@@ -67,9 +67,38 @@ pub fn execute(
                 let shape = concrete(shape, b).map_err(|e| ExecError(e.0))?;
                 let srcs: Vec<Array> = ins
                     .iter()
-                    .map(|(buf, s)| {
-                        let s = concrete(s, b).map_err(|e| ExecError(e.0))?;
-                        read(&slots, *buf, &s)
+                    .map(|x| {
+                        let s = concrete(&x.shape, b).map_err(|e| ExecError(e.0))?;
+                        let Some(view) = &x.view else { return read(&slots, x.buf, &s) };
+                        // A view: gather from the whole buffer through its strides.
+                        let size = |d: &crate::dims::Dim| -> Result<usize, ExecError> {
+                            let (f, r) = super::linear_in_b(d).map_err(|e| ExecError(e.0))?;
+                            usize::try_from(f + r * b).map_err(|_| ExecError("a negative size".into()))
+                        };
+                        let info =
+                            kir.buffers.get(x.buf.0 as usize).ok_or_else(|| ExecError("no buffer".into()))?;
+                        let all = read(&slots, x.buf, &[size(&info.elements)?])?;
+                        let strides = view.strides.iter().map(size).collect::<Result<Vec<_>, _>>()?;
+                        let at = size(&view.at)?;
+                        let n: usize = s.iter().product();
+                        let mut idx = vec![0usize; s.len()];
+                        let mut data = Vec::with_capacity(n);
+                        for _ in 0..n {
+                            let e = at + idx.iter().zip(&strides).map(|(i, st)| i * st).sum::<usize>();
+                            data.push(
+                                *all.data
+                                    .get(e)
+                                    .ok_or_else(|| ExecError("a view reads past its buffer".into()))?,
+                            );
+                            for (k, x) in idx.iter_mut().enumerate().rev() {
+                                *x += 1;
+                                if *x < s.get(k).copied().unwrap_or(1) {
+                                    break;
+                                }
+                                *x = 0;
+                            }
+                        }
+                        Ok(Array::new(s, data))
                     })
                     .collect::<Result<_, _>>()?;
                 let n: usize = shape.iter().product();

@@ -54,9 +54,25 @@ pub enum Fused {
     Cast(DType, usize),
 }
 
+/// A buffer a loop reads, as an array of `shape` broadcast to the loop's shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoopInput {
+    pub buf: BufId,
+    pub shape: Vec<Dim>,
+    /// Read in place through strides instead of contiguously (a slice of the buffer).
+    pub view: Option<View>,
+}
+
+/// Element `(i₀, i₁, …)` of a view is element `at + Σ iₖ·strides[k]` of its buffer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct View {
+    pub at: Dim,
+    pub strides: Vec<Dim>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kernel {
-    /// `out[i] = body` for every element `i` of `shape`; `inputs` are (buffer, its shape). With
+    /// `out[i] = body` for every element `i` of `shape`; `inputs` are the buffers it reads. With
     /// `sum`, the loop is a reduction fused with its operand: `out` has the shape's first `sum`
     /// axes and holds the sum of the body over the remaining (trailing) ones. `also` are further
     /// outputs of the same shape, `(buffer, body value)`, stored at every element too (values
@@ -65,7 +81,7 @@ pub enum Kernel {
         out: BufId,
         shape: Vec<Dim>,
         dtype: DType,
-        inputs: Vec<(BufId, Vec<Dim>)>,
+        inputs: Vec<LoopInput>,
         body: Vec<Fused>,
         sum: Option<usize>,
         also: Vec<(BufId, usize)>,
@@ -248,6 +264,31 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
                     && users.iter().all(|&c| g.nodes.get(c).is_some_and(|cn| fusible(&cn.op))));
         }
     }
+    // A slice of a buffer that only elementwise ops read is no copy: the loops that compute
+    // them read the buffer in place through a strided view.
+    let mut view = vec![false; n];
+    for i in 0..n {
+        let nd = node(i)?;
+        let Op::Slice { .. } = nd.op else { continue };
+        let of_buffer =
+            nd.args.first().is_some_and(|a| materialised.get(a.index()).copied().unwrap_or(false));
+        let loops_only = uses.get(i).is_some_and(|u| {
+            !u.is_empty()
+                && u.iter().all(|&c| {
+                    g.nodes.get(c).is_some_and(|cn| {
+                        matches!(cn.op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_))
+                    })
+                })
+        });
+        if of_buffer && loops_only && !is_output.get(i).copied().unwrap_or(true) {
+            if let Some(v) = view.get_mut(i) {
+                *v = true;
+            }
+            if let Some(m) = materialised.get_mut(i) {
+                *m = false;
+            }
+        }
+    }
     // A cheap elementwise value materialised only because several loops read it, whose own
     // operands all live in buffers (or are broadcasts and constants), is recomputed in each of
     // those loops instead: one operation per use beats a store and a load per element, and the
@@ -288,6 +329,9 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
         let mut set: Vec<usize> = Vec::new();
         match &nd.op {
             Op::Const(_) | Op::Size(_) => {}
+            Op::Slice { .. } if view.get(i).copied().unwrap_or(false) => {
+                set.extend(nd.args.first().map(|a| a.index()));
+            }
             Op::Broadcast => {
                 let scalar = nd
                     .args
@@ -645,7 +689,7 @@ struct Fuser<'a> {
     rides: &'a [Option<usize>],
     this: usize,
     body: Vec<Fused>,
-    inputs: Vec<(BufId, Vec<Dim>)>,
+    inputs: Vec<LoopInput>,
     memo: HashMap<usize, usize>,
     also: Vec<(BufId, usize)>,
 }
@@ -717,24 +761,25 @@ fn fuse(f: &mut Fuser<'_>, v: ValueId, root: bool) -> Result<usize, IrError> {
     }
     let rider = f.rides.get(i).copied().flatten() == Some(f.this);
     let nd = g.nodes.get(i).ok_or_else(|| IrError(format!("no node %{i}")))?;
-    let load = |b: BufId, shape: Vec<Dim>, body: &mut Vec<Fused>, inputs: &mut Vec<(BufId, Vec<Dim>)>| {
-        let k = match inputs.iter().position(|x| x.0 == b && x.1 == shape) {
+    let load = |input: LoopInput, body: &mut Vec<Fused>, inputs: &mut Vec<LoopInput>| {
+        let k = match inputs.iter().position(|x| *x == input) {
             Some(k) => k,
             None => {
-                inputs.push((b, shape));
+                inputs.push(input);
                 inputs.len() - 1
             }
         };
         body.push(Fused::Load(k));
         body.len() - 1
     };
+    let whole = |buf: BufId, shape: Vec<Dim>| LoopInput { buf, shape, view: None };
     if !root
         && !rider
         && materialised.get(i).copied().unwrap_or(false)
         && !rereads_cheaply(g, materialised, i)
     {
         let b = buf_of.get(&i).copied().ok_or_else(|| IrError(format!("%{i} has no buffer yet")))?;
-        let k = load(b, nd.ty.shape.clone(), &mut f.body, &mut f.inputs);
+        let k = load(whole(b, nd.ty.shape.clone()), &mut f.body, &mut f.inputs);
         f.memo.insert(i, k);
         return Ok(k);
     }
@@ -765,9 +810,33 @@ fn fuse(f: &mut Fuser<'_>, v: ValueId, root: bool) -> Result<usize, IrError> {
                         .get(&a.index())
                         .copied()
                         .ok_or_else(|| IrError(format!("broadcast of %{} without a buffer", a.index())))?;
-                    load(b, an.ty.shape.clone(), &mut f.body, &mut f.inputs)
+                    load(whole(b, an.ty.shape.clone()), &mut f.body, &mut f.inputs)
                 }
             }
+        }
+        // A slice the scheduler left unmaterialised: its buffer read in place.
+        Op::Slice { axis, start, .. } => {
+            let a = arg(0)?;
+            let b = buf_of
+                .get(&a.index())
+                .copied()
+                .ok_or_else(|| IrError(format!("slice of %{a} without a buffer")))?;
+            let whole_shape = g.ty(a).map(|t| t.shape.clone()).ok_or_else(|| IrError("no type".into()))?;
+            let overflow = || IrError("a slice's offset overflows".into());
+            let mut strides = vec![Dim::constant(1); whole_shape.len()];
+            for k in (0..whole_shape.len().saturating_sub(1)).rev() {
+                let (Some(next), Some(d)) = (strides.get(k + 1).cloned(), whole_shape.get(k + 1)) else {
+                    continue;
+                };
+                if let Some(st) = strides.get_mut(k) {
+                    *st = next.mul(d).map_err(|_| overflow())?;
+                }
+            }
+            let step =
+                strides.get(*axis).cloned().ok_or_else(|| IrError("slice axis out of range".into()))?;
+            let at = step.mul(&Dim::constant(*start)).map_err(|_| overflow())?;
+            let input = LoopInput { buf: b, shape: nd.ty.shape.clone(), view: Some(View { at, strides }) };
+            load(input, &mut f.body, &mut f.inputs)
         }
         Op::Unary(u) => {
             let x = fuse(f, arg(0)?, false)?;
@@ -828,7 +897,7 @@ fn plan(kir: &mut Kir, parts: &HashMap<BufId, (BufId, Dim)>) -> Result<(), IrErr
     let mut last_use: HashMap<BufId, usize> = HashMap::new();
     for (k, kern) in kir.kernels.iter().enumerate() {
         let mut reads: Vec<BufId> = match kern {
-            Kernel::Loop { inputs, .. } => inputs.iter().map(|x| x.0).collect(),
+            Kernel::Loop { inputs, .. } => inputs.iter().map(|x| x.buf).collect(),
             Kernel::Call { args, .. } => args.iter().map(|x| x.0).collect(),
             Kernel::Gemm { a, b, .. } => vec![a.0, b.0],
         };
@@ -937,9 +1006,16 @@ pub fn print_kir(k: &Kir) -> String {
                 }
                 let ins: Vec<String> = inputs
                     .iter()
-                    .map(|(b, s)| {
-                        let d: Vec<String> = s.iter().map(ToString::to_string).collect();
-                        format!("b{}[{}]", b.0, d.join(", "))
+                    .map(|x| {
+                        let d: Vec<String> = x.shape.iter().map(ToString::to_string).collect();
+                        let view = match &x.view {
+                            Some(v) => {
+                                let st: Vec<String> = v.strides.iter().map(ToString::to_string).collect();
+                                format!(" at {} strides ({})", v.at, st.join(", "))
+                            }
+                            None => String::new(),
+                        };
+                        format!("b{}[{}]{view}", x.buf.0, d.join(", "))
                     })
                     .collect();
                 let rows = match out_rows {
