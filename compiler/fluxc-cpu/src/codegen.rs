@@ -108,7 +108,8 @@ struct Term {
 }
 
 /// The kernels' whole-run map for a body that is exactly `f(load 0)` with `f` exp, sigmoid or
-/// tanh, its input read contiguously, nothing else stored and nothing summed.
+/// tanh, its input read element by element (contiguously, or in contiguous rows), nothing else
+/// stored and nothing summed.
 fn whole_map(
     body: &[Fused],
     access: &[Access],
@@ -116,7 +117,8 @@ fn whole_map(
     sum: Option<usize>,
 ) -> Option<&'static str> {
     let [Fused::Load(0), Fused::Unary(u, 0)] = body else { return None };
-    if !also.is_empty() || sum.is_some() || !matches!(access.first(), Some(Access::Same)) {
+    if !also.is_empty() || sum.is_some() || !matches!(access.first(), Some(Access::Same | Access::Strided(_)))
+    {
         return None;
     }
     let map = match u {
@@ -174,6 +176,30 @@ fn strided_index(bcx: &mut FunctionBuilder<'_>, terms: &[Term], i: Value) -> Val
         at = bcx.ins().iadd(at, x);
     }
     at
+}
+
+/// Where output element `first` (the start of a row) lies when the output's rows from `axis`
+/// are stored `stride` elements apart.
+fn row_start(
+    bcx: &mut FunctionBuilder<'_>,
+    out_dims: &[Value],
+    axis: usize,
+    stride: &Dim,
+    batch: Value,
+    first: Value,
+) -> Result<Value, CpuError> {
+    let mut row_len = bcx.ins().iconst(types::I64, 1);
+    for d in out_dims.iter().skip(axis) {
+        row_len = bcx.ins().imul(row_len, *d);
+    }
+    // (A part of no columns has no rows to place; avoid dividing by zero.)
+    let one = bcx.ins().iconst(types::I64, 1);
+    let row_len = bcx.ins().umax(row_len, one);
+    let stride = dim_value(bcx, stride, batch)?;
+    let q = bcx.ins().udiv(first, row_len);
+    let gap = bcx.ins().isub(stride, row_len);
+    let shift = bcx.ins().imul(q, gap);
+    Ok(bcx.ins().iadd(first, shift))
 }
 
 /// How a strided read behaves along a row of the trailing axes.
@@ -388,27 +414,64 @@ pub fn define_loop<M: Module>(
         'body: {
             // A loop that only applies exp, sigmoid or tanh to one contiguous input hands its range
             // to the kernels' whole-run map, which runs on wider vectors than Cranelift's lanes.
-            if let (Some(map), Some(&x), None) =
-                (whole_map(body, &access, also, sum), in_ptrs.first(), out_rows)
-            {
+            let rows_from = out_rows.as_ref().map(|r| r.0);
+            if let (Some(map), Some(&x)) = (whole_map(body, &access, also, sum), in_ptrs.first()) {
                 let mut sig = module.make_signature();
                 sig.params.extend([AbiParam::new(ptr), AbiParam::new(ptr), AbiParam::new(types::I64)]);
                 let f = module
                     .declare_function(map, Linkage::Import, &sig)
                     .map_err(|e| CpuError(format!("declaring {map}: {e}")))?;
                 let f = module.declare_func_in_func(f, bcx.func);
-                let (lo, hi) = part_range(&mut bcx, n, part, parts, 8);
-                let off = bcx.ins().ishl_imm_s(lo, 2);
-                let (to, from) = (bcx.ins().iadd(out_ptr, off), bcx.ins().iadd(x, off));
-                let count = bcx.ins().isub(hi, lo);
-                bcx.ins().call(f, &[to, from, count]);
-                bcx.ins().jump(exit, &[]);
-                break 'body;
+                if let (Some(Access::Same), None) = (access.first(), out_rows) {
+                    let (lo, hi) = part_range(&mut bcx, n, part, parts, 8);
+                    let off = bcx.ins().ishl_imm_s(lo, 2);
+                    let (to, from) = (bcx.ins().iadd(out_ptr, off), bcx.ins().iadd(x, off));
+                    let count = bcx.ins().isub(hi, lo);
+                    bcx.ins().call(f, &[to, from, count]);
+                    bcx.ins().jump(exit, &[]);
+                    break 'body;
+                }
+                // A view, or an output stored in rows: one call per contiguous row.
+                if let Some((t, reads)) = row_split(shape, inputs, &access, rows_from)
+                    && reads.first() == Some(&RowRead::Run)
+                {
+                    let mut rows = bcx.ins().iconst(types::I64, 1);
+                    for d in out_dims.iter().take(t) {
+                        rows = bcx.ins().imul(rows, *d);
+                    }
+                    let mut inner = bcx.ins().iconst(types::I64, 1);
+                    for d in out_dims.iter().skip(t) {
+                        inner = bcx.ins().imul(inner, *d);
+                    }
+                    let row_header = bcx.create_block();
+                    let row_body = bcx.create_block();
+                    let r = bcx.append_block_param(row_header, types::I64);
+                    let (first_row, end_row) = part_range(&mut bcx, rows, part, parts, 1);
+                    bcx.ins().jump(row_header, &[BlockArg::Value(first_row)]);
+                    bcx.switch_to_block(row_header);
+                    let more = bcx.ins().icmp(IntCC::SignedLessThan, r, end_row);
+                    bcx.ins().brif(more, row_body, &[], exit, &[]);
+                    bcx.switch_to_block(row_body);
+                    let first = bcx.ins().imul(r, inner);
+                    let src = match access.first() {
+                        Some(Access::Strided(terms)) => strided_index(&mut bcx, terms, first),
+                        _ => first,
+                    };
+                    let dst = match out_rows {
+                        Some((axis, stride)) => row_start(&mut bcx, &out_dims, *axis, stride, batch, first)?,
+                        None => first,
+                    };
+                    let (src, dst) = (bcx.ins().ishl_imm_s(src, 2), bcx.ins().ishl_imm_s(dst, 2));
+                    let (to, from) = (bcx.ins().iadd(out_ptr, dst), bcx.ins().iadd(x, src));
+                    bcx.ins().call(f, &[to, from, inner]);
+                    let next = bcx.ins().iadd_imm_s(r, 1);
+                    bcx.ins().jump(row_header, &[BlockArg::Value(next)]);
+                    break 'body;
+                }
             }
             // Row mode: a broadcast read that is contiguous (or constant) along the trailing axes
             // from `t` is read through a pointer (or a value) set once per row of those axes, so
             // the row runs on lanes without a division per element.
-            let rows_from = out_rows.as_ref().map(|r| r.0);
             let (start, end, done, row) =
                 match row_split(shape, inputs, &access, rows_from).filter(|_| sum.is_none()) {
                     // A fused sum runs whole in part 0 (its runs may cross any split).
@@ -445,17 +508,8 @@ pub fn define_loop<M: Module>(
                         // An output stored in rows `stride` apart: a pointer from which output
                         // element i (= first + j) is written at byte offset 4i.
                         if let Some((axis, stride)) = out_rows {
-                            let mut row_len = bcx.ins().iconst(types::I64, 1);
-                            for d in out_dims.iter().skip(*axis) {
-                                row_len = bcx.ins().imul(row_len, *d);
-                            }
-                            // (A part of no columns has no rows to place; avoid dividing by zero.)
-                            let one = bcx.ins().iconst(types::I64, 1);
-                            let row_len = bcx.ins().umax(row_len, one);
-                            let stride = dim_value(&mut bcx, stride, batch)?;
-                            let q = bcx.ins().udiv(first, row_len);
-                            let gap = bcx.ins().isub(stride, row_len);
-                            let shift = bcx.ins().imul(q, gap);
+                            let at = row_start(&mut bcx, &out_dims, *axis, stride, batch, first)?;
+                            let shift = bcx.ins().isub(at, first);
                             let off = bcx.ins().ishl_imm_s(shift, 2);
                             out_ptr = bcx.ins().iadd(out_ptr, off);
                         }
