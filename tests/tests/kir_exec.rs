@@ -275,3 +275,65 @@ fn slices_read_by_loops_are_views() {
         }
     }
 }
+
+/// The products of a sequence's steps with one matrix (an RNN's input projection) become one
+/// product over the whole sequence, whose steps the loops read in place; the values match the
+/// interpreter on the original graph. A sequence used at too few steps keeps its products.
+#[test]
+fn step_products_become_one_product_of_the_sequence() {
+    use fluxc_core::dims::Dim;
+    use fluxc_core::ir::{DType, Op, TensorTy, UnaryOp};
+    use fluxc_core::kir::Kernel;
+    let build = |steps: &[i64]| {
+        let mut g = Graph::default();
+        let b = Dim::var("B");
+        let seq = TensorTy::new(DType::F32, vec![b.clone(), Dim::constant(4), Dim::constant(3)]);
+        let x = g.input("x", seq).unwrap();
+        let w = g.input("w", TensorTy::new(DType::F32, vec![Dim::constant(3), Dim::constant(5)])).unwrap();
+        for &t in steps {
+            let s = g.push(Op::Slice { axis: 1, start: t, end: t + 1 }, &[x], None).unwrap();
+            let row = TensorTy::new(DType::F32, vec![b.clone(), Dim::constant(3)]);
+            let r = g.push(Op::Reshape, &[s], Some(row)).unwrap();
+            let p = g.push(Op::MatMul, &[r, w], None).unwrap();
+            let y = g.unary(UnaryOp::Tanh, p).unwrap();
+            g.outputs.push((format!("y{t}"), y));
+        }
+        g
+    };
+    // (steps used, whether they become one product: at least two, at least half of the four)
+    for (steps, hoisted) in
+        [(&[0i64, 1, 2, 3][..], true), (&[2][..], false), (&[0, 3][..], true), (&[1, 2, 3][..], true)]
+    {
+        let g = build(steps);
+        let kir = fluxc_core::kir::schedule(&g).unwrap();
+        let text = fluxc_core::kir::print_kir(&kir);
+        let gemms: Vec<String> = kir
+            .kernels
+            .iter()
+            .filter_map(|k| match k {
+                Kernel::Gemm { ty, .. } => Some(ty.to_string()),
+                _ => None,
+            })
+            .collect();
+        let want = if hoisted {
+            vec!["f32[4*B, 5]".to_string()]
+        } else {
+            vec!["f32[B, 5]".to_string(); steps.len()]
+        };
+        assert_eq!(gemms, want, "{text}");
+        let compiled = fluxc_cpu::compile(&kir).unwrap();
+        for batch in [1, 3, 64] {
+            let run = Run { batch, seed: 0, step: 0 };
+            let inputs: Vec<Array> = (0..g.inputs.len()).map(|k| random_input(&g, k, batch, 19)).collect();
+            let want = eval(&g, &inputs, &[], &run).unwrap();
+            let reference = fluxc_core::kir::execute(&kir, &inputs, &[], &run).unwrap();
+            let jit = fluxc_cpu::execute(&compiled, &kir, &inputs, &[], &run).unwrap();
+            for (name, got) in reference.into_iter().chain(jit) {
+                let v = g.outputs.iter().find(|(n, _)| *n == name).unwrap().1;
+                for (a, b) in got.data.iter().zip(&want[v.index()].data) {
+                    assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{name} at batch {batch}: {a} vs {b}");
+                }
+            }
+        }
+    }
+}

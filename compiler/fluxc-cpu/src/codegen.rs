@@ -245,6 +245,10 @@ fn row_split(
                 let mut want = Dim::constant(1);
                 (t..rank).rev().all(|a| {
                     let Some(j) = a.checked_sub(off) else { return true };
+                    // An axis of size 1 has no layout.
+                    if s.get(j).and_then(Dim::as_constant) == Some(1) {
+                        return true;
+                    }
                     let ok = v.strides.get(j) == Some(&want);
                     want = s.get(j).and_then(|d| want.mul(d).ok()).unwrap_or_else(|| Dim::constant(-1));
                     ok

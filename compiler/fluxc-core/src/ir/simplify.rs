@@ -4,11 +4,14 @@
 //! product, where the kernels read it through strides instead of copying it. A sum of matrix
 //! products (the weight gradient of a layer applied at every time step) becomes one product of
 //! concatenations, `Σ Pₜ @ Qₜ = [P₁ … Pₙ] @ [Q₁; …; Qₙ]`: one large GEMM instead of many small
-//! ones and an n-way sum.
+//! ones and an n-way sum. And the products of a sequence's steps with one matrix (an RNN's
+//! input projection, `x[:, t] @ W` at every step) become one product of the whole sequence,
+//! `(x @ W)[:, t]`, whose steps the loops then read in place.
 
 use std::collections::HashMap;
 
-use super::{BinaryOp, Graph, IrError, Node, Op, ValueId, swaps_last_two};
+use super::{BinaryOp, Graph, IrError, Node, Op, TensorTy, ValueId, swaps_last_two};
+use crate::dims::Dim;
 
 struct Builder<'g> {
     old: &'g Graph,
@@ -106,7 +109,9 @@ pub fn simplify(g: &Graph) -> Result<Graph, IrError> {
     super::verify(&b.new)?;
     let fused = fuse_product_sums(&dead_code(b.new))?;
     super::verify(&fused)?;
-    Ok(dead_code(fused))
+    let hoisted = hoist_step_products(&dead_code(fused))?;
+    super::verify(&hoisted)?;
+    Ok(dead_code(hoisted))
 }
 
 /// How a product's operand is stored: itself, or the transpose of a matrix.
@@ -239,6 +244,102 @@ fn fuse_product_sums(g: &Graph) -> Result<Graph, IrError> {
         }
         let v = match rewritten {
             Some(v) => v,
+            None => {
+                let args = node.args.iter().map(m).collect::<Result<Vec<_>, _>>()?;
+                out.nodes.push(Node { op: node.op.clone(), args, ty: node.ty.clone() });
+                ValueId((out.nodes.len() - 1) as u32)
+            }
+        };
+        map.push(v);
+    }
+    for (name, v) in &g.outputs {
+        let nv = map.get(v.index()).copied().ok_or_else(|| IrError(format!("output {name}")))?;
+        out.outputs.push((name.clone(), nv));
+    }
+    Ok(out)
+}
+
+/// The sequence, step axis and step of a product's left operand when it is one step of a
+/// sequence, `reshape(slice(x, axis, t..t+1))` as a matrix with the sequence's last axis, and
+/// the product's right operand a matrix.
+fn step_product(g: &Graph, node: &Node) -> Option<(ValueId, usize, i64, ValueId)> {
+    if node.op != Op::MatMul {
+        return None;
+    }
+    let (l, r) = (*node.args.first()?, *node.args.get(1)?);
+    let ln = g.nodes.get(l.index())?;
+    let s = *ln.args.first()?;
+    let sn = g.nodes.get(s.index())?;
+    let Op::Slice { axis, start, end } = sn.op else { return None };
+    let x = *sn.args.first()?;
+    let xt = g.ty(x)?;
+    let rt = g.ty(r)?;
+    let d = xt.shape.last()?;
+    let is_step = ln.op == Op::Reshape
+        && end == start + 1
+        && axis + 1 < xt.rank()
+        && ln.ty.rank() == 2
+        && ln.ty.shape.get(1) == Some(d)
+        && rt.rank() == 2
+        && rt.shape.first() == Some(d);
+    is_step.then_some((x, axis, start, r))
+}
+
+/// Rewrites the products of at least half the steps of one sequence with one matrix into
+/// slices of a single product over the whole sequence. The old nodes are left for `dead_code`.
+fn hoist_step_products(g: &Graph) -> Result<Graph, IrError> {
+    let mut groups: HashMap<(ValueId, usize, ValueId), usize> = HashMap::new();
+    for node in &g.nodes {
+        if let Some((x, axis, _, r)) = step_product(g, node) {
+            *groups.entry((x, axis, r)).or_default() += 1;
+        }
+    }
+    let worth = |key: &(ValueId, usize, ValueId), count: usize| {
+        let steps = g.ty(key.0).and_then(|t| t.shape.get(key.1)).and_then(Dim::as_constant);
+        count >= 2 && steps.is_some_and(|t| 2 * count as i64 >= t)
+    };
+    let mut out =
+        Graph { nodes: Vec::new(), inputs: g.inputs.clone(), params: g.params.clone(), outputs: Vec::new() };
+    let mut map: Vec<ValueId> = Vec::with_capacity(g.nodes.len());
+    // The whole-sequence product of each group, once made: `[..., T, N]`.
+    let mut whole: HashMap<(ValueId, usize, ValueId), ValueId> = HashMap::new();
+    for node in &g.nodes {
+        let m = |v: &ValueId| {
+            map.get(v.index()).copied().ok_or_else(|| IrError("operand before definition".into()))
+        };
+        let step = step_product(g, node).filter(|(x, axis, _, r)| {
+            let key = (*x, *axis, *r);
+            groups.get(&key).is_some_and(|c| worth(&key, *c))
+        });
+        let v = match step {
+            Some((x, axis, t, r)) => {
+                let key = (x, axis, r);
+                let p = match whole.get(&key) {
+                    Some(p) => *p,
+                    None => {
+                        let xt = g.ty(x).cloned().ok_or_else(|| IrError("no type".into()))?;
+                        let n =
+                            node.ty.shape.get(1).cloned().ok_or_else(|| IrError("product shape".into()))?;
+                        let (lead, d) = xt.shape.split_at(xt.rank() - 1);
+                        let rows = lead
+                            .iter()
+                            .try_fold(Dim::constant(1), |p, x| p.mul(x))
+                            .map_err(|_| IrError("a sequence's size overflows".into()))?;
+                        let mut flat_shape = vec![rows];
+                        flat_shape.extend(d.iter().cloned());
+                        let flat =
+                            out.push(Op::Reshape, &[m(&x)?], Some(TensorTy::new(xt.dtype, flat_shape)))?;
+                        let prod = out.push(Op::MatMul, &[flat, m(&r)?], None)?;
+                        let mut shape = lead.to_vec();
+                        shape.push(n);
+                        let p = out.push(Op::Reshape, &[prod], Some(TensorTy::new(node.ty.dtype, shape)))?;
+                        whole.insert(key, p);
+                        p
+                    }
+                };
+                let one = out.push(Op::Slice { axis, start: t, end: t + 1 }, &[p], None)?;
+                out.push(Op::Reshape, &[one], Some(node.ty.clone()))?
+            }
             None => {
                 let args = node.args.iter().map(m).collect::<Result<Vec<_>, _>>()?;
                 out.nodes.push(Node { op: node.op.clone(), args, ty: node.ty.clone() });

@@ -264,28 +264,52 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
                     && users.iter().all(|&c| g.nodes.get(c).is_some_and(|cn| fusible(&cn.op))));
         }
     }
-    // A slice of a buffer that only elementwise ops read is no copy: the loops that compute
-    // them read the buffer in place through a strided view.
+    // A slice of a buffer that only elementwise ops read (directly, or through a reshape that
+    // only drops or adds axes of size 1) is no copy: the loops that compute them read the
+    // buffer in place through a strided view.
     let mut view = vec![false; n];
-    for i in 0..n {
-        let nd = node(i)?;
-        let Op::Slice { .. } = nd.op else { continue };
-        let of_buffer =
-            nd.args.first().is_some_and(|a| materialised.get(a.index()).copied().unwrap_or(false));
-        let loops_only = uses.get(i).is_some_and(|u| {
+    let elementwise_only = |i: usize| {
+        uses.get(i).is_some_and(|u| {
             !u.is_empty()
                 && u.iter().all(|&c| {
                     g.nodes.get(c).is_some_and(|cn| {
                         matches!(cn.op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_))
                     })
                 })
+        })
+    };
+    let private = |i: usize| !is_output.get(i).copied().unwrap_or(true);
+    for i in 0..n {
+        let nd = node(i)?;
+        let Op::Slice { .. } = nd.op else { continue };
+        let of_buffer =
+            nd.args.first().is_some_and(|a| materialised.get(a.index()).copied().unwrap_or(false));
+        let reshapes: Vec<usize> = uses
+            .get(i)
+            .map(|u| {
+                u.iter().copied().filter(|&c| g.nodes.get(c).is_some_and(|cn| cn.op == Op::Reshape)).collect()
+            })
+            .unwrap_or_default();
+        let readers_ok = uses.get(i).is_some_and(|u| {
+            !u.is_empty()
+                && u.iter().all(|&c| {
+                    g.nodes.get(c).is_some_and(|cn| {
+                        matches!(cn.op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_))
+                            || (cn.op == Op::Reshape
+                                && non_unit(&cn.ty.shape) == non_unit(&nd.ty.shape)
+                                && private(c)
+                                && elementwise_only(c))
+                    })
+                })
         });
-        if of_buffer && loops_only && !is_output.get(i).copied().unwrap_or(true) {
-            if let Some(v) = view.get_mut(i) {
-                *v = true;
-            }
-            if let Some(m) = materialised.get_mut(i) {
-                *m = false;
+        if of_buffer && readers_ok && private(i) {
+            for v in std::iter::once(i).chain(reshapes) {
+                if let Some(x) = view.get_mut(v) {
+                    *x = true;
+                }
+                if let Some(m) = materialised.get_mut(v) {
+                    *m = false;
+                }
             }
         }
     }
@@ -305,6 +329,7 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
         });
         let from_buffers = nd.args.iter().all(|a| {
             materialised.get(a.index()).copied().unwrap_or(false)
+                || view.get(a.index()).copied().unwrap_or(false)
                 || g.nodes
                     .get(a.index())
                     .is_some_and(|an| matches!(an.op, Op::Broadcast | Op::Const(_) | Op::Size(_)))
@@ -331,6 +356,11 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
             Op::Const(_) | Op::Size(_) => {}
             Op::Slice { .. } if view.get(i).copied().unwrap_or(false) => {
                 set.extend(nd.args.first().map(|a| a.index()));
+            }
+            Op::Reshape if view.get(i).copied().unwrap_or(false) => {
+                for a in &nd.args {
+                    set.extend(loads.get(a.index()).map(Vec::as_slice).unwrap_or_default());
+                }
             }
             Op::Broadcast => {
                 let scalar = nd
@@ -520,6 +550,9 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
     }
     // (part, whole, where the part starts in the whole).
     let mut parts: HashMap<BufId, (BufId, Dim)> = HashMap::new();
+    let readable: Vec<bool> = (0..n)
+        .map(|i| materialised.get(i).copied().unwrap_or(false) || view.get(i).copied().unwrap_or(false))
+        .collect();
     let mut kir = Kir::default();
     let mut buf_of: HashMap<usize, BufId> = HashMap::new();
     let new_buffer = |kir: &mut Kir, ty: &TensorTy, storage: Storage| -> Result<BufId, IrError> {
@@ -557,7 +590,7 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
             }
             op if fusible(op) => {
                 let out = new_buffer(&mut kir, &nd.ty, Storage::Slot(usize::MAX))?;
-                let mut f = Fuser::new(g, &materialised, &buf_of, &rides, i);
+                let mut f = Fuser::new(g, &materialised, &readable, &buf_of, &rides, i);
                 fuse(&mut f, ValueId(i as u32), true)?;
                 kir.kernels.push(Kernel::Loop {
                     out,
@@ -575,7 +608,7 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
                 let a = nd.args.first().copied().ok_or_else(|| IrError("reduce operand".into()))?;
                 let shape = g.ty(a).map(|t| t.shape.clone()).ok_or_else(|| IrError("no type".into()))?;
                 let out = new_buffer(&mut kir, &nd.ty, Storage::Slot(usize::MAX))?;
-                let mut f = Fuser::new(g, &materialised, &buf_of, &rides, i);
+                let mut f = Fuser::new(g, &materialised, &readable, &buf_of, &rides, i);
                 fuse(&mut f, a, true)?;
                 let kept = nd.ty.rank();
                 kir.kernels.push(Kernel::Loop {
@@ -685,6 +718,8 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
 struct Fuser<'a> {
     g: &'a Graph,
     materialised: &'a [bool],
+    /// Values a loop can load: materialised, or views of buffers.
+    readable: &'a [bool],
     buf_of: &'a HashMap<usize, BufId>,
     rides: &'a [Option<usize>],
     this: usize,
@@ -698,6 +733,7 @@ impl<'a> Fuser<'a> {
     fn new(
         g: &'a Graph,
         materialised: &'a [bool],
+        readable: &'a [bool],
         buf_of: &'a HashMap<usize, BufId>,
         rides: &'a [Option<usize>],
         this: usize,
@@ -705,6 +741,7 @@ impl<'a> Fuser<'a> {
         Fuser {
             g,
             materialised,
+            readable,
             buf_of,
             rides,
             this,
@@ -733,7 +770,7 @@ fn cheap_to_recompute(op: &Op) -> bool {
 /// elementwise op of at most one buffer (the rest constants and broadcasts), like the `g * g`
 /// that a gradient norm keeps in a buffer while the optimizer's loop reads `g` anyway: one
 /// load either way, and no second pass over memory for the buffer's sake.
-fn rereads_cheaply(g: &Graph, materialised: &[bool], i: usize) -> bool {
+fn rereads_cheaply(g: &Graph, readable: &[bool], i: usize) -> bool {
     let Some(nd) = g.nodes.get(i) else { return false };
     let cheap = cheap_to_recompute(&nd.op);
     let mut buffers: Vec<usize> = Vec::new();
@@ -742,7 +779,7 @@ fn rereads_cheaply(g: &Graph, materialised: &[bool], i: usize) -> bool {
         if matches!(an.op, Op::Const(_) | Op::Size(_) | Op::Broadcast) {
             continue;
         }
-        if !materialised.get(a.index()).copied().unwrap_or(false) {
+        if !readable.get(a.index()).copied().unwrap_or(false) {
             return false;
         }
         if !buffers.contains(&a.index()) {
@@ -750,6 +787,36 @@ fn rereads_cheaply(g: &Graph, materialised: &[bool], i: usize) -> bool {
         }
     }
     cheap && buffers.len() <= 1
+}
+
+/// A shape's axes of other sizes than 1.
+fn non_unit(shape: &[Dim]) -> Vec<&Dim> {
+    shape.iter().filter(|d| d.as_constant() != Some(1)).collect()
+}
+
+/// Slice node `i` of a buffer, as a strided view of that buffer.
+fn slice_view(g: &Graph, buf_of: &HashMap<usize, BufId>, i: usize) -> Result<LoopInput, IrError> {
+    let nd = g.nodes.get(i).ok_or_else(|| IrError(format!("no node %{i}")))?;
+    let Op::Slice { axis, start, .. } = nd.op else {
+        return Err(IrError(format!("%{i} is no slice to view")));
+    };
+    let a = nd.args.first().copied().ok_or_else(|| IrError(format!("%{i}: missing operand")))?;
+    let b =
+        buf_of.get(&a.index()).copied().ok_or_else(|| IrError(format!("slice of %{a} without a buffer")))?;
+    let whole_shape = g.ty(a).map(|t| t.shape.clone()).ok_or_else(|| IrError("no type".into()))?;
+    let overflow = || IrError("a slice's offset overflows".into());
+    let mut strides = vec![Dim::constant(1); whole_shape.len()];
+    for k in (0..whole_shape.len().saturating_sub(1)).rev() {
+        let (Some(next), Some(d)) = (strides.get(k + 1).cloned(), whole_shape.get(k + 1)) else {
+            continue;
+        };
+        if let Some(st) = strides.get_mut(k) {
+            *st = next.mul(d).map_err(|_| overflow())?;
+        }
+    }
+    let step = strides.get(axis).cloned().ok_or_else(|| IrError("slice axis out of range".into()))?;
+    let at = step.mul(&Dim::constant(start)).map_err(|_| overflow())?;
+    Ok(LoopInput { buf: b, shape: nd.ty.shape.clone(), view: Some(View { at, strides }) })
 }
 
 /// Adds value `v` to the loop body (once); returns its index in `body`.
@@ -773,10 +840,7 @@ fn fuse(f: &mut Fuser<'_>, v: ValueId, root: bool) -> Result<usize, IrError> {
         body.len() - 1
     };
     let whole = |buf: BufId, shape: Vec<Dim>| LoopInput { buf, shape, view: None };
-    if !root
-        && !rider
-        && materialised.get(i).copied().unwrap_or(false)
-        && !rereads_cheaply(g, materialised, i)
+    if !root && !rider && materialised.get(i).copied().unwrap_or(false) && !rereads_cheaply(g, f.readable, i)
     {
         let b = buf_of.get(&i).copied().ok_or_else(|| IrError(format!("%{i} has no buffer yet")))?;
         let k = load(whole(b, nd.ty.shape.clone()), &mut f.body, &mut f.inputs);
@@ -815,27 +879,38 @@ fn fuse(f: &mut Fuser<'_>, v: ValueId, root: bool) -> Result<usize, IrError> {
             }
         }
         // A slice the scheduler left unmaterialised: its buffer read in place.
-        Op::Slice { axis, start, .. } => {
+        Op::Slice { .. } => {
+            let input = slice_view(g, buf_of, i)?;
+            load(input, &mut f.body, &mut f.inputs)
+        }
+        // A reshape of such a slice that only drops or adds axes of size 1: the same view.
+        Op::Reshape => {
             let a = arg(0)?;
-            let b = buf_of
-                .get(&a.index())
-                .copied()
-                .ok_or_else(|| IrError(format!("slice of %{a} without a buffer")))?;
-            let whole_shape = g.ty(a).map(|t| t.shape.clone()).ok_or_else(|| IrError("no type".into()))?;
-            let overflow = || IrError("a slice's offset overflows".into());
-            let mut strides = vec![Dim::constant(1); whole_shape.len()];
-            for k in (0..whole_shape.len().saturating_sub(1)).rev() {
-                let (Some(next), Some(d)) = (strides.get(k + 1).cloned(), whole_shape.get(k + 1)) else {
-                    continue;
-                };
-                if let Some(st) = strides.get_mut(k) {
-                    *st = next.mul(d).map_err(|_| overflow())?;
-                }
+            let mut input = slice_view(g, buf_of, a.index())?;
+            let strides: Vec<Dim> = input
+                .shape
+                .iter()
+                .zip(input.view.as_ref().map(|v| v.strides.clone()).unwrap_or_default())
+                .filter(|(d, _)| d.as_constant() != Some(1))
+                .map(|(_, st)| st)
+                .collect();
+            let mut kept = strides.into_iter();
+            let remapped: Vec<Dim> = nd
+                .ty
+                .shape
+                .iter()
+                .map(|d| {
+                    if d.as_constant() == Some(1) {
+                        Dim::constant(0)
+                    } else {
+                        kept.next().unwrap_or_else(|| Dim::constant(0))
+                    }
+                })
+                .collect();
+            if let Some(v) = input.view.as_mut() {
+                v.strides = remapped;
             }
-            let step =
-                strides.get(*axis).cloned().ok_or_else(|| IrError("slice axis out of range".into()))?;
-            let at = step.mul(&Dim::constant(*start)).map_err(|_| overflow())?;
-            let input = LoopInput { buf: b, shape: nd.ty.shape.clone(), view: Some(View { at, strides }) };
+            input.shape = nd.ty.shape.clone();
             load(input, &mut f.body, &mut f.inputs)
         }
         Op::Unary(u) => {
