@@ -337,3 +337,55 @@ fn step_products_become_one_product_of_the_sequence() {
         }
     }
 }
+
+/// A sum of batch sums (a bias's gradient over time steps) becomes one batch sum of the
+/// concatenated steps, sharing the concatenation that the weight gradient's product of
+/// concatenations reads: one copy, one reduction, one product; values match the interpreter.
+#[test]
+fn sums_of_batch_sums_share_the_weight_gradients_concatenation() {
+    use fluxc_core::dims::Dim;
+    use fluxc_core::ir::{BinaryOp, DType, Op, ReduceOp, TensorTy};
+    use fluxc_core::kir::Kernel;
+    let mut g = Graph::default();
+    let b = Dim::var("B");
+    let mat = |c: i64| TensorTy::new(DType::F32, vec![b.clone(), Dim::constant(c)]);
+    let gs: Vec<_> = (0..3).map(|t| g.input(&format!("g{t}"), mat(4)).unwrap()).collect();
+    let hs: Vec<_> = (0..3).map(|t| g.input(&format!("h{t}"), mat(5)).unwrap()).collect();
+    let (mut bias, mut weight) = (None, None);
+    for (gt, ht) in gs.iter().zip(&hs) {
+        let s = g.reduce(ReduceOp::Sum, *gt, vec![0]).unwrap();
+        let gt_t = g.push(Op::Transpose { perm: vec![1, 0] }, &[*gt], None).unwrap();
+        let p = g.push(Op::MatMul, &[gt_t, *ht], None).unwrap();
+        bias = Some(match bias {
+            None => s,
+            Some(acc) => g.binary(BinaryOp::Add, acc, s).unwrap(),
+        });
+        weight = Some(match weight {
+            None => p,
+            Some(acc) => g.binary(BinaryOp::Add, acc, p).unwrap(),
+        });
+    }
+    let (bias, weight) = (bias.unwrap(), weight.unwrap());
+    g.outputs.push(("bias".into(), bias));
+    g.outputs.push(("weight".into(), weight));
+    let kir = fluxc_core::kir::schedule(&g).unwrap();
+    let text = fluxc_core::kir::print_kir(&kir);
+    let count = |f: &dyn Fn(&Kernel) -> bool| kir.kernels.iter().filter(|k| f(k)).count();
+    assert_eq!(count(&|k| matches!(k, Kernel::Call { op: Op::Concat { .. }, .. })), 2, "{text}");
+    assert_eq!(count(&|k| matches!(k, Kernel::Call { op: Op::Reduce { .. }, .. })), 1, "{text}");
+    assert_eq!(count(&|k| matches!(k, Kernel::Gemm { .. })), 1, "{text}");
+    let compiled = fluxc_cpu::compile(&kir).unwrap();
+    for batch in [1, 3, 64] {
+        let run = Run { batch, seed: 0, step: 0 };
+        let inputs: Vec<Array> = (0..g.inputs.len()).map(|k| random_input(&g, k, batch, 23)).collect();
+        let want = eval(&g, &inputs, &[], &run).unwrap();
+        let reference = fluxc_core::kir::execute(&kir, &inputs, &[], &run).unwrap();
+        let jit = fluxc_cpu::execute(&compiled, &kir, &inputs, &[], &run).unwrap();
+        for (name, got) in reference.into_iter().chain(jit) {
+            let v = g.outputs.iter().find(|(n, _)| *n == name).unwrap().1;
+            for (a, b) in got.data.iter().zip(&want[v.index()].data) {
+                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{name} at batch {batch}: {a} vs {b}");
+            }
+        }
+    }
+}

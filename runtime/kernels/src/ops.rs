@@ -960,7 +960,63 @@ pub fn transpose(a: &[f32], sa: &[usize], perm: &[usize], out: &mut [f32]) {
     }
 }
 
-avx2_dispatch!(pub fn reduce / reduce_avx2 / reduce_any (a: &[f32], sa: &[usize], op: ReduceOp, axes: &[usize], out: &mut [f32]));
+/// `out = op over axes of a [sa]`, accumulated in f64. A large reduction over leading axes
+/// (the batch sum of a gradient over many rows) splits its kept columns over the threads: each
+/// column is still summed row by row in one order, so the result does not depend on them.
+pub fn reduce(a: &[f32], sa: &[usize], op: ReduceOp, axes: &[usize], out: &mut [f32]) {
+    let lead = axes.len();
+    let leading = axes.iter().enumerate().all(|(k, x)| *x == k) && lead < sa.len();
+    let rows: usize = sa.iter().take(lead).product();
+    let cols: usize = sa.iter().skip(lead).product();
+    let parts = threads::get().min(cols / 64).max(1);
+    if leading && parts > 1 && rows * cols >= 1 << 17 && a.len() >= rows * cols && out.len() >= cols {
+        let width = cols.div_ceil(parts);
+        let chunks: Vec<(usize, &mut [f32])> =
+            out[..cols].chunks_mut(width).enumerate().map(|(p, c)| (p * width, c)).collect();
+        on_threads(chunks, |(c0, chunk)| reduce_columns(a, rows, cols, c0, op, chunk));
+        return;
+    }
+    reduce_whole(a, sa, op, axes, out);
+}
+
+avx2_dispatch!(fn reduce_whole / reduce_avx2 / reduce_any (a: &[f32], sa: &[usize], op: ReduceOp, axes: &[usize], out: &mut [f32]));
+
+avx2_dispatch!(fn reduce_columns / reduce_columns_avx2 / reduce_columns_any (a: &[f32], rows: usize, cols: usize, c0: usize, op: ReduceOp, out: &mut [f32]));
+
+/// Columns `c0..c0 + out.len()` of `op` over the rows of `a [rows, cols]`, in row order (as
+/// [`reduce_any`] accumulates a kept run).
+#[inline(always)]
+fn reduce_columns_any(a: &[f32], rows: usize, cols: usize, c0: usize, op: ReduceOp, out: &mut [f32]) {
+    match op {
+        ReduceOp::Sum => columns(a, rows, cols, c0, out, 0.0, |x, v| x + v),
+        ReduceOp::Prod => columns(a, rows, cols, c0, out, 1.0, |x, v| x * v),
+        ReduceOp::Max => columns(a, rows, cols, c0, out, f64::NEG_INFINITY, f64::max),
+        ReduceOp::Min => columns(a, rows, cols, c0, out, f64::INFINITY, f64::min),
+    }
+}
+
+#[inline(always)]
+fn columns(
+    a: &[f32],
+    rows: usize,
+    cols: usize,
+    c0: usize,
+    out: &mut [f32],
+    init: f64,
+    combine: impl Fn(f64, f64) -> f64,
+) {
+    let w = out.len();
+    let mut acc = vec![init; w];
+    for r in 0..rows {
+        let row = &a[r * cols + c0..r * cols + c0 + w];
+        for (x, v) in acc.iter_mut().zip(row) {
+            *x = combine(*x, f64::from(*v));
+        }
+    }
+    for (d, v) in out.iter_mut().zip(acc) {
+        *d = v as f32;
+    }
+}
 
 #[inline(always)]
 fn reduce_any(a: &[f32], sa: &[usize], op: ReduceOp, axes: &[usize], out: &mut [f32]) {
@@ -1368,6 +1424,35 @@ mod tests {
                 }
             }
             crate::threads::set(0);
+        }
+    }
+
+    /// A large reduction over leading axes split by columns over the threads gives the bits of
+    /// the one-thread walk, for every operation.
+    #[test]
+    fn column_split_reductions_match_the_walk() {
+        for (shape, axes) in [(vec![300usize, 701], vec![0usize]), (vec![3, 100, 700], vec![0, 1])] {
+            let n: usize = shape.iter().product();
+            let a: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+            let cols: usize = shape[axes.len()..].iter().product();
+            for op in [ReduceOp::Sum, ReduceOp::Prod, ReduceOp::Max, ReduceOp::Min] {
+                let mut whole = vec![f32::NAN; cols];
+                reduce_whole(&a, &shape, op, &axes, &mut whole);
+                for threads in [1, 2] {
+                    crate::threads::set(threads);
+                    let mut split = vec![f32::NAN; cols];
+                    reduce(&a, &shape, op, &axes, &mut split);
+                    let same = split.iter().zip(&whole).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{op:?} {shape:?} on {threads} threads");
+                }
+                crate::threads::set(0);
+            }
+            let mut sums = vec![0.0; cols];
+            reduce(&a, &shape, ReduceOp::Sum, &axes, &mut sums);
+            for (c, got) in sums.iter().enumerate() {
+                let want: f64 = (0..n / cols).map(|r| f64::from(a[r * cols + c])).sum();
+                assert!((f64::from(*got) - want).abs() <= 1e-5 * want.abs().max(1.0), "column {c}");
+            }
         }
     }
 

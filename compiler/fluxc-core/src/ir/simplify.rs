@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use super::{BinaryOp, Graph, IrError, Node, Op, TensorTy, ValueId, swaps_last_two};
+use super::{BinaryOp, Graph, IrError, Node, Op, ReduceOp, TensorTy, ValueId, swaps_last_two};
 use crate::dims::Dim;
 
 struct Builder<'g> {
@@ -162,6 +162,8 @@ fn fuse_product_sums(g: &Graph) -> Result<Graph, IrError> {
     let mut out =
         Graph { nodes: Vec::new(), inputs: g.inputs.clone(), params: g.params.clone(), outputs: Vec::new() };
     let mut map: Vec<ValueId> = Vec::with_capacity(n);
+    // Concatenations made here, shared by every rewrite that joins the same parts alike.
+    let mut concats: HashMap<(usize, Vec<ValueId>), ValueId> = HashMap::new();
     for (i, node) in g.nodes.iter().enumerate() {
         let m = |v: &ValueId| {
             map.get(v.index()).copied().ok_or_else(|| IrError("operand before definition".into()))
@@ -170,7 +172,7 @@ fn fuse_product_sums(g: &Graph) -> Result<Graph, IrError> {
         // Only sums of batch-free results contracted over the batch (weight gradients): there
         // the joined operands are activations, never parameters copied at every step.
         let batch_free = node.ty.shape.iter().all(|d| d.as_constant().is_some());
-        if batch_free && is_add(i) && !interior.get(i).copied().unwrap_or(false) && node.ty.rank() == 2 {
+        if batch_free && is_add(i) && !interior.get(i).copied().unwrap_or(false) {
             // The terms of the sum rooted here.
             let mut terms = Vec::new();
             let mut stack: Vec<ValueId> = node.args.iter().rev().copied().collect();
@@ -210,7 +212,8 @@ fn fuse_product_sums(g: &Graph) -> Result<Graph, IrError> {
             let (left, right) = (sides(0), sides(1));
             let alike =
                 |s: &[(ValueId, bool)]| s.windows(2).all(|w| w.first().map(|x| x.1) == w.get(1).map(|x| x.1));
-            if products.len() >= 2
+            if node.ty.rank() == 2
+                && products.len() >= 2
                 && left.len() == products.len()
                 && right.len() == products.len()
                 && alike(&left)
@@ -218,14 +221,14 @@ fn fuse_product_sums(g: &Graph) -> Result<Graph, IrError> {
             {
                 // P = [P₁ … Pₙ] joins along the contraction (its last axis), Q = [Q₁; …; Qₙ]
                 // along its first; a transposed operand joins its stored matrix the other way.
-                let join = |out: &mut Graph,
-                            side: &[(ValueId, bool)],
-                            contraction_last: bool|
+                let mut join = |out: &mut Graph,
+                                side: &[(ValueId, bool)],
+                                contraction_last: bool|
                  -> Result<ValueId, IrError> {
                     let parts: Vec<ValueId> = side.iter().map(|(v, _)| m(v)).collect::<Result<_, _>>()?;
                     let transposed = side.first().is_some_and(|x| x.1);
                     let axis = usize::from(contraction_last != transposed);
-                    let cat = out.push(Op::Concat { axis }, &parts, None)?;
+                    let cat = concat(out, &mut concats, axis, parts)?;
                     if transposed {
                         out.push(Op::Transpose { perm: vec![1, 0] }, &[cat], None)
                     } else {
@@ -236,6 +239,36 @@ fn fuse_product_sums(g: &Graph) -> Result<Graph, IrError> {
                 let q = join(&mut out, &right, false)?;
                 let mut acc = out.push(Op::MatMul, &[p, q], None)?;
                 for t in terms.iter().filter(|t| !products.contains(t)) {
+                    let tv = m(t)?;
+                    acc = out.binary(BinaryOp::Add, acc, tv)?;
+                }
+                rewritten = Some(acc);
+            }
+            // A sum of batch sums of matrices (a bias's gradient at every time step) is one
+            // batch sum of their concatenation: `Σ sum₀(Gₜ) = sum₀([G₁; …; Gₙ])`, the same
+            // concatenation the weight's gradient product reads.
+            let batch_sum = |t: &ValueId| -> Option<ValueId> {
+                let x = g.nodes.get(t.index())?;
+                let a = *x.args.first()?;
+                let at = g.ty(a)?;
+                let over_batch =
+                    at.rank() == 2 && at.shape.first().is_some_and(|d| d.as_constant().is_none());
+                (once(t.index())
+                    && matches!(&x.op, Op::Reduce { op: ReduceOp::Sum, axes } if axes.as_slice() == [0])
+                    && over_batch)
+                    .then_some(a)
+            };
+            let sums: Vec<(ValueId, ValueId)> =
+                terms.iter().filter_map(|t| batch_sum(t).map(|a| (*t, a))).collect();
+            let alike = sums.windows(2).all(|w| match w {
+                [(_, a), (_, b)] => g.ty(*a).map(|t| t.shape.get(1)) == g.ty(*b).map(|t| t.shape.get(1)),
+                _ => true,
+            });
+            if rewritten.is_none() && sums.len() >= 2 && alike {
+                let parts: Vec<ValueId> = sums.iter().map(|(_, a)| m(a)).collect::<Result<_, _>>()?;
+                let cat = concat(&mut out, &mut concats, 0, parts)?;
+                let mut acc = out.reduce(ReduceOp::Sum, cat, vec![0])?;
+                for t in terms.iter().filter(|t| !sums.iter().any(|(s, _)| s == *t)) {
                     let tv = m(t)?;
                     acc = out.binary(BinaryOp::Add, acc, tv)?;
                 }
@@ -257,6 +290,21 @@ fn fuse_product_sums(g: &Graph) -> Result<Graph, IrError> {
         out.outputs.push((name.clone(), nv));
     }
     Ok(out)
+}
+
+/// `concat(parts)` along `axis`, made once.
+fn concat(
+    out: &mut Graph,
+    made: &mut HashMap<(usize, Vec<ValueId>), ValueId>,
+    axis: usize,
+    parts: Vec<ValueId>,
+) -> Result<ValueId, IrError> {
+    if let Some(v) = made.get(&(axis, parts.clone())) {
+        return Ok(*v);
+    }
+    let v = out.push(Op::Concat { axis }, &parts, None)?;
+    made.insert((axis, parts), v);
+    Ok(v)
 }
 
 /// The sequence, step axis and step of a product's left operand when it is one step of a
