@@ -881,6 +881,92 @@ pub fn avx2_fma() -> bool {
 }
 
 /// `out = a` with its axes permuted (`out` axis `i` is `a`'s axis `perm[i]`).
+/// `dst [cols, rows] = src [rows, cols]ᵀ`: 8 × 8 blocks on AVX2 registers where the CPU has
+/// them (a weight transposed for a product, every step), plain 16 × 16 blocks elsewhere.
+pub fn transpose_2d(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols, "transpose buffers");
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        // SAFETY: the CPU has AVX2 (checked at run time); the lengths were asserted.
+        #[allow(unsafe_code)]
+        unsafe {
+            transpose_avx2(src, rows, cols, dst);
+        }
+        return;
+    }
+    transpose_blocks(src, rows, cols, dst);
+}
+
+fn transpose_blocks(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    for ib in (0..rows).step_by(16) {
+        for jb in (0..cols).step_by(16) {
+            for i in ib..(ib + 16).min(rows) {
+                for j in jb..(jb + 16).min(cols) {
+                    dst[j * rows + i] = src[i * cols + j];
+                }
+            }
+        }
+    }
+}
+
+/// Full 8 × 8 blocks in registers (unpack, shuffle, swap halves), the ragged edges plainly.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transpose_avx2(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let (full_rows, full_cols) = (rows / 8 * 8, cols / 8 * 8);
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    for i in (0..full_rows).step_by(8) {
+        for j in (0..full_cols).step_by(8) {
+            // SAFETY: rows i..i+8 and columns j..j+8 lie inside both matrices.
+            unsafe {
+                let r: [__m256; 8] = std::array::from_fn(|k| _mm256_loadu_ps(sp.add((i + k) * cols + j)));
+                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let out = [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ];
+                for (k, v) in out.iter().enumerate() {
+                    _mm256_storeu_ps(dp.add((j + k) * rows + i), *v);
+                }
+            }
+        }
+    }
+    // The ragged edges: the last rows (every column), then the last columns (the other rows).
+    for i in full_rows..rows {
+        for j in 0..cols {
+            dst[j * rows + i] = src[i * cols + j];
+        }
+    }
+    for i in 0..full_rows {
+        for j in full_cols..cols {
+            dst[j * rows + i] = src[i * cols + j];
+        }
+    }
+}
+
 pub fn transpose(a: &[f32], sa: &[usize], perm: &[usize], out: &mut [f32]) {
     let r = sa.len();
     // The last two axes swapped (a weight transposed once for many products): matrix by
@@ -896,15 +982,7 @@ pub fn transpose(a: &[f32], sa: &[usize], perm: &[usize], out: &mut [f32]) {
             return;
         }
         for (src, dst) in a.chunks_exact(size).zip(out.chunks_exact_mut(size)) {
-            for i0 in (0..rows).step_by(16) {
-                for j0 in (0..cols).step_by(16) {
-                    for i in i0..(i0 + 16).min(rows) {
-                        for j in j0..(j0 + 16).min(cols) {
-                            dst[j * rows + i] = src[i * cols + j];
-                        }
-                    }
-                }
-            }
+            transpose_2d(src, rows, cols, dst);
         }
         return;
     }
@@ -1424,6 +1502,21 @@ mod tests {
                 }
             }
             crate::threads::set(0);
+        }
+    }
+
+    /// The register-blocked transpose moves every element, full 8 × 8 blocks and ragged edges.
+    #[test]
+    fn transpose_2d_matches_the_definition() {
+        for (rows, cols) in [(1, 1), (8, 8), (7, 9), (16, 3), (17, 23), (64, 40), (256, 784)] {
+            let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+            let mut dst = vec![f32::NAN; rows * cols];
+            transpose_2d(&src, rows, cols, &mut dst);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(dst[j * rows + i], src[i * cols + j], "{rows}x{cols} at ({i}, {j})");
+                }
+            }
         }
     }
 
