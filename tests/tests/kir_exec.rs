@@ -41,6 +41,27 @@ fn check_file(relative: &str) {
     }
 }
 
+/// `kir` (scheduled from `g`), run by the reference executor and compiled, agrees with the
+/// interpreter on `g` at batch sizes 1, 3 and 64, output by output.
+fn agrees_with_the_interpreter(g: &Graph, kir: &fluxc_core::kir::Kir, seed: u64) {
+    let compiled = fluxc_cpu::compile(kir).unwrap();
+    for batch in [1, 3, 64] {
+        let run = Run { batch, seed: 0, step: 0 };
+        let inputs: Vec<Array> = (0..g.inputs.len()).map(|k| random_input(g, k, batch, seed)).collect();
+        let want = eval(g, &inputs, &[], &run).unwrap();
+        let reference = fluxc_core::kir::execute(kir, &inputs, &[], &run).unwrap();
+        let jit = fluxc_cpu::execute(&compiled, kir, &inputs, &[], &run).unwrap();
+        for (name, got) in reference.into_iter().chain(jit) {
+            let v = g.outputs.iter().find(|(n, _)| *n == name).unwrap().1;
+            let exact = &want[v.index()];
+            assert_eq!(got.shape, exact.shape, "{name}");
+            for (a, b) in got.data.iter().zip(&exact.data) {
+                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{name} at batch {batch}: {a} vs {b}");
+            }
+        }
+    }
+}
+
 #[test]
 fn kernels_agree_with_the_interpreter_on_every_model_and_train_step() {
     let mut files: Vec<String> = fluxc_tests::flx_files("examples").into_iter().map(|(_, p)| p).collect();
@@ -158,21 +179,7 @@ fn a_concatenation_of_kernel_results_is_built_in_place() {
     assert!(places.iter().all(|(s, _)| matches!(s, Storage::Slot(_)) && *s == places[0].0));
     let ats: Vec<&str> = places.iter().map(|(_, at)| at.as_str()).collect();
     assert_eq!(ats, ["0", "5*B", "10*B"]);
-    let compiled = fluxc_cpu::compile(&kir).unwrap();
-    for batch in [1, 3, 64] {
-        let run = Run { batch, seed: 0, step: 0 };
-        let inputs: Vec<Array> = (0..g.inputs.len()).map(|k| random_input(&g, k, batch, 11)).collect();
-        let want = eval(&g, &inputs, &[], &run).unwrap();
-        let reference = fluxc_core::kir::execute(&kir, &inputs, &[], &run).unwrap();
-        let jit = fluxc_cpu::execute(&compiled, &kir, &inputs, &[], &run).unwrap();
-        for (_, got) in reference.into_iter().chain(jit) {
-            let exact = &want[whole.index()];
-            assert_eq!(got.shape, exact.shape);
-            for (a, b) in got.data.iter().zip(&exact.data) {
-                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
-            }
-        }
-    }
+    agrees_with_the_interpreter(&g, &kir, 11);
 }
 
 /// A concatenation along a later axis whose parts are loops read by nothing else is built in
@@ -200,21 +207,7 @@ fn a_concatenation_along_a_later_axis_is_written_in_rows() {
     assert!(!kir.kernels.iter().any(|k| matches!(k, Kernel::Call { .. })), "{text}");
     let strided = kir.kernels.iter().filter(|k| matches!(k, Kernel::Loop { out_rows: Some(_), .. })).count();
     assert_eq!(strided, 3, "{text}");
-    let compiled = fluxc_cpu::compile(&kir).unwrap();
-    for batch in [1, 3, 64] {
-        let run = Run { batch, seed: 0, step: 0 };
-        let inputs: Vec<Array> = (0..g.inputs.len()).map(|k| random_input(&g, k, batch, 13)).collect();
-        let want = eval(&g, &inputs, &[], &run).unwrap();
-        let reference = fluxc_core::kir::execute(&kir, &inputs, &[], &run).unwrap();
-        let jit = fluxc_cpu::execute(&compiled, &kir, &inputs, &[], &run).unwrap();
-        for (_, got) in reference.into_iter().chain(jit) {
-            let exact = &want[whole.index()];
-            assert_eq!(got.shape, exact.shape);
-            for (a, b) in got.data.iter().zip(&exact.data) {
-                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
-            }
-        }
-    }
+    agrees_with_the_interpreter(&g, &kir, 13);
 }
 
 /// A slice that only elementwise ops read is no copy: their loop reads the sliced buffer in
@@ -258,22 +251,7 @@ fn slices_read_by_loops_are_views() {
         })
         .sum::<usize>();
     assert_eq!(views, 4, "{text}");
-    let compiled = fluxc_cpu::compile(&kir).unwrap();
-    for batch in [1, 3, 64] {
-        let run = Run { batch, seed: 0, step: 0 };
-        let inputs: Vec<Array> = (0..g.inputs.len()).map(|k| random_input(&g, k, batch, 17)).collect();
-        let want = eval(&g, &inputs, &[], &run).unwrap();
-        let reference = fluxc_core::kir::execute(&kir, &inputs, &[], &run).unwrap();
-        let jit = fluxc_cpu::execute(&compiled, &kir, &inputs, &[], &run).unwrap();
-        for (name, got) in reference.into_iter().chain(jit) {
-            let v = g.outputs.iter().find(|(n, _)| *n == name).unwrap().1;
-            let exact = &want[v.index()];
-            assert_eq!(got.shape, exact.shape, "{name}");
-            for (a, b) in got.data.iter().zip(&exact.data) {
-                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{name} at batch {batch}: {a} vs {b}");
-            }
-        }
-    }
+    agrees_with_the_interpreter(&g, &kir, 17);
 }
 
 /// The products of a sequence's steps with one matrix (an RNN's input projection) become one
@@ -321,20 +299,7 @@ fn step_products_become_one_product_of_the_sequence() {
             vec!["f32[B, 5]".to_string(); steps.len()]
         };
         assert_eq!(gemms, want, "{text}");
-        let compiled = fluxc_cpu::compile(&kir).unwrap();
-        for batch in [1, 3, 64] {
-            let run = Run { batch, seed: 0, step: 0 };
-            let inputs: Vec<Array> = (0..g.inputs.len()).map(|k| random_input(&g, k, batch, 19)).collect();
-            let want = eval(&g, &inputs, &[], &run).unwrap();
-            let reference = fluxc_core::kir::execute(&kir, &inputs, &[], &run).unwrap();
-            let jit = fluxc_cpu::execute(&compiled, &kir, &inputs, &[], &run).unwrap();
-            for (name, got) in reference.into_iter().chain(jit) {
-                let v = g.outputs.iter().find(|(n, _)| *n == name).unwrap().1;
-                for (a, b) in got.data.iter().zip(&want[v.index()].data) {
-                    assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{name} at batch {batch}: {a} vs {b}");
-                }
-            }
-        }
+        agrees_with_the_interpreter(&g, &kir, 19);
     }
 }
 
@@ -374,18 +339,5 @@ fn sums_of_batch_sums_share_the_weight_gradients_concatenation() {
     assert_eq!(count(&|k| matches!(k, Kernel::Call { op: Op::Concat { .. }, .. })), 2, "{text}");
     assert_eq!(count(&|k| matches!(k, Kernel::Call { op: Op::Reduce { .. }, .. })), 1, "{text}");
     assert_eq!(count(&|k| matches!(k, Kernel::Gemm { .. })), 1, "{text}");
-    let compiled = fluxc_cpu::compile(&kir).unwrap();
-    for batch in [1, 3, 64] {
-        let run = Run { batch, seed: 0, step: 0 };
-        let inputs: Vec<Array> = (0..g.inputs.len()).map(|k| random_input(&g, k, batch, 23)).collect();
-        let want = eval(&g, &inputs, &[], &run).unwrap();
-        let reference = fluxc_core::kir::execute(&kir, &inputs, &[], &run).unwrap();
-        let jit = fluxc_cpu::execute(&compiled, &kir, &inputs, &[], &run).unwrap();
-        for (name, got) in reference.into_iter().chain(jit) {
-            let v = g.outputs.iter().find(|(n, _)| *n == name).unwrap().1;
-            for (a, b) in got.data.iter().zip(&want[v.index()].data) {
-                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{name} at batch {batch}: {a} vs {b}");
-            }
-        }
-    }
+    agrees_with_the_interpreter(&g, &kir, 23);
 }

@@ -178,6 +178,44 @@ fn strided_index(bcx: &mut FunctionBuilder<'_>, terms: &[Term], i: Value) -> Val
     at
 }
 
+/// A loop over this part's rows of the output's axes from `t` on, opened: the builder is in
+/// its body; the caller ends the body by jumping to `header` with `r + 1`.
+struct RowLoop {
+    header: cranelift_codegen::ir::Block,
+    /// The row, the output element it starts at, and its length.
+    r: Value,
+    first: Value,
+    inner: Value,
+}
+
+fn open_rows(
+    bcx: &mut FunctionBuilder<'_>,
+    out_dims: &[Value],
+    t: usize,
+    (part, parts): (Value, Value),
+    exit: cranelift_codegen::ir::Block,
+) -> RowLoop {
+    let mut rows = bcx.ins().iconst(types::I64, 1);
+    for d in out_dims.iter().take(t) {
+        rows = bcx.ins().imul(rows, *d);
+    }
+    let mut inner = bcx.ins().iconst(types::I64, 1);
+    for d in out_dims.iter().skip(t) {
+        inner = bcx.ins().imul(inner, *d);
+    }
+    let header = bcx.create_block();
+    let body = bcx.create_block();
+    let r = bcx.append_block_param(header, types::I64);
+    let (first_row, end_row) = part_range(bcx, rows, part, parts, 1);
+    bcx.ins().jump(header, &[BlockArg::Value(first_row)]);
+    bcx.switch_to_block(header);
+    let more = bcx.ins().icmp(IntCC::SignedLessThan, r, end_row);
+    bcx.ins().brif(more, body, &[], exit, &[]);
+    bcx.switch_to_block(body);
+    let first = bcx.ins().imul(r, inner);
+    RowLoop { header, r, first, inner }
+}
+
 /// Where output element `first` (the start of a row) lies when the output's rows from `axis`
 /// are stored `stride` elements apart.
 fn row_start(
@@ -439,24 +477,8 @@ pub fn define_loop<M: Module>(
                 if let Some((t, reads)) = row_split(shape, inputs, &access, rows_from)
                     && reads.first() == Some(&RowRead::Run)
                 {
-                    let mut rows = bcx.ins().iconst(types::I64, 1);
-                    for d in out_dims.iter().take(t) {
-                        rows = bcx.ins().imul(rows, *d);
-                    }
-                    let mut inner = bcx.ins().iconst(types::I64, 1);
-                    for d in out_dims.iter().skip(t) {
-                        inner = bcx.ins().imul(inner, *d);
-                    }
-                    let row_header = bcx.create_block();
-                    let row_body = bcx.create_block();
-                    let r = bcx.append_block_param(row_header, types::I64);
-                    let (first_row, end_row) = part_range(&mut bcx, rows, part, parts, 1);
-                    bcx.ins().jump(row_header, &[BlockArg::Value(first_row)]);
-                    bcx.switch_to_block(row_header);
-                    let more = bcx.ins().icmp(IntCC::SignedLessThan, r, end_row);
-                    bcx.ins().brif(more, row_body, &[], exit, &[]);
-                    bcx.switch_to_block(row_body);
-                    let first = bcx.ins().imul(r, inner);
+                    let RowLoop { header: row_header, r, first, inner } =
+                        open_rows(&mut bcx, &out_dims, t, (part, parts), exit);
                     let src = match access.first() {
                         Some(Access::Strided(terms)) => strided_index(&mut bcx, terms, first),
                         _ => first,
@@ -490,25 +512,9 @@ pub fn define_loop<M: Module>(
                         (lo, hi, exit, None)
                     }
                     Some((t, reads)) => {
-                        let mut rows = bcx.ins().iconst(types::I64, 1);
-                        for d in out_dims.iter().take(t) {
-                            rows = bcx.ins().imul(rows, *d);
-                        }
-                        let mut inner = bcx.ins().iconst(types::I64, 1);
-                        for d in out_dims.iter().skip(t) {
-                            inner = bcx.ins().imul(inner, *d);
-                        }
-                        let row_header = bcx.create_block();
-                        let row_body = bcx.create_block();
                         let row_next = bcx.create_block();
-                        let r = bcx.append_block_param(row_header, types::I64);
-                        let (first_row, end_row) = part_range(&mut bcx, rows, part, parts, 1);
-                        bcx.ins().jump(row_header, &[BlockArg::Value(first_row)]);
-                        bcx.switch_to_block(row_header);
-                        let more = bcx.ins().icmp(IntCC::SignedLessThan, r, end_row);
-                        bcx.ins().brif(more, row_body, &[], exit, &[]);
-                        bcx.switch_to_block(row_body);
-                        let first = bcx.ins().imul(r, inner);
+                        let RowLoop { header: row_header, r, first, inner } =
+                            open_rows(&mut bcx, &out_dims, t, (part, parts), exit);
                         // An output stored in rows `stride` apart: a pointer from which output
                         // element i (= first + j) is written at byte offset 4i.
                         if let Some((axis, stride)) = out_rows {

@@ -277,14 +277,26 @@ fn fuse_product_sums(g: &Graph) -> Result<Graph, IrError> {
         }
         let v = match rewritten {
             Some(v) => v,
-            None => {
-                let args = node.args.iter().map(m).collect::<Result<Vec<_>, _>>()?;
-                out.nodes.push(Node { op: node.op.clone(), args, ty: node.ty.clone() });
-                ValueId((out.nodes.len() - 1) as u32)
-            }
+            None => copy_node(&mut out, node, &map)?,
         };
         map.push(v);
     }
+    with_outputs(out, g, &map)
+}
+
+/// `node` of the old graph appended to `out` unchanged, its operands through `map`.
+fn copy_node(out: &mut Graph, node: &Node, map: &[ValueId]) -> Result<ValueId, IrError> {
+    let args = node
+        .args
+        .iter()
+        .map(|a| map.get(a.index()).copied().ok_or_else(|| IrError("operand before definition".into())))
+        .collect::<Result<Vec<_>, _>>()?;
+    out.nodes.push(Node { op: node.op.clone(), args, ty: node.ty.clone() });
+    Ok(ValueId((out.nodes.len() - 1) as u32))
+}
+
+/// `out` with the old graph's outputs, through `map`.
+fn with_outputs(mut out: Graph, g: &Graph, map: &[ValueId]) -> Result<Graph, IrError> {
     for (name, v) in &g.outputs {
         let nv = map.get(v.index()).copied().ok_or_else(|| IrError(format!("output {name}")))?;
         out.outputs.push((name.clone(), nv));
@@ -388,19 +400,11 @@ fn hoist_step_products(g: &Graph) -> Result<Graph, IrError> {
                 let one = out.push(Op::Slice { axis, start: t, end: t + 1 }, &[p], None)?;
                 out.push(Op::Reshape, &[one], Some(node.ty.clone()))?
             }
-            None => {
-                let args = node.args.iter().map(m).collect::<Result<Vec<_>, _>>()?;
-                out.nodes.push(Node { op: node.op.clone(), args, ty: node.ty.clone() });
-                ValueId((out.nodes.len() - 1) as u32)
-            }
+            None => copy_node(&mut out, node, &map)?,
         };
         map.push(v);
     }
-    for (name, v) in &g.outputs {
-        let nv = map.get(v.index()).copied().ok_or_else(|| IrError(format!("output {name}")))?;
-        out.outputs.push((name.clone(), nv));
-    }
-    Ok(out)
+    with_outputs(out, g, &map)
 }
 
 /// Drops nodes no output depends on (keeping parameters and inputs, whose slots are the ABI).
