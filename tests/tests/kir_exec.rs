@@ -341,30 +341,3 @@ fn sums_of_batch_sums_share_the_weight_gradients_concatenation() {
     assert_eq!(count(&|k| matches!(k, Kernel::Gemm { .. })), 1, "{text}");
     agrees_with_the_interpreter(&g, &kir, 23);
 }
-
-/// A value that several kernels read is computed in the first loop that reads it and stored
-/// there for the later ones (an LSTM gate activation: read by its step's cell loop, kept for
-/// the backward pass), instead of by a loop of its own.
-#[test]
-fn a_value_read_again_later_rides_in_its_first_reader() {
-    use fluxc_core::dims::Dim;
-    use fluxc_core::ir::{BinaryOp, DType, Op, TensorTy, UnaryOp};
-    use fluxc_core::kir::Kernel;
-    let mut g = Graph::default();
-    let mat = |c: i64| TensorTy::new(DType::F32, vec![Dim::var("B"), Dim::constant(c)]);
-    let x = g.input("x", mat(6)).unwrap();
-    let y = g.input("y", mat(6)).unwrap();
-    let w = g.input("w", TensorTy::new(DType::F32, vec![Dim::constant(6), Dim::constant(6)])).unwrap();
-    let gate = g.unary(UnaryOp::Sigmoid, x).unwrap();
-    let cell = g.binary(BinaryOp::Mul, gate, y).unwrap();
-    let p = g.push(Op::MatMul, &[cell, w], None).unwrap();
-    let later = g.binary(BinaryOp::Mul, p, gate).unwrap();
-    g.outputs.push(("cell".into(), cell));
-    g.outputs.push(("later".into(), later));
-    let kir = fluxc_core::kir::schedule(&g).unwrap();
-    let text = fluxc_core::kir::print_kir(&kir);
-    let loops: Vec<&Kernel> = kir.kernels.iter().filter(|k| matches!(k, Kernel::Loop { .. })).collect();
-    assert_eq!(loops.len(), 2, "{text}");
-    assert!(matches!(loops[0], Kernel::Loop { also, .. } if also.len() == 1), "{text}");
-    agrees_with_the_interpreter(&g, &kir, 29);
-}

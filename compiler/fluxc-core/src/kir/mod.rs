@@ -414,7 +414,6 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
     // of by a loop of its own whose result the other reads back (an optimizer's new moments and
     // the parameter they update are one pass over memory).
     let mut rides: Vec<Option<usize>> = vec![None; n];
-    let mut kept = vec![false; n];
     for i in (0..n).rev() {
         let nd = node(i)?;
         let candidate = materialised.get(i).copied().unwrap_or(false)
@@ -424,20 +423,15 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
         if !candidate || users.is_empty() {
             continue;
         }
-        // Where each user reads the value: the loop it is computed in, or (not a loop) itself.
-        let mut loops: Vec<usize> = Vec::new();
-        let mut others: Vec<usize> = Vec::new();
+        let mut target: Option<usize> = None;
         let mut ok = true;
         for &c in users {
             let cn = node(c)?;
             let c_materialised = materialised.get(c).copied().unwrap_or(false);
             let l = if c_materialised { c } else { root.get(c).copied().unwrap_or(c) };
-            if !fusible(&cn.op) {
-                others.push(c);
-                continue;
-            }
-            // A user recomputed in several loops, or read through a broadcast, is in no one loop.
-            if matches!(cn.op, Op::Broadcast)
+            // A user recomputed in several loops, or not computed by a loop, has no one loop.
+            if !fusible(&cn.op)
+                || matches!(cn.op, Op::Broadcast)
                 || (!c_materialised && l == c)
                 || !materialised.get(l).copied().unwrap_or(false)
             {
@@ -445,18 +439,16 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
                 break;
             }
             let l = rides.get(l).copied().flatten().unwrap_or(l);
-            if !loops.contains(&l) {
-                loops.push(l);
+            match target {
+                None => target = Some(l),
+                Some(t) if t == l => {}
+                Some(_) => {
+                    ok = false;
+                    break;
+                }
             }
         }
-        // It rides in the first loop that reads it; any other reader comes later and reads the
-        // buffer that loop stores (the gate activations an LSTM step computes for its cell and
-        // keeps for the backward pass).
-        let Some(t) = loops.iter().copied().min().filter(|_| ok) else { continue };
-        if loops.iter().chain(&others).any(|&x| x < t) {
-            continue;
-        }
-        let keeps_buffer = loops.len() > 1 || !others.is_empty();
+        let Some(t) = target.filter(|_| ok) else { continue };
         let tn = node(t)?;
         let plain_loop = matches!(tn.op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_))
             && tn.ty.dtype == DType::F32
@@ -478,18 +470,11 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
         {
             *r = Some(t);
             *reads = joined;
-            if let Some(k) = kept.get_mut(i) {
-                *k = keeps_buffer;
-            }
         }
     }
-    // A rider that is no graph output and that no later kernel reads needs no buffer: its loop
-    // is its only reader.
+    // A rider that is no graph output needs no buffer: its loop is its only reader.
     for i in 0..n {
-        if rides.get(i).copied().flatten().is_some()
-            && !is_output.get(i).copied().unwrap_or(false)
-            && !kept.get(i).copied().unwrap_or(false)
-        {
+        if rides.get(i).copied().flatten().is_some() && !is_output.get(i).copied().unwrap_or(false) {
             if let Some(r) = rides.get_mut(i) {
                 *r = None;
             }
