@@ -700,12 +700,17 @@ pub fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: 
     let a_rows: std::borrow::Cow<'_, [f32]> =
         if copy { (0..m * k).map(|q| a[(q % k) * m + q / k]).collect::<Vec<f32>>().into() } else { a.into() };
     let (a, ta) = (&*a_rows, ta && !copy);
-    // Row starts for the direct tiles (the packed kernel takes strides).
+    // Row starts for the direct tiles (the packed kernel takes strides); with strips, those
+    // of a full transposed strip.
     let (starts, b_starts) = match (packed, ta, tb) {
         (true, ..) => (Vec::new(), Vec::new()),
         (false, ta, tb) => (
             if ta { gemm::row_starts(m, 1) } else { gemm::row_starts(m, k) },
-            if tb { gemm::row_starts(n, k) } else { gemm::row_starts(k, n) },
+            match (strips, tb) {
+                (true, _) => gemm::row_starts(k, STRIP_WIDTH),
+                (false, true) => gemm::row_starts(n, k),
+                (false, false) => gemm::row_starts(k, n),
+            },
         ),
     };
     let rows = m.div_ceil(parts);
@@ -721,17 +726,15 @@ pub fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: 
                         let w = STRIP_WIDTH.min(n - j);
                         // Columns j..j+w of op(b) are rows j..j+w of the stored matrix.
                         transpose_2d(&b[j * k..(j + w) * k], w, k, &mut strip);
-                        gemm::direct(
-                            mt,
-                            k,
-                            w,
-                            rows_a,
-                            &strip,
-                            &gemm::row_starts(k, w),
-                            &mut chunk[j..],
-                            n,
-                            false,
-                        );
+                        // (Only the last strip may be narrower, its rows `w` apart.)
+                        let narrow;
+                        let strip_rows = if w == STRIP_WIDTH {
+                            &b_starts
+                        } else {
+                            narrow = gemm::row_starts(k, w);
+                            &narrow
+                        };
+                        gemm::direct(mt, k, w, rows_a, &strip, strip_rows, &mut chunk[j..], n, false);
                     }
                     cell.replace(strip);
                 });

@@ -45,7 +45,7 @@ pub fn execute(
         let n: usize = shape.iter().product();
         let data: Vec<f64> = match &info.storage {
             Storage::Slot(s) => {
-                let at = at_of(info, b)?;
+                let at = count_at(&info.at, b)?;
                 slots
                     .get(*s)
                     .and_then(|v| v.get(at..at + n))
@@ -71,10 +71,7 @@ pub fn execute(
                         let s = concrete(&x.shape, b).map_err(|e| ExecError(e.0))?;
                         let Some(view) = &x.view else { return read(&slots, x.buf, &s) };
                         // A view: gather from the whole buffer through its strides.
-                        let size = |d: &crate::dims::Dim| -> Result<usize, ExecError> {
-                            let (f, r) = super::linear_in_b(d).map_err(|e| ExecError(e.0))?;
-                            usize::try_from(f + r * b).map_err(|_| ExecError("a negative size".into()))
-                        };
+                        let size = |d: &crate::dims::Dim| count_at(d, b);
                         let info =
                             kir.buffers.get(x.buf.0 as usize).ok_or_else(|| ExecError("no buffer".into()))?;
                         let all = read(&slots, x.buf, &[size(&info.elements)?])?;
@@ -182,32 +179,16 @@ pub fn execute(
                             .collect()
                     }
                 };
-                match out_rows {
-                    None => store(&mut slots, kir, b, *out, &result)?,
-                    // Rows of the output's trailing axes from `axis`, `stride` apart.
+                // Rows of the output's trailing axes from `axis`, `stride` apart.
+                let rows = match out_rows {
                     Some((axis, stride)) => {
-                        let row: usize = shape.get(*axis..).unwrap_or_default().iter().product();
-                        let stride =
-                            usize::try_from(super::linear_in_b(stride).map_err(|e| ExecError(e.0))?.0)
-                                .map_err(|_| ExecError("a negative row stride".into()))?;
-                        let info =
-                            kir.buffers.get(out.0 as usize).ok_or_else(|| ExecError("no buffer".into()))?;
-                        let Storage::Slot(s) = info.storage else {
-                            return fail("a kernel writes an external buffer");
-                        };
-                        let at = at_of(info, b)?;
-                        let slot = slots.get_mut(s).ok_or_else(|| ExecError(format!("no slot {s}")))?;
-                        for (r, values) in result.chunks(row.max(1)).enumerate() {
-                            let start = at + r * stride;
-                            let dst = slot
-                                .get_mut(start..start + values.len())
-                                .ok_or_else(|| ExecError(format!("slot {s} too small for row {r}")))?;
-                            dst.copy_from_slice(values);
-                        }
+                        Some((shape.get(*axis..).unwrap_or_default().iter().product(), count_at(stride, b)?))
                     }
-                }
+                    None => None,
+                };
+                store(&mut slots, kir, b, *out, &result, rows)?;
                 for (rider, (buf, _)) in riders.iter().zip(also) {
-                    store(&mut slots, kir, b, *buf, rider)?;
+                    store(&mut slots, kir, b, *buf, rider, None)?;
                 }
             }
             Kernel::Gemm { a, b: bb, out, ty } => {
@@ -231,7 +212,7 @@ pub fn execute(
                 let vals = eval(&g, &arrays, &[], run).map_err(|e| ExecError(e.0))?;
                 let v = vals.get(r.index()).ok_or_else(|| ExecError("no result".into()))?;
                 let data: Vec<f64> = v.data.iter().map(|x| round(*x, ty.dtype)).collect();
-                store(&mut slots, kir, b, *out, &data)?;
+                store(&mut slots, kir, b, *out, &data, None)?;
             }
             Kernel::Call { op, args, out, ty } => {
                 let mut arrays = Vec::new();
@@ -240,7 +221,7 @@ pub fn execute(
                     arrays.push(read(&slots, *buf, &s)?);
                 }
                 let v = run_call(op, args, arrays, ty, run)?;
-                store(&mut slots, kir, b, *out, &v.data)?;
+                store(&mut slots, kir, b, *out, &v.data, None)?;
             }
         }
     }
@@ -285,10 +266,10 @@ pub fn run_call(
     Ok(Array::new(v.shape.clone(), v.data.iter().map(|x| round(*x, ty.dtype)).collect()))
 }
 
-/// Where a buffer starts in its slot at this batch.
-fn at_of(info: &super::Buffer, batch: i64) -> Result<usize, ExecError> {
-    let (f, r) = super::linear_in_b(&info.at).map_err(|e| ExecError(e.0))?;
-    usize::try_from(f + r * batch).map_err(|_| ExecError("a negative offset".into()))
+/// A count of elements (a size, an offset, a stride) at this batch.
+fn count_at(d: &crate::dims::Dim, batch: i64) -> Result<usize, ExecError> {
+    let (f, r) = super::linear_in_b(d).map_err(|e| ExecError(e.0))?;
+    usize::try_from(f + r * batch).map_err(|_| ExecError(format!("{d} is negative at batch {batch}")))
 }
 
 fn f32_round(v: f64) -> f64 {
@@ -301,14 +282,29 @@ fn store(
     batch: i64,
     out: super::BufId,
     data: &[f64],
+    rows: Option<(usize, usize)>,
 ) -> Result<(), ExecError> {
     let info = kir.buffers.get(out.0 as usize).ok_or_else(|| ExecError("no buffer".into()))?;
     let Storage::Slot(s) = info.storage else { return fail("a kernel writes an external buffer") };
-    let at = at_of(info, batch)?;
+    let at = count_at(&info.at, batch)?;
     let slot = slots.get_mut(s).ok_or_else(|| ExecError(format!("no slot {s}")))?;
-    match slot.get_mut(at..at + data.len()) {
-        Some(dst) => dst.copy_from_slice(data),
-        None => return fail(format!("slot {s} holds {} values, {} written at {at}", slot.len(), data.len())),
+    // `(row length, stride)`: an output stored in rows; otherwise one contiguous run.
+    let (row, stride) = rows.unwrap_or((data.len(), data.len()));
+    if at > slot.len() {
+        return fail(format!("slot {s} holds {} values, written at {at}", slot.len()));
+    }
+    for (r, values) in data.chunks(row.max(1)).enumerate() {
+        let start = at + r * stride;
+        match slot.get_mut(start..start + values.len()) {
+            Some(dst) => dst.copy_from_slice(values),
+            None => {
+                return fail(format!(
+                    "slot {s} holds {} values, {} written at {start}",
+                    slot.len(),
+                    values.len()
+                ));
+            }
+        }
     }
     Ok(())
 }

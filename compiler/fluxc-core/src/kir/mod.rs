@@ -120,11 +120,13 @@ const MAX_INLINE_READS: usize = 20;
 /// The longest run a sum fused into its operand's loop may add up (see `schedule_exact`).
 const MAX_FUSED_SUM_RUN: i64 = 4096;
 
+/// An elementwise operation on values of one shape (no constant, size or broadcast).
+fn elementwise(op: &Op) -> bool {
+    matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_))
+}
+
 fn fusible(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_) | Op::Const(_) | Op::Size(_) | Op::Broadcast
-    )
+    elementwise(op) || matches!(op, Op::Const(_) | Op::Size(_) | Op::Broadcast)
 }
 
 /// `(fixed, per_row)` with `d = fixed + per_row * B`, or an error if `d` is not linear in `B`.
@@ -210,7 +212,7 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
                 .try_fold(1i64, |p, x| an.ty.shape.get(*x).and_then(|d| d.as_constant()).map(|d| p * d));
             trailing
                 && run.is_some_and(|r| r <= MAX_FUSED_SUM_RUN)
-                && matches!(an.op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_))
+                && elementwise(&an.op)
                 && uses.get(a.index()).is_some_and(|u| u.len() == 1)
                 && !is_output.get(a.index()).copied().unwrap_or(false)
         })
@@ -268,16 +270,12 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
     // only drops or adds axes of size 1) is no copy: the loops that compute them read the
     // buffer in place through a strided view.
     let mut view = vec![false; n];
-    let elementwise_only = |i: usize| {
-        uses.get(i).is_some_and(|u| {
-            !u.is_empty()
-                && u.iter().all(|&c| {
-                    g.nodes.get(c).is_some_and(|cn| {
-                        matches!(cn.op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_))
-                    })
-                })
-        })
+    // Whether `i` has readers and every one, `(index, node)`, passes `ok`.
+    let all_readers = |i: usize, ok: &dyn Fn(usize, &crate::ir::Node) -> bool| {
+        uses.get(i)
+            .is_some_and(|u| !u.is_empty() && u.iter().all(|&c| g.nodes.get(c).is_some_and(|cn| ok(c, cn))))
     };
+    let elementwise_only = |i: usize| all_readers(i, &|_, cn| elementwise(&cn.op));
     let private = |i: usize| !is_output.get(i).copied().unwrap_or(true);
     for i in 0..n {
         let nd = node(i)?;
@@ -290,17 +288,12 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
                 u.iter().copied().filter(|&c| g.nodes.get(c).is_some_and(|cn| cn.op == Op::Reshape)).collect()
             })
             .unwrap_or_default();
-        let readers_ok = uses.get(i).is_some_and(|u| {
-            !u.is_empty()
-                && u.iter().all(|&c| {
-                    g.nodes.get(c).is_some_and(|cn| {
-                        matches!(cn.op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_))
-                            || (cn.op == Op::Reshape
-                                && non_unit(&cn.ty.shape) == non_unit(&nd.ty.shape)
-                                && private(c)
-                                && elementwise_only(c))
-                    })
-                })
+        let readers_ok = all_readers(i, &|c, cn| {
+            elementwise(&cn.op)
+                || (cn.op == Op::Reshape
+                    && non_unit(&cn.ty.shape) == non_unit(&nd.ty.shape)
+                    && private(c)
+                    && elementwise_only(c))
         });
         if of_buffer && readers_ok && private(i) {
             for v in std::iter::once(i).chain(reshapes) {
@@ -416,9 +409,8 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
     let mut rides: Vec<Option<usize>> = vec![None; n];
     for i in (0..n).rev() {
         let nd = node(i)?;
-        let candidate = materialised.get(i).copied().unwrap_or(false)
-            && matches!(nd.op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_))
-            && nd.ty.dtype == DType::F32;
+        let candidate =
+            materialised.get(i).copied().unwrap_or(false) && elementwise(&nd.op) && nd.ty.dtype == DType::F32;
         let users: &[usize] = uses.get(i).map_or(&[], Vec::as_slice);
         if !candidate || users.is_empty() {
             continue;
@@ -450,9 +442,7 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
         }
         let Some(t) = target.filter(|_| ok) else { continue };
         let tn = node(t)?;
-        let plain_loop = matches!(tn.op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_))
-            && tn.ty.dtype == DType::F32
-            && tn.ty.shape == nd.ty.shape;
+        let plain_loop = elementwise(&tn.op) && tn.ty.dtype == DType::F32 && tn.ty.shape == nd.ty.shape;
         // The loop's pointer table holds its reads and its outputs.
         let reads = loop_reads.entry(t).or_insert_with(|| reads_of(t));
         let mut joined = reads.clone();
@@ -511,7 +501,7 @@ pub fn schedule_exact(g: &Graph) -> Result<Kir, IrError> {
             nd.ty.shape.get(axis..).is_some_and(|s| s.iter().all(|d| d.as_constant().is_some()));
         let own_loop = |o: usize| {
             g.nodes.get(o).is_some_and(|on| {
-                matches!(on.op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Cast(_))
+                elementwise(&on.op)
                     && rides.get(o).copied().flatten().is_none()
                     && uses.get(o).is_some_and(|u| u.as_slice() == [i])
             })
@@ -961,12 +951,9 @@ fn plan(kir: &mut Kir, parts: &HashMap<BufId, (BufId, Dim)>) -> Result<(), IrErr
         }
         Err(IrError("concatenation parts form a cycle".into()))
     };
-    let mut root_of: HashMap<BufId, BufId> = HashMap::new();
-    for b in 0..kir.buffers.len() {
-        let b = BufId(b as u32);
-        root_of.insert(b, place(b)?.0);
-    }
-    let root = |b: &BufId| root_of.get(b).copied().unwrap_or(*b);
+    let placed: Vec<(BufId, Dim)> =
+        (0..kir.buffers.len()).map(|b| place(BufId(b as u32))).collect::<Result<_, _>>()?;
+    let root = |b: &BufId| placed.get(b.0 as usize).map_or(*b, |p| p.0);
     // The last kernel touching each slot owner: its reads, and for a whole built in place the
     // writes of its parts too (its slot must outlive the last part written).
     let mut last_use: HashMap<BufId, usize> = HashMap::new();
@@ -984,8 +971,7 @@ fn plan(kir: &mut Kir, parts: &HashMap<BufId, (BufId, Dim)>) -> Result<(), IrErr
     let outputs: Vec<BufId> = kir.outputs.iter().map(|o| root(&o.1)).collect();
     let mut free: Vec<usize> = Vec::new();
     let mut slot_of: HashMap<BufId, usize> = HashMap::new();
-    let kernels = kir.kernels.clone();
-    for (k, kern) in kernels.iter().enumerate() {
+    for (k, kern) in kir.kernels.iter().enumerate() {
         let outs: Vec<BufId> = kernel_outputs(kern).iter().map(&root).collect();
         let mut own_slots = Vec::new();
         for out in &outs {
@@ -1038,10 +1024,8 @@ fn plan(kir: &mut Kir, parts: &HashMap<BufId, (BufId, Dim)>) -> Result<(), IrErr
             }
         }
     }
-    for b in 0..kir.buffers.len() {
-        let id = BufId(b as u32);
-        let (whole, at) = place(id)?;
-        if let (Some(slot), Some(buf)) = (slot_of.get(&whole), kir.buffers.get_mut(b)) {
+    for ((whole, at), buf) in placed.into_iter().zip(kir.buffers.iter_mut()) {
+        if let Some(slot) = slot_of.get(&whole) {
             buf.storage = Storage::Slot(*slot);
             buf.at = at;
         }
