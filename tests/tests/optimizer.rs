@@ -68,3 +68,32 @@ fn optimizing_is_deterministic() {
         assert_eq!(a.report.text(), b.report.text());
     }
 }
+
+/// An LSTM over 50 steps: the gradient of each step's four gate slices becomes one
+/// concatenation at every step, the early ones too. (Summed as plain floats, the tree costs of
+/// the late terms grow past 10^70, two forms of one step differ by less than a float can
+/// tell, and a third of the steps kept three padded concatenations and their sum.)
+#[test]
+fn every_step_of_a_long_recurrence_is_simplified_alike() {
+    let (step, _) = fluxc_tests::source_train_step(
+        "model Seq: f32[B, 50, 32] -> f32[B, 50, 128] = LSTM(32 => 128)
+         data d = npy(x = \"x.npy\", y = \"y.npy\")
+         train Seq on d { loss = mse\n optimizer = Descent(lr = 0.01) }",
+    );
+    let g = fluxc_core::opt::optimize(&step).graph;
+    let concat =
+        |v: &fluxc_core::ir::ValueId| matches!(g.nodes[v.index()].op, fluxc_core::ir::Op::Concat { .. });
+    let padded_sums = g
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, fluxc_core::ir::Op::Binary(fluxc_core::ir::BinaryOp::Add)))
+        .filter(|n| n.args.iter().any(concat))
+        .count();
+    assert_eq!(padded_sums, 0);
+    let gate_gradients = g
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, fluxc_core::ir::Op::Concat { .. }) && n.args.len() == 4)
+        .count();
+    assert_eq!(gate_gradients, 50);
+}

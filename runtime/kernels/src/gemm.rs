@@ -455,6 +455,25 @@ mod avx2 {
             // past `k` is masked off.
             unsafe {
                 let mut p = 0;
+                if R * C <= 2 {
+                    // Too few accumulators to hide the multiply-add's latency (one long dot
+                    // product: a squared norm): four sets, 32 elements a round, added at the end.
+                    let mut more = [[[_mm256_setzero_ps(); C]; R]; 3];
+                    while p + 32 <= whole {
+                        self.step::<R, C, false>(p, tail_mask(8), &mut acc);
+                        for (s, set) in more.iter_mut().enumerate() {
+                            self.step::<R, C, false>(p + 8 * (s + 1), tail_mask(8), set);
+                        }
+                        p += 32;
+                    }
+                    for set in &more {
+                        for (acc, part) in acc.iter_mut().zip(set) {
+                            for (a, b) in acc.iter_mut().zip(part) {
+                                *a = _mm256_add_ps(*a, *b);
+                            }
+                        }
+                    }
+                }
                 while p < whole {
                     self.step::<R, C, false>(p, tail_mask(8), &mut acc);
                     p += 8;

@@ -679,13 +679,18 @@ pub fn gemm_t(m: usize, k: usize, n: usize, a: &[f32], ta: bool, b: &[f32], tb: 
     if m == 0 || n == 0 {
         return;
     }
+    // One column of `b` is the same memory stored [k, 1] or [1, k], and one row of `a` stored
+    // [1, k] or [k, 1]: such products take the dot-product layout (a squared norm, x · x).
+    let (ta, tb) = (ta && m > 1, tb || n == 1);
     // A transposed right operand (a dense layer's weight, stored [out, in]) that many rows read:
     // each thread transposes it strip by strip (32 columns of the product at a time) into a
     // scratch strip whose rows the direct tiles read, instead of the packed kernel (measured
     // with AVX-512, two threads: 128×784×256 318 → 270 µs, 64×400×120 60 → 39 µs).
     // Only where the untransposed product would take the direct tiles too (with AVX-512).
-    let strips = tb && !ta && m >= STRIP_ROWS && !packs(m, k, false);
-    let packed = !strips && packs(m, k, tb);
+    let strips = tb && !ta && n > 1 && m >= STRIP_ROWS && !packs(m, k, false);
+    // A matrix times a vector is a dot product per row, which no tile or packing speeds up.
+    let vector = n == 1 && !ta;
+    let packed = !strips && !vector && packs(m, k, tb);
     // Below about 256 K multiply-adds (a few µs) a second thread costs more than it saves.
     let min_rows = 8;
     let parts = threads::get().min(m / min_rows).min(m * k * n / (1 << 18)).max(1);
@@ -1593,8 +1598,8 @@ mod tests {
         }
     }
 
-    /// Every GEMM path — direct, packed, split by rows, split by columns — with and without
-    /// transposes, on shapes with ragged edges.
+    /// Every GEMM path — direct, packed, split by rows, split by columns, dot products — with and
+    /// without transposes, on shapes with ragged edges, one row or one column.
     #[test]
     fn gemm_paths_agree_with_a_naive_product() {
         let fill =
@@ -1607,6 +1612,10 @@ mod tests {
             (64, 300, 257),
             (300, 100, 100),
             (16, 200, 1000),
+            (40, 300, 1),
+            (5, 33, 1),
+            (1, 500, 1),
+            (1, 300, 40),
         ] {
             let (a, b) = (fill(m * k, 0.01), fill(k * n, 0.02));
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {

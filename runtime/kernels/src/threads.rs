@@ -57,10 +57,15 @@ pub fn run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
         done: AtomicUsize::new(0),
         panicked: AtomicBool::new(false),
     });
-    {
-        let mut slot = pool.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        *slot = Some(Arc::clone(&job));
-        pool.epoch.fetch_add(1, Ordering::Release);
+    *pool.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&job));
+    // The spinning workers see the new epoch at once; the lock is not held meanwhile, so the
+    // first to see it does not fall asleep on it. Sleeping workers are woken (a system call)
+    // only when there are any: a worker counts itself asleep before it checks the epoch a
+    // last time, and this side bumps the epoch before it reads the count (both sequentially
+    // consistent), so one of the two always sees the other.
+    pool.epoch.fetch_add(1, Ordering::SeqCst);
+    if pool.sleeping.load(Ordering::SeqCst) > 0 {
+        let _slot = pool.slot.lock().unwrap_or_else(PoisonError::into_inner);
         pool.wake.notify_all();
     }
     job.work();
@@ -105,6 +110,8 @@ struct Pool {
     /// The current job, and a count of jobs handed out (workers spin on it).
     slot: Mutex<Option<Arc<Job>>>,
     epoch: AtomicU64,
+    /// Workers asleep (or about to be) on `wake`.
+    sleeping: AtomicUsize,
     wake: Condvar,
 }
 
@@ -120,6 +127,7 @@ fn pool() -> Option<&'static Pool> {
             submit: Mutex::new(()),
             slot: Mutex::new(None),
             epoch: AtomicU64::new(0),
+            sleeping: AtomicUsize::new(0),
             wake: Condvar::new(),
         }));
         let started = (0..workers)
@@ -148,9 +156,11 @@ fn worker(pool: &'static Pool) {
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(256) && start.elapsed() > SPIN {
                 let mut slot = pool.slot.lock().unwrap_or_else(PoisonError::into_inner);
-                while pool.epoch.load(Ordering::Acquire) == seen {
+                pool.sleeping.fetch_add(1, Ordering::SeqCst);
+                while pool.epoch.load(Ordering::SeqCst) == seen {
                     slot = pool.wake.wait(slot).unwrap_or_else(PoisonError::into_inner);
                 }
+                pool.sleeping.fetch_sub(1, Ordering::SeqCst);
                 break;
             }
         }

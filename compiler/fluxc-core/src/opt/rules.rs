@@ -7,6 +7,7 @@
 use egg::{Applier, Id, Pattern, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 
 use super::lang::{EG, ENode, Typed};
+use crate::dims::Dim;
 use crate::ir::{BinaryOp, DType, Op, ReduceOp, TensorTy, UnaryOp, infer, swaps_last_two};
 
 pub type Rule = Rewrite<ENode, Typed>;
@@ -203,6 +204,38 @@ fn div_broadcast(egraph: &EG, id: Id) -> Vec<Build> {
     out
 }
 
+/// sum(x · x) over every axis = the matrix product [1, n] @ [n, 1] of x with itself (both
+/// reshapes of x, no copy): the product kernel reads x once, where a loop would write the
+/// squares and a reduction read them back (a gradient's squared norm, every train step).
+fn sum_squares(egraph: &EG, id: Id) -> Vec<Build> {
+    let mut out = Vec::new();
+    for n in nodes_where(egraph, id, |op| matches!(op, Op::Reduce { op: ReduceOp::Sum, .. })) {
+        let (Op::Reduce { axes, .. }, Some(&sq)) = (&n.key.op, n.args.first()) else { continue };
+        let Some(t) = ty(egraph, sq) else { continue };
+        let every_axis = axes.len() == t.shape.len() && (0..t.shape.len()).all(|a| axes.contains(&a));
+        if t.dtype != DType::F32 || t.shape.is_empty() || !every_axis {
+            continue;
+        }
+        let Ok(count) = t.shape.iter().try_fold(Dim::constant(1), |acc, d| acc.mul(d)) else { continue };
+        for m in nodes_where(egraph, sq, |op| matches!(op, Op::Binary(BinaryOp::Mul))) {
+            let (Some(&a), Some(&b)) = (m.args.first(), m.args.get(1)) else { continue };
+            if egraph.find(a) != egraph.find(b) {
+                continue;
+            }
+            let matrix = |shape: Vec<Dim>| {
+                node(Op::Reshape, Some(TensorTy::new(DType::F32, shape)), vec![Build::Class(a)])
+            };
+            let (row, column) = (
+                matrix(vec![Dim::constant(1), count.clone()]),
+                matrix(vec![count.clone(), Dim::constant(1)]),
+            );
+            let product = node(Op::MatMul, None, vec![row, column]);
+            out.push(node(Op::Reshape, Some(TensorTy::new(DType::F32, Vec::new())), vec![product]));
+        }
+    }
+    out
+}
+
 /// The parts of a concatenation along `axis`: (class, start, end) in the result.
 fn concat_parts(egraph: &EG, n: &ENode, axis: usize) -> Option<Vec<(Id, i64, i64)>> {
     let mut at = 0;
@@ -280,6 +313,7 @@ fn structural_rules() -> Vec<(&'static str, Finder)> {
         ("unary-broadcast", unary_broadcast),
         ("div-broadcast", div_broadcast),
         ("add-concat", add_concat),
+        ("sum-squares", sum_squares),
     ]
 }
 

@@ -379,6 +379,18 @@ fn add_concat() {
 }
 
 #[test]
+fn sum_squares() {
+    rewrites(
+        "sum-squares",
+        |g, x, _| {
+            let sq = g.binary(B::Mul, x, x)?;
+            g.push(Op::Reduce { op: ReduceOp::Sum, axes: vec![0, 1] }, &[sq], None)
+        },
+        "(reshape (matmul (reshape x) (reshape x)))",
+    );
+}
+
+#[test]
 fn constants_fold() {
     let (got, _, _) = run(|g, x, _| {
         let (a, b) = (k(g, 2.0)?, k(g, 3.0)?);
