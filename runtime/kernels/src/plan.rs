@@ -447,26 +447,32 @@ impl<'p> Plan<'p> {
                 }
                 let mut ptrs = [std::ptr::null_mut::<f32>(); MAX_LOOP_INPUTS + 1];
                 ptrs[0] = out_ptr;
-                let mut read = Vec::with_capacity(n);
-                for slot in ptrs.iter_mut().skip(1).take(n) {
+                // What the loop reads and writes, by scratch range (on the stack too: a train
+                // step runs hundreds of loops).
+                let mut read = [None; MAX_LOOP_INPUTS];
+                for (slot, span) in ptrs.iter_mut().skip(1).zip(read.iter_mut()).take(n) {
                     let id = r.index()?;
                     let (_, len, s) = self.buffer(env, offsets, id)?;
                     *slot = operand(id, len)?.as_ptr().cast_mut();
-                    read.push(s);
+                    *span = s;
                 }
+                let read = read.get(..n).unwrap_or_default();
                 // Further outputs: scratch that nothing else the loop reads or writes overlaps.
                 let extra = r.index()?;
                 if n + extra > MAX_LOOP_INPUTS {
                     return Err(bad("a loop with too many buffers"));
                 }
-                let mut written = vec![out_span];
-                for slot in ptrs.iter_mut().skip(1 + n).take(extra) {
+                let mut written = [out_span; MAX_LOOP_INPUTS + 1];
+                for (e, slot) in ptrs.iter_mut().skip(1 + n).take(extra).enumerate() {
                     let (p, _, s) = self.buffer(env, offsets, r.index()?)?;
                     let Some(s) = s else { return Err(bad("a loop's outputs share memory")) };
-                    if written.iter().any(|w| w.overlaps(Some(s))) || read.iter().any(|x| s.overlaps(*x)) {
+                    let earlier = written.get(..=e).unwrap_or_default();
+                    if earlier.iter().any(|w| w.overlaps(Some(s))) || read.iter().any(|x| s.overlaps(*x)) {
                         return Err(bad("a loop's outputs share memory"));
                     }
-                    written.push(s);
+                    if let Some(w) = written.get_mut(e + 1) {
+                        *w = s;
+                    }
                     *slot = p;
                 }
                 // Long loops are split over the threads: each part writes its own range of
@@ -733,6 +739,47 @@ mod tests {
         };
         // SAFETY: the plan has no inputs, parameters or loops, and scratch holds its 8 elements.
         unsafe { plan.run(&env) }
+    }
+
+    unsafe extern "C" fn no_op(_: *const *mut f32, _: i64, _: i64, _: i64) {}
+
+    /// A loop's further outputs may share a slot with its other buffers, but not overlap its
+    /// output, each other or what it reads.
+    #[test]
+    fn a_loops_outputs_are_checked_by_range() {
+        let plan = |extra: i64| {
+            // Four buffers of 4 elements in one slot of 12: at 0, 4, 8, and 2 (over the first two).
+            let mut w = vec![MAGIC, VERSION, 0, 0, 4, 1, 1, 0];
+            for at in [0, 4, 8, 2] {
+                w.extend([storage::SLOT, 0, 4, 0, at, 0]);
+            }
+            w.extend([12, 0]);
+            // [len, LOOP, out, loop, n, in…, extra, out…]: b0 = f(b2), and `extra` too.
+            w.extend([8, op::LOOP, 0, 0, 1, 2, 1, extra]);
+            w
+        };
+        let loops: [LoopFn; 1] = [no_op];
+        let mut scratch = vec![0.0f32; 12];
+        let go = |words: &[i64], scratch: &mut [f32]| {
+            let plan = Plan::parse(words)?;
+            let env = Env {
+                batch: 1,
+                seed: 0,
+                step: 0,
+                inputs: &[],
+                params: &[],
+                scratch: scratch.as_mut_ptr(),
+                loops: &loops,
+            };
+            // SAFETY: the plan has no inputs or parameters, scratch holds its 12 elements, and the
+            // loop touches nothing.
+            unsafe { plan.run(&env) }
+        };
+        go(&plan(1), &mut scratch).unwrap();
+        for bad in [3, 2, 0] {
+            let e = go(&plan(bad), &mut scratch).unwrap_err();
+            assert!(e.0.contains("outputs share memory"), "b{bad}: {e}");
+        }
     }
 
     /// Parts of one slot (a concatenation built in place) may be read and written by one step
