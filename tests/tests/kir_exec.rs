@@ -341,3 +341,46 @@ fn sums_of_batch_sums_share_the_weight_gradients_concatenation() {
     assert_eq!(count(&|k| matches!(k, Kernel::Gemm { .. })), 1, "{text}");
     agrees_with_the_interpreter(&g, &kir, 23);
 }
+
+/// A loop that ends in exp, sigmoid or tanh of what it computes (a bias and an activation)
+/// stores the argument and then calls the kernels' map on its output in place: contiguous,
+/// row by row with a broadcast operand, and into the rows of a concatenation; the values
+/// match the interpreter at every batch (vector tails included).
+#[test]
+fn a_loop_ending_in_a_map_calls_it_in_place() {
+    use fluxc_core::dims::Dim;
+    use fluxc_core::ir::{BinaryOp, DType, Op, TensorTy, UnaryOp};
+    let mut g = Graph::default();
+    let ty = |c: i64| TensorTy::new(DType::F32, vec![Dim::var("B"), Dim::constant(c)]);
+    let x = g.input("x", ty(5)).unwrap();
+    let y = g.input("y", ty(5)).unwrap();
+    let bias = g.input("bias", TensorTy::new(DType::F32, vec![Dim::constant(5)])).unwrap();
+    let sum = g.binary(BinaryOp::Add, x, y).unwrap();
+    let plain = g.unary(UnaryOp::Tanh, sum).unwrap();
+    let wide = g.push(Op::Broadcast, &[bias], Some(ty(5))).unwrap();
+    let shifted = g.binary(BinaryOp::Sub, x, wide).unwrap();
+    let rows = g.unary(UnaryOp::Sigmoid, shifted).unwrap();
+    let sq = g.binary(BinaryOp::Mul, y, y).unwrap();
+    let part = g.unary(UnaryOp::Exp, sq).unwrap();
+    let prod = g.binary(BinaryOp::Mul, x, y).unwrap();
+    let other = g.unary(UnaryOp::Tanh, prod).unwrap();
+    let whole = g.push(Op::Concat { axis: 1 }, &[part, other], None).unwrap();
+    for (name, v) in [("plain", plain), ("rows", rows), ("whole", whole)] {
+        g.outputs.push((name.into(), v));
+    }
+    let kir = fluxc_core::kir::schedule(&g).unwrap();
+    let clif = fluxc_cpu::clif_text(&kir).unwrap();
+    // Four loops, each ending with one call whose output and input are the same pointer.
+    let in_place = clif
+        .lines()
+        .filter(|l| {
+            let Some(args) = l.trim().strip_prefix("call fn").and_then(|r| r.split_once('(')) else {
+                return false;
+            };
+            let args: Vec<&str> = args.1.trim_end_matches(')').split(", ").collect();
+            args.len() == 3 && args[0] == args[1]
+        })
+        .count();
+    assert_eq!(in_place, 4, "{}", fluxc_core::kir::print_kir(&kir));
+    agrees_with_the_interpreter(&g, &kir, 17);
+}

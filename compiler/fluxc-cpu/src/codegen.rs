@@ -121,6 +121,11 @@ fn whole_map(
     {
         return None;
     }
+    map_symbol(*u)
+}
+
+/// The whole-run map of `u`, if it has one.
+fn map_symbol(u: UnaryOp) -> Option<&'static str> {
     let map = match u {
         UnaryOp::Exp => fluxc_kernels::math::Map::Exp,
         UnaryOp::Sigmoid => fluxc_kernels::math::Map::Sigmoid,
@@ -128,6 +133,24 @@ fn whole_map(
         _ => return None,
     };
     fluxc_kernels::math::MAPS.iter().find(|m| m.1 == map).map(|m| m.0)
+}
+
+/// The whole-run map that a loop ending in exp, sigmoid or tanh of the value computed just
+/// before (a dense layer's bias and activation) applies in place, after storing that value:
+/// the function runs on wider vectors than Cranelift's lanes. Not for a fused sum, nor when a
+/// further output stores the function's result.
+fn post_map(
+    body: &[Fused],
+    also: &[(BufId, usize)],
+    sum: Option<usize>,
+    dtype: DType,
+) -> Option<&'static str> {
+    let last = body.len().checked_sub(1)?;
+    let Some(Fused::Unary(u, x)) = body.last() else { return None };
+    if sum.is_some() || dtype != DType::F32 || *x + 1 != last || also.iter().any(|(_, j)| *j == last) {
+        return None;
+    }
+    map_symbol(*u)
 }
 
 /// Part `part` of `parts` of `0..n`: `[lo, hi)`, the parts `align`-element multiples (so that
@@ -453,11 +476,20 @@ pub fn define_loop<M: Module>(
             let off = i32::try_from(1 + inputs.len() + e).unwrap_or(i32::MAX).saturating_mul(word);
             also_ptrs.push((bcx.ins().load(ptr, flags, ptrs, off), *j));
         }
+        let post = match whole_map(body, &access, also, sum) {
+            Some(_) => None,
+            None => post_map(body, also, sum, dtype),
+        };
+        let body = match post {
+            Some(_) => body.get(..body.len() - 1).unwrap_or(body),
+            None => body,
+        };
         'body: {
             // A loop that only applies exp, sigmoid or tanh to one contiguous input hands its range
             // to the kernels' whole-run map, which runs on wider vectors than Cranelift's lanes.
             let rows_from = out_rows.as_ref().map(|r| r.0);
-            if let (Some(map), Some(&x)) = (whole_map(body, &access, also, sum), in_ptrs.first()) {
+            if let (Some(map), Some(&x), None) = (whole_map(body, &access, also, sum), in_ptrs.first(), post)
+            {
                 let mut sig = module.make_signature();
                 sig.params.extend([AbiParam::new(ptr), AbiParam::new(ptr), AbiParam::new(types::I64)]);
                 let f = module
@@ -692,7 +724,34 @@ pub fn define_loop<M: Module>(
                     }
                     bcx.switch_to_block(header);
                     let more = bcx.ins().icmp(IntCC::SignedLessThan, i, end);
-                    bcx.ins().brif(more, body_block, &[], done, &[]);
+                    // With a map to apply in place, the part (or row) ends with that call.
+                    let after = match post {
+                        Some(map) => {
+                            let call = bcx.create_block();
+                            bcx.ins().brif(more, body_block, &[], call, &[]);
+                            bcx.switch_to_block(call);
+                            let mut sig = module.make_signature();
+                            sig.params.extend([
+                                AbiParam::new(ptr),
+                                AbiParam::new(ptr),
+                                AbiParam::new(types::I64),
+                            ]);
+                            let f = module
+                                .declare_function(map, Linkage::Import, &sig)
+                                .map_err(|e| CpuError(format!("declaring {map}: {e}")))?;
+                            let f = module.declare_func_in_func(f, bcx.func);
+                            let off = bcx.ins().ishl_imm_s(start, 2);
+                            let at = bcx.ins().iadd(out_ptr, off);
+                            let count = bcx.ins().isub(end, start);
+                            bcx.ins().call(f, &[at, at, count]);
+                            bcx.ins().jump(done, &[]);
+                            None
+                        }
+                        None => Some(done),
+                    };
+                    if let Some(done) = after {
+                        bcx.ins().brif(more, body_block, &[], done, &[]);
+                    }
                     bcx.switch_to_block(body_block);
                 }
                 for (j, f) in body.iter().enumerate() {
