@@ -727,6 +727,11 @@ mod tests {
     }
 
     fn run(words: &[i64], scratch: &mut [f32]) -> Result<(), PlanError> {
+        run_with(words, scratch, &[])
+    }
+
+    /// Runs a plan with no inputs or parameters on `scratch`, at batch 1.
+    fn run_with(words: &[i64], scratch: &mut [f32], loops: &[LoopFn]) -> Result<(), PlanError> {
         let plan = Plan::parse(words)?;
         let env = Env {
             batch: 1,
@@ -735,9 +740,10 @@ mod tests {
             inputs: &[],
             params: &[],
             scratch: scratch.as_mut_ptr(),
-            loops: &[],
+            loops,
         };
-        // SAFETY: the plan has no inputs, parameters or loops, and scratch holds its 8 elements.
+        // SAFETY: the plans of these tests have no inputs or parameters, their scratch fits the
+        // buffer given, and their loops touch nothing.
         unsafe { plan.run(&env) }
     }
 
@@ -760,24 +766,9 @@ mod tests {
         };
         let loops: [LoopFn; 1] = [no_op];
         let mut scratch = vec![0.0f32; 12];
-        let go = |words: &[i64], scratch: &mut [f32]| {
-            let plan = Plan::parse(words)?;
-            let env = Env {
-                batch: 1,
-                seed: 0,
-                step: 0,
-                inputs: &[],
-                params: &[],
-                scratch: scratch.as_mut_ptr(),
-                loops: &loops,
-            };
-            // SAFETY: the plan has no inputs or parameters, scratch holds its 12 elements, and the
-            // loop touches nothing.
-            unsafe { plan.run(&env) }
-        };
-        go(&plan(1), &mut scratch).unwrap();
+        run_with(&plan(1), &mut scratch, &loops).unwrap();
         for bad in [3, 2, 0] {
-            let e = go(&plan(bad), &mut scratch).unwrap_err();
+            let e = run_with(&plan(bad), &mut scratch, &loops).unwrap_err();
             assert!(e.0.contains("outputs share memory"), "b{bad}: {e}");
         }
     }
