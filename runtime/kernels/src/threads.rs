@@ -43,8 +43,13 @@ pub fn run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
         }
         return;
     }
-    let Some(pool) = pool() else { return (0..parts).for_each(f) };
-    let Ok(_turn) = pool.submit.try_lock() else { return (0..parts).for_each(f) };
+    let Some(pool) = pool() else { return inline(parts, f) };
+    // (A part that panicked in an earlier job poisoned the lock; the pool is still sound.)
+    let _turn = match pool.submit.try_lock() {
+        Ok(turn) => turn,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return inline(parts, f),
+    };
     // SAFETY: the job's pointer to `f` is only followed for a claimed part, and every part is
     // claimed and finished before this function returns (it waits for `done == parts` below),
     // so `f` outlives every use; the lifetime is erased only to pass it to the workers.
@@ -74,6 +79,17 @@ pub fn run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
     }
     *pool.slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
     if job.panicked.load(Ordering::Relaxed) {
+        panic!("a kernel part panicked");
+    }
+}
+
+/// Every part on the calling thread, a panic raised after the last (as `run` promises).
+fn inline(parts: usize, f: &(dyn Fn(usize) + Sync)) {
+    let mut panicked = false;
+    for part in 0..parts {
+        panicked |= std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(part))).is_err();
+    }
+    if panicked {
         panic!("a kernel part panicked");
     }
 }
@@ -205,6 +221,21 @@ mod tests {
                 finished.fetch_add(1, Ordering::Relaxed);
             })
         }));
+        assert!(r.is_err());
+        assert_eq!(finished.load(Ordering::Relaxed), 3);
+        // The same when the parts run inline (the pool busy with another caller's job; on one
+        // core there is no pool, and they always do).
+        let busy = pool().map(|p| p.submit.lock().unwrap_or_else(PoisonError::into_inner));
+        let finished = AtomicUsize::new(0);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run(4, &|p| {
+                if p == 1 {
+                    panic!("part 1");
+                }
+                finished.fetch_add(1, Ordering::Relaxed);
+            })
+        }));
+        drop(busy);
         assert!(r.is_err());
         assert_eq!(finished.load(Ordering::Relaxed), 3);
         // The pool still works.
