@@ -1,7 +1,9 @@
 //! Cranelift code for one fused loop kernel.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{AbiParam, BlockArg, InstBuilder, MemFlagsData, UserFuncName, Value, types};
+use cranelift_codegen::ir::{
+    AbiParam, BlockArg, FuncRef, Function, InstBuilder, MemFlagsData, UserFuncName, Value, types,
+};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::{Context, isa};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -151,6 +153,17 @@ fn post_map(
         return None;
     }
     map_symbol(*u)
+}
+
+/// The kernels' whole-run map `name`, `(out, x, n)`, declared for calls from `func`.
+fn map_ref<M: Module>(module: &mut M, func: &mut Function, name: &str) -> Result<FuncRef, CpuError> {
+    let ptr = module.target_config().pointer_type();
+    let mut sig = module.make_signature();
+    sig.params.extend([AbiParam::new(ptr), AbiParam::new(ptr), AbiParam::new(types::I64)]);
+    let f = module
+        .declare_function(name, Linkage::Import, &sig)
+        .map_err(|e| CpuError(format!("declaring {name}: {e}")))?;
+    Ok(module.declare_func_in_func(f, func))
 }
 
 /// Part `part` of `parts` of `0..n`: `[lo, hi)`, the parts `align`-element multiples (so that
@@ -476,10 +489,12 @@ pub fn define_loop<M: Module>(
             let off = i32::try_from(1 + inputs.len() + e).unwrap_or(i32::MAX).saturating_mul(word);
             also_ptrs.push((bcx.ins().load(ptr, flags, ptrs, off), *j));
         }
-        let post = match whole_map(body, &access, also, sum) {
+        let whole = whole_map(body, &access, also, sum);
+        let post = match whole {
             Some(_) => None,
             None => post_map(body, also, sum, dtype),
         };
+        // With a map to apply afterwards, the loop computes (and stores) its argument.
         let body = match post {
             Some(_) => body.get(..body.len() - 1).unwrap_or(body),
             None => body,
@@ -488,14 +503,8 @@ pub fn define_loop<M: Module>(
             // A loop that only applies exp, sigmoid or tanh to one contiguous input hands its range
             // to the kernels' whole-run map, which runs on wider vectors than Cranelift's lanes.
             let rows_from = out_rows.as_ref().map(|r| r.0);
-            if let (Some(map), Some(&x), None) = (whole_map(body, &access, also, sum), in_ptrs.first(), post)
-            {
-                let mut sig = module.make_signature();
-                sig.params.extend([AbiParam::new(ptr), AbiParam::new(ptr), AbiParam::new(types::I64)]);
-                let f = module
-                    .declare_function(map, Linkage::Import, &sig)
-                    .map_err(|e| CpuError(format!("declaring {map}: {e}")))?;
-                let f = module.declare_func_in_func(f, bcx.func);
+            if let (Some(map), Some(&x)) = (whole, in_ptrs.first()) {
+                let f = map_ref(module, bcx.func, map)?;
                 if let (Some(Access::Same), None) = (access.first(), out_rows) {
                     let (lo, hi) = part_range(&mut bcx, n, part, parts, 8);
                     let off = bcx.ins().ishl_imm_s(lo, 2);
@@ -725,32 +734,16 @@ pub fn define_loop<M: Module>(
                     bcx.switch_to_block(header);
                     let more = bcx.ins().icmp(IntCC::SignedLessThan, i, end);
                     // With a map to apply in place, the part (or row) ends with that call.
-                    let after = match post {
-                        Some(map) => {
-                            let call = bcx.create_block();
-                            bcx.ins().brif(more, body_block, &[], call, &[]);
-                            bcx.switch_to_block(call);
-                            let mut sig = module.make_signature();
-                            sig.params.extend([
-                                AbiParam::new(ptr),
-                                AbiParam::new(ptr),
-                                AbiParam::new(types::I64),
-                            ]);
-                            let f = module
-                                .declare_function(map, Linkage::Import, &sig)
-                                .map_err(|e| CpuError(format!("declaring {map}: {e}")))?;
-                            let f = module.declare_func_in_func(f, bcx.func);
-                            let off = bcx.ins().ishl_imm_s(start, 2);
-                            let at = bcx.ins().iadd(out_ptr, off);
-                            let count = bcx.ins().isub(end, start);
-                            bcx.ins().call(f, &[at, at, count]);
-                            bcx.ins().jump(done, &[]);
-                            None
-                        }
-                        None => Some(done),
-                    };
-                    if let Some(done) = after {
-                        bcx.ins().brif(more, body_block, &[], done, &[]);
+                    let leave = if post.is_some() { bcx.create_block() } else { done };
+                    bcx.ins().brif(more, body_block, &[], leave, &[]);
+                    if let Some(map) = post {
+                        bcx.switch_to_block(leave);
+                        let f = map_ref(module, bcx.func, map)?;
+                        let off = bcx.ins().ishl_imm_s(start, 2);
+                        let at = bcx.ins().iadd(out_ptr, off);
+                        let count = bcx.ins().isub(end, start);
+                        bcx.ins().call(f, &[at, at, count]);
+                        bcx.ins().jump(done, &[]);
                     }
                     bcx.switch_to_block(body_block);
                 }

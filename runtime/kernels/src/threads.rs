@@ -212,32 +212,26 @@ mod tests {
 
     #[test]
     fn a_panicking_part_is_raised_after_all_parts_finish() {
-        let finished = AtomicUsize::new(0);
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run(4, &|p| {
-                if p == 1 {
-                    panic!("part 1");
-                }
-                finished.fetch_add(1, Ordering::Relaxed);
-            })
-        }));
-        assert!(r.is_err());
-        assert_eq!(finished.load(Ordering::Relaxed), 3);
+        // Four parts, the second panicking: whether the panic came out, and how many finished.
+        let panicking_run = || {
+            let finished = AtomicUsize::new(0);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(4, &|p| {
+                    if p == 1 {
+                        panic!("part 1");
+                    }
+                    finished.fetch_add(1, Ordering::Relaxed);
+                })
+            }));
+            (r.is_err(), finished.load(Ordering::Relaxed))
+        };
+        assert_eq!(panicking_run(), (true, 3));
         // The same when the parts run inline (the pool busy with another caller's job; on one
         // core there is no pool, and they always do).
         let busy = pool().map(|p| p.submit.lock().unwrap_or_else(PoisonError::into_inner));
-        let finished = AtomicUsize::new(0);
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run(4, &|p| {
-                if p == 1 {
-                    panic!("part 1");
-                }
-                finished.fetch_add(1, Ordering::Relaxed);
-            })
-        }));
+        let inline = panicking_run();
         drop(busy);
-        assert!(r.is_err());
-        assert_eq!(finished.load(Ordering::Relaxed), 3);
+        assert_eq!(inline, (true, 3));
         // The pool still works.
         let count = AtomicUsize::new(0);
         run(3, &|_| {
