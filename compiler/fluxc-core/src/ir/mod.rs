@@ -18,7 +18,7 @@ pub use print::print_graph;
 pub use simplify::simplify;
 pub use verify::verify;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DType {
     F32,
     I32,
@@ -35,7 +35,7 @@ impl DType {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TensorTy {
     pub dtype: DType,
     pub shape: Vec<Dim>,

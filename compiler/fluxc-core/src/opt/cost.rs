@@ -2,7 +2,9 @@
 //! (the batch is the only symbolic dimension). Extraction ranks terms by it; the report and the
 //! bench print it for whole graphs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use egg::{CostFunction, Id};
 
@@ -29,7 +31,7 @@ impl Work {
 /// Dimension values at the nominal batch, remembered (evaluating a symbolic dimension
 /// substitutes into its normal form, and graphs repeat a handful of dimensions thousands of times).
 #[derive(Default)]
-pub struct Sizes(HashMap<Dim, u64>);
+pub struct Sizes(FxHashMap<Dim, u64>);
 
 impl Sizes {
     fn dim(&mut self, d: &Dim) -> u64 {
@@ -123,7 +125,7 @@ pub fn work(g: &Graph) -> Work {
 /// f64 still tells two terms that differ by one small node apart, so that a late step's cheaper
 /// form tied with its dearer one. Longer recurrences saturate, and such ties come back.
 pub struct TreeCost {
-    own: HashMap<ENode, Exact>,
+    own: FxHashMap<ENode, Exact>,
 }
 
 /// A non-negative integer of 512 bits, most significant word first (so that the derived order
@@ -164,7 +166,7 @@ const UNKNOWN: Exact = Exact([0, 0, 0, 0, 0, 0, 1, 0]);
 
 impl TreeCost {
     pub fn new(egraph: &EG) -> TreeCost {
-        let mut own = HashMap::new();
+        let mut own = FxHashMap::default();
         let mut sizes = Sizes::default();
         for class in egraph.classes() {
             for n in &class.nodes {

@@ -10,10 +10,11 @@ use egg::{Analysis, DidMerge, EGraph, FromOp, Id, Language};
 use crate::ir::{BinaryOp, DType, Op, TensorTy, UnaryOp, infer};
 
 /// An op and the type the node declares (only where the result shape is an attribute), compared
-/// by their canonical text so that the e-graph can hash and order them.
+/// by the op's canonical name and then the declared type, so that the e-graph can hash and order
+/// them (the name carries every attribute; the type is compared as a value, not printed).
 #[derive(Clone, Debug)]
 pub struct OpKey {
-    text: Arc<str>,
+    name: Arc<str>,
     pub op: Op,
     pub declared: Option<TensorTy>,
 }
@@ -21,27 +22,24 @@ pub struct OpKey {
 impl OpKey {
     pub fn new(op: Op, declared: Option<TensorTy>) -> OpKey {
         let declared = if needs_declared(&op) { declared } else { None };
-        let text = match &declared {
-            Some(t) => format!("{}:{t}", op.name()),
-            None => op.name(),
-        };
-        OpKey { text: text.into(), op, declared }
+        OpKey { name: op.name().into(), op, declared }
     }
 
-    pub fn text(&self) -> &str {
-        &self.text
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 
 impl PartialEq for OpKey {
     fn eq(&self, other: &Self) -> bool {
-        self.text == other.text
+        self.name == other.name && self.declared == other.declared
     }
 }
 impl Eq for OpKey {}
 impl std::hash::Hash for OpKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.text.hash(state);
+        self.name.hash(state);
+        self.declared.hash(state);
     }
 }
 impl PartialOrd for OpKey {
@@ -51,7 +49,7 @@ impl PartialOrd for OpKey {
 }
 impl Ord for OpKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.text.cmp(&other.text)
+        (&self.name, &self.declared).cmp(&(&other.name, &other.declared))
     }
 }
 
@@ -85,10 +83,11 @@ impl ENode {
 }
 
 impl Language for ENode {
+    /// The name alone: nodes that match have equal names, and the order sorts by name first.
     type Discriminant = Arc<str>;
 
     fn discriminant(&self) -> Self::Discriminant {
-        self.key.text.clone()
+        self.key.name.clone()
     }
 
     fn matches(&self, other: &Self) -> bool {
@@ -106,7 +105,10 @@ impl Language for ENode {
 
 impl fmt::Display for ENode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.key.text())
+        match &self.key.declared {
+            Some(t) => write!(f, "{}:{t}", self.key.name()),
+            None => f.write_str(self.key.name()),
+        }
     }
 }
 

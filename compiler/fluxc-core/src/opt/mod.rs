@@ -10,11 +10,11 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use egg::{Extractor, Id, Runner, StopReason};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::ir::{Graph, IrError, Op, ValueId};
 pub use cost::{Work, work};
@@ -103,15 +103,15 @@ fn to_egraph(g: &Graph) -> (EG, Vec<Id>) {
 /// its last operand — because the scheduler fuses and plans memory in program order: the
 /// original's inputs and parameters first (used or not), then each needed class once.
 fn extract(g: &Graph, egraph: &EG, ids: &[Id], roots: &[Id]) -> Result<Graph, IrError> {
-    use std::collections::{BTreeSet, HashSet};
+    use std::collections::BTreeSet;
     let extractor = Extractor::new(egraph, cost::TreeCost::new(egraph));
     // Where each class first appeared in the original.
-    let mut first: HashMap<Id, usize> = HashMap::new();
+    let mut first: FxHashMap<Id, usize> = FxHashMap::default();
     for (i, id) in ids.iter().enumerate() {
         first.entry(egraph.find(*id)).or_insert(i);
     }
     // The needed classes and their chosen nodes (iteratively: graphs are thousands deep).
-    let mut chosen: HashMap<Id, &ENode> = HashMap::new();
+    let mut chosen: FxHashMap<Id, &ENode> = FxHashMap::default();
     let mut stack: Vec<Id> = roots.iter().map(|r| egraph.find(*r)).collect();
     while let Some(id) = stack.pop() {
         if chosen.contains_key(&id) {
@@ -123,16 +123,16 @@ fn extract(g: &Graph, egraph: &EG, ids: &[Id], roots: &[Id]) -> Result<Graph, Ir
     }
     // Topological order by position: a ready class with the smallest key goes next; a new class
     // gets its operands' largest key (it is ready only after them anyway).
-    let mut users: HashMap<Id, Vec<Id>> = HashMap::new();
-    let mut waiting: HashMap<Id, usize> = HashMap::new();
+    let mut users: FxHashMap<Id, Vec<Id>> = FxHashMap::default();
+    let mut waiting: FxHashMap<Id, usize> = FxHashMap::default();
     for (id, n) in &chosen {
-        let operands: HashSet<Id> = n.args.iter().map(|a| egraph.find(*a)).collect();
+        let operands: FxHashSet<Id> = n.args.iter().map(|a| egraph.find(*a)).collect();
         waiting.insert(*id, operands.len());
         for a in operands {
             users.entry(a).or_default().push(*id);
         }
     }
-    let mut key: HashMap<Id, usize> = HashMap::new();
+    let mut key: FxHashMap<Id, usize> = FxHashMap::default();
     let mut ready: BTreeSet<(usize, Id)> = BTreeSet::new();
     for (id, w) in &waiting {
         if *w == 0 {
@@ -143,7 +143,7 @@ fn extract(g: &Graph, egraph: &EG, ids: &[Id], roots: &[Id]) -> Result<Graph, Ir
     }
     let mut out =
         Graph { nodes: Vec::new(), inputs: g.inputs.clone(), params: g.params.clone(), outputs: Vec::new() };
-    let mut done: HashMap<Id, ValueId> = HashMap::new();
+    let mut done: FxHashMap<Id, ValueId> = FxHashMap::default();
     for (n, id) in g.nodes.iter().zip(ids) {
         if matches!(n.op, Op::Input(_) | Op::Param(_)) {
             let v = out.push(n.op.clone(), &[], Some(n.ty.clone()))?;

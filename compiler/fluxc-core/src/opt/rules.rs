@@ -330,7 +330,10 @@ impl Searcher<ENode, Typed> for Structural {
         eclass: Id,
         limit: usize,
     ) -> Option<SearchMatches<'_, ENode>> {
-        if limit == 0 || (self.find)(egraph, eclass).is_empty() {
+        // Only a proposal the class does not already hold is a match: re-adding what an earlier
+        // iteration added would change nothing, and costs most of the rule's time.
+        let eclass = egraph.find(eclass);
+        if limit == 0 || (self.find)(egraph, eclass).iter().all(|b| existing(egraph, b) == Some(eclass)) {
             return None;
         }
         Some(SearchMatches { eclass, substs: vec![Subst::with_capacity(0)], ast: None })
@@ -361,6 +364,17 @@ impl Applier<ENode, Typed> for Structural {
             }
         }
         changed
+    }
+}
+
+/// The class a term already has in the e-graph, if every node of it is there.
+fn existing(egraph: &EG, b: &Build) -> Option<Id> {
+    match b {
+        Build::Class(c) => Some(egraph.find(*c)),
+        Build::Node(op, declared, args) => {
+            let ids = args.iter().map(|a| existing(egraph, a)).collect::<Option<Vec<Id>>>()?;
+            egraph.lookup(ENode::new(op.clone(), declared.clone(), ids))
+        }
     }
 }
 
