@@ -8,7 +8,7 @@ use egg::{Applier, Id, Pattern, PatternAst, Rewrite, SearchMatches, Searcher, Su
 
 use super::lang::{EG, ENode, Typed};
 use crate::dims::Dim;
-use crate::ir::{BinaryOp, DType, Op, ReduceOp, TensorTy, UnaryOp, infer, swaps_last_two};
+use crate::ir::{BinaryOp, DType, Op, PoolKind, ReduceOp, TensorTy, UnaryOp, infer, swaps_last_two};
 
 pub type Rule = Rewrite<ENode, Typed>;
 
@@ -236,6 +236,58 @@ fn sum_squares(egraph: &EG, id: Id) -> Vec<Build> {
     out
 }
 
+/// The class holds `[x > 0]` as f32 (a ReLU's derivative, as autodiff writes it).
+fn is_positive_mask(egraph: &EG, mask: Id, x: Id) -> bool {
+    let x = egraph.find(x);
+    nodes_where(egraph, mask, |op| matches!(op, Op::Cast(DType::F32))).any(|c| {
+        c.args.first().is_some_and(|gt| {
+            nodes_where(egraph, *gt, |op| matches!(op, Op::Binary(BinaryOp::Gt))).any(|g| {
+                matches!(g.args.as_slice(), [a, z] if egraph.find(*a) == x && egraph[*z].data.konst == Some(0.0))
+            })
+        })
+    })
+}
+
+/// maxpool_grad(relu(x), g) · [x > 0] = maxpool_grad(relu(x), g · [maxpool(relu(x)) > 0]): a max
+/// pool routes each window's gradient to a position holding the window's maximum, and there
+/// the ReLU's mask is 1 exactly when that maximum is positive. The mask is then taken at the
+/// pooled size (a quarter of the elements for a 2×2 pool), from the forward pass's own pooled
+/// values, and the gradient no longer needs `x` at full size.
+fn pool_grad_relu(egraph: &EG, id: Id) -> Vec<Build> {
+    let mut out = Vec::new();
+    for n in nodes_where(egraph, id, |op| matches!(op, Op::Binary(BinaryOp::Mul))) {
+        let [a, b] = n.args.as_slice() else { continue };
+        for (routed, mask) in [(*a, *b), (*b, *a)] {
+            let max_grad = |op: &Op| matches!(op, Op::PoolGrad { kind: PoolKind::Max, .. });
+            for p in nodes_where(egraph, routed, max_grad) {
+                let (Op::PoolGrad { window, stride, pad, .. }, [r, g]) = (&p.key.op, p.args.as_slice())
+                else {
+                    continue;
+                };
+                let Some(gty) = ty(egraph, *g) else { continue };
+                let relu = nodes_where(egraph, *r, |op| matches!(op, Op::Unary(UnaryOp::Relu)));
+                if !relu.filter_map(|m| m.args.first()).any(|x| is_positive_mask(egraph, mask, *x)) {
+                    continue;
+                }
+                let pool = Op::Pool {
+                    kind: PoolKind::Max,
+                    window: window.clone(),
+                    stride: stride.clone(),
+                    pad: pad.clone(),
+                };
+                let pooled = node(pool, None, vec![Build::Class(*r)]);
+                let zero = node(Op::Const(0.0), Some(TensorTy::new(DType::F32, Vec::new())), Vec::new());
+                let zeros = node(Op::Broadcast, Some(gty.clone()), vec![zero]);
+                let positive = node(Op::Binary(BinaryOp::Gt), None, vec![pooled, zeros]);
+                let small_mask = node(Op::Cast(DType::F32), None, vec![positive]);
+                let masked = node(Op::Binary(BinaryOp::Mul), None, vec![Build::Class(*g), small_mask]);
+                out.push(node(p.key.op.clone(), None, vec![Build::Class(*r), masked]));
+            }
+        }
+    }
+    out
+}
+
 /// The parts of a concatenation along `axis`: (class, start, end) in the result.
 fn concat_parts(egraph: &EG, n: &ENode, axis: usize) -> Option<Vec<(Id, i64, i64)>> {
     let mut at = 0;
@@ -314,6 +366,7 @@ fn structural_rules() -> Vec<(&'static str, Finder)> {
         ("div-broadcast", div_broadcast),
         ("add-concat", add_concat),
         ("sum-squares", sum_squares),
+        ("pool-grad-relu", pool_grad_relu),
     ]
 }
 

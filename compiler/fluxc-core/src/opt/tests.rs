@@ -391,6 +391,35 @@ fn sum_squares() {
 }
 
 #[test]
+fn pool_grad_relu() {
+    use crate::ir::PoolKind;
+    // x and y spread over [B, 3, n, n] images; a 2×2 max pool of stride 2.
+    let image = |n: i64| vec![Dim::var("B"), Dim::constant(3), Dim::constant(n), Dim::constant(n)];
+    let column = vec![Dim::var("B"), Dim::constant(3), Dim::constant(1), Dim::constant(1)];
+    let pool = || (PoolKind::Max, vec![2, 2], vec![2, 2], vec![0, 0]);
+    rewrites(
+        "pool-grad-relu",
+        |g, x, y| {
+            let x = g.push(Op::Reshape, &[x], Some(ty(&column)))?;
+            let x = g.broadcast_to(x, &image(4))?;
+            let grad = g.push(Op::Reshape, &[y], Some(ty(&column)))?;
+            let grad = g.broadcast_to(grad, &image(2))?;
+            let r = g.unary(U::Relu, x)?;
+            let (kind, window, stride, pad) = pool();
+            let routed = g.push(Op::PoolGrad { kind, window, stride, pad }, &[r, grad], None)?;
+            let zeros = k(g, 0.0)?;
+            let zeros = g.broadcast_to(zeros, &image(4))?;
+            let positive = g.binary(B::Gt, x, zeros)?;
+            let mask = g.push(Op::Cast(DType::F32), &[positive], None)?;
+            g.binary(B::Mul, routed, mask)
+        },
+        "(pool_grad.max window=[2, 2] stride=[2, 2] pad=[0, 0] (relu (broadcast (reshape x))) \
+         (mul (broadcast (reshape y)) (cast f32 (gt (pool.max window=[2, 2] stride=[2, 2] pad=[0, 0] \
+         (relu (broadcast (reshape x)))) (broadcast 0)))))",
+    );
+}
+
+#[test]
 fn constants_fold() {
     let (got, _, _) = run(|g, x, _| {
         let (a, b) = (k(g, 2.0)?, k(g, 3.0)?);
